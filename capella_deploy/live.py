@@ -1,0 +1,273 @@
+"""A read-only snapshot of what exists in a Capella organization.
+
+The snapshot is built from list calls only (one per page, no per-resource GET), and parsed
+defensively: the seed documents and the OpenAPI spec disagree on a few names, so both are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capella_deploy.client import CapellaClient
+
+log = logging.getLogger("capella_deploy.live")
+
+# Statuses from the Management API reference; anything else is treated as "in progress".
+KNOWN_STATUSES = frozenset(
+    {
+        "pending",
+        "deploying",
+        "deployFailed",
+        "healthy",
+        "unhealthy",
+        "pausing",
+        "paused",
+        "resuming",
+        "pauseFailed",
+        "resumeFailed",
+        "destroying",
+        "destroyFailed",
+    }
+)
+FAILED_STATUSES = frozenset({"deployFailed", "pauseFailed", "resumeFailed", "destroyFailed", "unhealthy"})
+
+# The seed says destroy/edit, the spec says delete; keep one vocabulary inside the tool.
+_ACTION_ALIASES = {"destroy": "delete", "edit": "edit", "delete": "delete"}
+
+
+class LiveStateError(ValueError):
+    """An API answer that cannot be read as a model or key."""
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    id: str
+    name: str
+    status: str
+    actions: frozenset[str]
+    provider: str | None
+    region: str | None
+    cpu: int | None
+    gpu_memory: int | None
+    catalog_model: str | None
+    model_type: str | None
+    vendor: str | None
+    dimensions: int | None
+    quantization: str | None
+    optimization: str | None
+    caching: Mapping[str, Any] | None
+    enable_batching: bool | None
+    keyword_filtering: tuple[str, ...] | None
+    connection_string: str | None
+    version: int | None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes the planner compares, named as in the manifest."""
+        return {
+            "catalogModel": self.catalog_model,
+            "provider": self.provider,
+            "region": self.region,
+            "cpu": self.cpu,
+            "gpuMemory": self.gpu_memory,
+            "quantization": self.quantization,
+            "optimization": self.optimization,
+            "dimensions": self.dimensions,
+            "enableBatching": self.enable_batching,
+            "keywordFiltering": list(self.keyword_filtering) if self.keyword_filtering is not None else None,
+            "caching": dict(self.caching) if self.caching is not None else None,
+            "state": state_of(self.status),
+        }
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    id: str
+    name: str
+    description: str | None
+    region: str | None
+    expiry_days: int | None
+    allowed_cidrs: tuple[str, ...]
+    allowed_models: tuple[tuple[str, str], ...]  # (id, name) pairs; ("*", "*") means every model
+    created_at: datetime | None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        if self.created_at is None or self.expiry_days is None:
+            return None
+        return self.created_at + timedelta(days=self.expiry_days)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "region": self.region,
+            "expiryDays": self.expiry_days,
+            "allowedCIDRs": sorted(self.allowed_cidrs),
+            "allowedModels": sorted(name for _, name in self.allowed_models),
+        }
+
+
+@dataclass(frozen=True)
+class LiveState:
+    org_id: str
+    models: tuple[LiveModel, ...] = ()
+    keys: tuple[LiveKey, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def fingerprint(self) -> str:
+        """A digest of everything the planner looks at; a saved plan is stale when this changes."""
+        doc = {
+            "org": self.org_id,
+            "models": sorted(
+                ({"id": m.id, "name": m.name, **m.attributes} for m in self.models), key=lambda d: d["id"]
+            ),
+            "keys": sorted(
+                (
+                    {"id": k.id, "name": k.name, "expiresAt": _iso(k.expires_at), **k.attributes}
+                    for k in self.keys
+                ),
+                key=lambda d: d["id"],
+            ),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def state_of(status: str) -> str:
+    """Map an API status onto the manifest's running/paused vocabulary."""
+    if status in {"paused", "pausing", "pauseFailed"}:
+        return "paused"
+    return "running"
+
+
+def parse_model(raw: Mapping[str, Any]) -> LiveModel:
+    item = raw.get("model", raw)
+    if not isinstance(item, Mapping):
+        raise LiveStateError("a model entry is not an object")
+    model_id, name = item.get("id"), item.get("name")
+    if not isinstance(model_id, str) or not isinstance(name, str):
+        raise LiveStateError("a model entry has no id or name")
+    cloud = _mapping(item.get("cloudConfig"))
+    compute = _mapping(cloud.get("compute"))
+    config = _mapping(item.get("config"))
+    actions = item.get("actions") or []
+    keyword = config.get("keywordFiltering")
+    return LiveModel(
+        id=model_id,
+        name=name,
+        status=str(item.get("status") or "pending"),
+        actions=frozenset(_ACTION_ALIASES.get(str(a), str(a)) for a in actions if isinstance(a, str)),
+        provider=_str(cloud.get("provider")),
+        region=_str(cloud.get("region")),
+        cpu=_int(compute.get("cpu")),
+        gpu_memory=_int(compute.get("gpuMemory")),
+        catalog_model=_str(config.get("catalogModelName")),
+        model_type=_str(config.get("type")),
+        vendor=_str(config.get("provider")),
+        dimensions=_int(config.get("dimensions")),
+        quantization=_str(config.get("quantization")),
+        optimization=_str(config.get("optimization")),
+        caching=config.get("caching") if isinstance(config.get("caching"), Mapping) else None,
+        enable_batching=config.get("enableBatching") if isinstance(config.get("enableBatching"), bool) else None,
+        keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
+        connection_string=_str(item.get("connectionString")),
+        version=_int(_mapping(item.get("audit")).get("version")),
+    )
+
+
+def parse_key(raw: Mapping[str, Any]) -> LiveKey:
+    key_id = raw.get("keyId", raw.get("id"))
+    name = raw.get("name")
+    if not isinstance(key_id, str) or not isinstance(name, str):
+        raise LiveStateError("an API key entry has no keyId or name")
+    allowed: list[tuple[str, str]] = []
+    for entry in raw.get("allowedModels") or []:
+        if isinstance(entry, Mapping):
+            allowed.append((str(entry.get("id", "")), str(entry.get("name", entry.get("id", "")))))
+        elif isinstance(entry, str):
+            allowed.append((entry, entry))
+    cidrs = raw.get("allowedCIDRs") or []
+    return LiveKey(
+        id=key_id,
+        name=name,
+        description=_str(raw.get("description")) or None,
+        region=_str(raw.get("region")),
+        expiry_days=_int(raw.get("expiry")),
+        allowed_cidrs=tuple(str(c) for c in cidrs if isinstance(c, str)),
+        allowed_models=tuple(allowed) or (("*", "*"),),
+        created_at=_time(_mapping(raw.get("audit")).get("createdAt")),
+    )
+
+
+async def read_live(client: CapellaClient, org_id: str) -> LiveState:
+    """One snapshot of the organization's models and keys, read concurrently."""
+    raw_models, raw_keys = await asyncio.gather(client.list_models(org_id), client.list_api_keys(org_id))
+    warnings: list[str] = []
+    models: list[LiveModel] = []
+    for raw in raw_models:
+        try:
+            model = parse_model(raw)
+        except LiveStateError as exc:
+            warnings.append(f"skipped an unreadable model entry: {exc}")
+            continue
+        if model.status not in KNOWN_STATUSES:
+            warnings.append(f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress")
+        models.append(model)
+    keys: list[LiveKey] = []
+    for raw in raw_keys:
+        try:
+            keys.append(parse_key(raw))
+        except LiveStateError as exc:
+            warnings.append(f"skipped an unreadable API key entry: {exc}")
+    for warning in warnings:
+        log.warning(warning)
+    return LiveState(org_id=org_id, models=tuple(models), keys=tuple(keys), warnings=tuple(warnings))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # The seed shows nanosecond precision, which fromisoformat on 3.10 does not take.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

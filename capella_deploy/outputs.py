@@ -1,0 +1,185 @@
+"""Connection strings and key tokens, kept where applications and pipelines can pick them up.
+
+The outputs file is the only place a key token is ever stored. It is rewritten whole on every
+change, atomically (temporary file, fsync, rename) and created with mode 0600 from the first byte,
+so a crash can never leave it truncated, and a token returned by the API is on disk before the
+applier moves on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from capella_deploy.errors import CapellaError
+from capella_deploy.secrets import MASK, Secret
+
+OutputFormat = Literal["json", "dotenv"]
+FORMAT_VERSION = 1
+
+
+class OutputsError(CapellaError):
+    pass
+
+
+class Outputs:
+    """The outputs document, held in memory and flushed to ``path`` after every change."""
+
+    def __init__(self, path: Path, fmt: OutputFormat = "json", org_id: str | None = None) -> None:
+        self.path = path
+        self.format: OutputFormat = fmt
+        self._lock = threading.Lock()
+        self._doc: dict[str, Any] = {"version": FORMAT_VERSION, "organizationId": org_id, "models": {}, "apiKeys": {}}
+        if path.exists():
+            self._doc = _read(path, fmt)
+            if org_id is not None:
+                self._doc["organizationId"] = org_id
+
+    @property
+    def models(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._doc["models"]  # type: ignore[no-any-return]
+
+    @property
+    def api_keys(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._doc["apiKeys"]  # type: ignore[no-any-return]
+
+    def token(self, key_name: str) -> Secret | None:
+        entry = self.api_keys.get(key_name)
+        value = entry.get("token") if entry else None
+        return Secret(value) if isinstance(value, str) and value else None
+
+    def record_model(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            entry = dict(self._doc["models"].get(name, {}))
+            entry.update({k: v for k, v in fields.items() if v is not None})
+            self._doc["models"][name] = entry
+            self._flush()
+
+    def record_key(self, name: str, *, key_id: str, token: Secret | None, **fields: Any) -> None:
+        with self._lock:
+            entry: dict[str, Any] = {"id": key_id, **{k: v for k, v in fields.items() if v is not None}}
+            # A token that was lost in transit is recorded as missing, never invented or copied.
+            entry["token"] = token.reveal() if token is not None else None
+            self._doc["apiKeys"][name] = entry
+            self._flush()
+
+    def forget_model(self, name: str) -> None:
+        with self._lock:
+            if self._doc["models"].pop(name, None) is not None:
+                self._flush()
+
+    def forget_key(self, name: str, key_id: str | None = None) -> None:
+        with self._lock:
+            entry = self._doc["apiKeys"].get(name)
+            if entry is not None and (key_id is None or entry.get("id") == key_id):
+                del self._doc["apiKeys"][name]
+                self._flush()
+
+    def masked(self) -> dict[str, Any]:
+        doc = json.loads(json.dumps(self._doc))
+        for entry in doc["apiKeys"].values():
+            if entry.get("token"):
+                entry["token"] = MASK
+        return doc  # type: ignore[no-any-return]
+
+    def document(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]
+
+    def _flush(self) -> None:
+        text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
+        atomic_write(self.path, text)
+
+
+def render_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+_MODEL_FIELDS = (("id", "ID"), ("status", "STATUS"), ("region", "REGION"), ("connectionString", "URL"))
+_KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), ("token", "TOKEN"))
+
+
+def render_dotenv(doc: Mapping[str, Any]) -> str:
+    # The comment before each group names the resource, so a later run can read the file back.
+    lines = ["# capella-deploy outputs", f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
+    for section, prefix, fields in (("models", "CAPELLA_MODEL_", _MODEL_FIELDS), ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS)):
+        for name, entry in sorted(doc.get(section, {}).items()):
+            lines.append(f"# {section} {name}")
+            for field, suffix in fields:
+                if entry.get(field) is not None:
+                    lines.append(f"{prefix}{env_name(name)}_{suffix}={_quote(str(entry[field]))}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_dotenv(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"version": FORMAT_VERSION, "organizationId": None, "models": {}, "apiKeys": {}}
+    entry: dict[str, Any] | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    for line in text.splitlines():
+        if line.startswith("# models ") or line.startswith("# apiKeys "):
+            _, section, name = line.split(" ", 2)
+            entry = doc[section].setdefault(name, {})
+            fields = _MODEL_FIELDS if section == "models" else _KEY_FIELDS
+            continue
+        var, sep, raw = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        value = shlex.split(raw)[0] if raw else ""
+        if var == "CAPELLA_ORG_ID":
+            doc["organizationId"] = value or None
+        elif entry is not None:
+            for field, suffix in fields:
+                if var.endswith("_" + suffix):
+                    entry[field] = value
+                    break
+    return doc
+
+
+def env_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _read(path: Path, fmt: OutputFormat) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+        doc = json.loads(text) if fmt == "json" else parse_dotenv(text)
+    except (OSError, ValueError) as exc:
+        raise OutputsError(
+            f"{path}: cannot read the outputs file ({type(exc).__name__}); "
+            "it holds key tokens that cannot be fetched again, so it is left untouched: repair or move it"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
+        raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
+    return doc
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: never a partial file, never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+

@@ -1,0 +1,163 @@
+"""The plan: a value describing every change, what forced it, and what it was computed against.
+
+A plan renders itself several ways (see render.py), can be saved and loaded, and the applier
+executes exactly the changes it holds. It never carries a secret: key tokens exist only in outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Action(str, Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+    ROTATE = "rotate"
+    NOOP = "no-op"
+
+
+class Kind(str, Enum):
+    MODEL = "model"
+    API_KEY = "apiKey"
+
+
+@dataclass(frozen=True)
+class AttributeChange:
+    path: str
+    before: Any
+    after: Any
+    forces_replace: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "before": self.before, "after": self.after, "forcesReplace": self.forces_replace}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttributeChange:
+        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("forcesReplace")))
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    kind: Kind
+    name: str
+    action: Action
+    live_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    attribute_changes: tuple[AttributeChange, ...] = ()
+    reason: str | None = None
+    prevent_destroy: bool = False
+
+    @property
+    def address(self) -> str:
+        suffix = f"[{self.live_id}]" if self.live_id and self.after is None else ""
+        return f"{self.kind.value}.{self.name}{suffix}"
+
+    @property
+    def destroys(self) -> bool:
+        """True when the change deletes something that exists now (rotation keeps the key's service)."""
+        return self.action in (Action.DELETE, Action.REPLACE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind.value,
+            "name": self.name,
+            "action": self.action.value,
+            "liveId": self.live_id,
+            "before": self.before,
+            "after": self.after,
+            "attributeChanges": [c.to_dict() for c in self.attribute_changes],
+            "reason": self.reason,
+            "preventDestroy": self.prevent_destroy,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResourceChange:
+        return cls(
+            kind=Kind(data["kind"]),
+            name=data["name"],
+            action=Action(data["action"]),
+            live_id=data.get("liveId"),
+            before=data.get("before"),
+            after=data.get("after"),
+            attribute_changes=tuple(AttributeChange.from_dict(c) for c in data.get("attributeChanges", [])),
+            reason=data.get("reason"),
+            prevent_destroy=bool(data.get("preventDestroy")),
+        )
+
+
+@dataclass(frozen=True)
+class Unmanaged:
+    kind: Kind
+    name: str
+    live_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "name": self.name, "liveId": self.live_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Unmanaged:
+        return cls(Kind(data["kind"]), data["name"], data["liveId"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    org_id: str
+    changes: tuple[ResourceChange, ...]
+    unmanaged: tuple[Unmanaged, ...] = ()
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    live_fingerprint: str = ""
+    manifest_digest: str = ""
+
+    @property
+    def pending(self) -> tuple[ResourceChange, ...]:
+        """The changes that do something."""
+        return tuple(c for c in self.changes if c.action is not Action.NOOP)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.pending)
+
+    def counts(self) -> dict[str, int]:
+        counts = {action.value: 0 for action in Action}
+        for change in self.changes:
+            counts[change.action.value] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "organizationId": self.org_id,
+            "changes": [c.to_dict() for c in self.changes],
+            "unmanaged": [u.to_dict() for u in self.unmanaged],
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "liveFingerprint": self.live_fingerprint,
+            "manifestDigest": self.manifest_digest,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            org_id=data["organizationId"],
+            changes=tuple(ResourceChange.from_dict(c) for c in data.get("changes", [])),
+            unmanaged=tuple(Unmanaged.from_dict(u) for u in data.get("unmanaged", [])),
+            errors=tuple(data.get("errors", [])),
+            warnings=tuple(data.get("warnings", [])),
+            live_fingerprint=data.get("liveFingerprint", ""),
+            manifest_digest=data.get("manifestDigest", ""),
+        )
+
+    def checksum(self) -> str:
+        """SHA-256 of the canonical plan: what a reviewer approved, to compare with what will run."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,72 @@
+"""Wiring: which API to talk to, with which token and clock, for one command.
+
+Against the real Capella the client speaks HTTPS to CAPELLA_API_URL; with ``--sandbox`` it speaks
+to the embedded sandbox through an in-process transport and shares the sandbox's clock, so waiting
+for a deployment costs sandbox time, not wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from capella_deploy.client import DEFAULT_API_URL, CapellaClient, load_token
+from capella_deploy.clock import Clock, SystemClock
+from capella_deploy.errors import ConfigError
+from capella_deploy.secrets import Secret
+
+SANDBOX_TOKEN = "sandbox-token"
+DEFAULT_SANDBOX_STATE = ".capella/sandbox.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where commands go: the real API, or the sandbox kept in ``sandbox_state``."""
+
+    sandbox_state: Path | None
+    token_file: Path | None
+    environ: Mapping[str, str]
+    requests_per_minute: float | None = None
+
+
+@dataclass
+class Session:
+    client: CapellaClient
+    clock: Clock
+    org_id: str
+
+
+@contextlib.asynccontextmanager
+async def open_session(target: Target, manifest_org: str | None) -> AsyncIterator[Session]:
+    if target.sandbox_state is not None:
+        from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
+
+        token_text = target.environ.get("CAPELLA_API_TOKEN") or SANDBOX_TOKEN
+        sandbox = Sandbox(target.sandbox_state, token=token_text)
+        client = CapellaClient(
+            base_url=IN_PROCESS_BASE_URL,
+            token=Secret(token_text),
+            transport=sandbox.transport(),
+            requests_per_minute=target.requests_per_minute,
+        )
+        async with client:
+            yield Session(client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id)
+        return
+
+    token = load_token(token_file=target.token_file, environ=target.environ)
+    base_url = target.environ.get("CAPELLA_API_URL") or DEFAULT_API_URL
+    client = CapellaClient(base_url=base_url, token=token, requests_per_minute=target.requests_per_minute)
+    async with client:
+        org_id = manifest_org or target.environ.get("CAPELLA_ORG_ID") or await _only_org(client)
+        yield Session(client, SystemClock(), org_id)
+
+
+async def _only_org(client: CapellaClient) -> str:
+    orgs = await client.list_organizations()
+    if len(orgs) == 1 and isinstance(orgs[0].get("id"), str):
+        return str(orgs[0]["id"])
+    raise ConfigError(
+        f"the API token can see {len(orgs)} organizations; set organizationId in the manifest or CAPELLA_ORG_ID"
+    )
