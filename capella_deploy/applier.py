@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from capella_deploy.client import CapellaClient
@@ -35,7 +35,7 @@ _DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
 class ApplyOptions:
     parallelism: int = 10
     timeout: float = 3600.0  # per resource, in the clock's seconds
-    schedule: PollSchedule = PollSchedule()
+    schedule: PollSchedule = field(default_factory=PollSchedule)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,9 @@ class Applier:
         model_id = change.live_id
         if action is Action.UPDATE:
             await self._call(
-                self._client.update_model(self._org, model_id, model_update_body(spec, self._manifest.defaults))
+                self._client.update_model(
+                    self._org, model_id, model_update_body(spec, self._manifest.defaults)
+                )
             )
         wanted = "paused" if spec.state == "paused" else "healthy"
         state_changed = any(c.path == "state" for c in change.attribute_changes)
@@ -171,12 +173,16 @@ class Applier:
             except (AmbiguousCreate, Conflict) as exc:
                 found = await self._find_model(spec.name, exclude=change.live_id)
                 if found is not None:
-                    self._progress(change.address, f"found {found} after an unclear create answer; adopting it")
+                    self._progress(
+                        change.address, f"found {found} after an unclear create answer; adopting it"
+                    )
                     model_id = found
                 elif attempt == _CREATE_ATTEMPTS:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
                 else:
-                    self._progress(change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying")
+                    self._progress(
+                        change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying"
+                    )
                     continue
             self._model_ids[spec.name] = model_id
             self._id_known[spec.name].set()
@@ -196,7 +202,9 @@ class Applier:
             await self._call(turn(self._org, model_id))
         except Conflict:
             # Still deploying, pausing or resuming: let it settle, then ask again.
-            await self._settle(change, model_id, "healthy" if wanted == "paused" else "paused", "waiting to settle")
+            await self._settle(
+                change, model_id, "healthy" if wanted == "paused" else "paused", "waiting to settle"
+            )
             await self._call(turn(self._org, model_id))
         return await self._settle(change, model_id, wanted, "pausing" if wanted == "paused" else "resuming")
 
@@ -257,7 +265,9 @@ class Applier:
                 if attempt == _CREATE_ATTEMPTS:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
                 continue
-            expires = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc) + timedelta(days=spec.expiryDays)
+            expires = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc) + timedelta(
+                days=spec.expiryDays
+            )
             self._outputs.record_key(
                 spec.name,
                 key_id=created.id,

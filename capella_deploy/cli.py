@@ -63,9 +63,9 @@ def _manifest_options(func: F) -> F:
         type=click.Path(path_type=Path),
         help="Manifest file; repeat to overlay files in order.",
     )(func)
-    func = click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")(
-        func
-    )
+    func = click.option(
+        "--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable."
+    )(func)
     return func
 
 
@@ -129,16 +129,20 @@ def main(debug: bool) -> None:
 def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
     """Check manifests without talking to Capella."""
     manifest = _load(files, variables)
-    click.echo(
-        f"The manifest is valid: {len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s)."
-    )
+    click.echo(f"The manifest is valid: {len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s).")
 
 
 @main.command()
 @_manifest_options
 @_target_options
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
-@click.option("--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME.")
+@click.option(
+    "--replace",
+    "replace",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Plan a replace of model.NAME or apiKey.NAME.",
+)
 @_guarded
 def plan(
     files: Sequence[Path],
@@ -176,9 +180,13 @@ def plan(
 @click.option(
     "--timeout", default="60m", show_default=True, help="Per-resource wait limit, e.g. 90s, 30m, 2h."
 )
-@click.option("--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file.")
+@click.option(
+    "--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file."
+)
 @click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format.")
-@click.option("--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME.")
+@click.option(
+    "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
+)
 @_guarded
 def apply(
     files: Sequence[Path],
@@ -197,7 +205,17 @@ def apply(
     target = _target(sandbox, token_file)
     limit = _duration(timeout)
     code = asyncio.run(
-        _apply(manifest, target, auto_approve, parallelism, limit, outputs_path, output_format, replace, destroy=False)
+        _apply(
+            manifest,
+            target,
+            auto_approve,
+            parallelism,
+            limit,
+            outputs_path,
+            output_format,
+            replace,
+            destroy=False,
+        )
     )
     sys.exit(code)
 
@@ -208,7 +226,9 @@ def apply(
 @click.option("--auto-approve", is_flag=True, help="Destroy without asking for confirmation.")
 @click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--timeout", default="60m", show_default=True, help="Per-resource wait limit.")
-@click.option("--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file.")
+@click.option(
+    "--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file."
+)
 @_guarded
 def destroy(
     files: Sequence[Path],
@@ -224,7 +244,17 @@ def destroy(
     manifest = _load(files, variables)
     target = _target(sandbox, token_file)
     code = asyncio.run(
-        _apply(manifest, target, auto_approve, parallelism, _duration(timeout), outputs_path, None, (), destroy=True)
+        _apply(
+            manifest,
+            target,
+            auto_approve,
+            parallelism,
+            _duration(timeout),
+            outputs_path,
+            None,
+            (),
+            destroy=True,
+        )
     )
     sys.exit(code)
 
@@ -237,7 +267,9 @@ def destroy(
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
-@click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True)
+@click.option(
+    "--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True
+)
 @click.option("--show-secrets", is_flag=True, help="Print key tokens instead of a mask.")
 @_guarded
 def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
@@ -246,7 +278,9 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
     from capella_deploy.outputs import Outputs, render_json
 
     if not outputs_path.exists():
-        raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
+        raise ConfigError(
+            f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs"
+        )
     fmt = "dotenv" if output_format == "dotenv" or outputs_path.suffix == ".env" else "json"
     store = Outputs(outputs_path, fmt)  # type: ignore[arg-type]
     click.echo(render_json(store.document() if show_secrets else store.masked()), nl=False)
@@ -285,10 +319,14 @@ def _duration(text: str) -> float:
             return float(value[:-1]) * units[value[-1]]
         return float(value)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout"
+        ) from None
 
 
-async def _make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
+async def _make_plan(
+    session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False
+) -> Plan:
     from capella_deploy.live import read_live
     from capella_deploy.planner import plan as make_plan
     from capella_deploy.planner import plan_destroy

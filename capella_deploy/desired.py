@@ -97,7 +97,14 @@ def model_create_body(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
         "catalogModelName": attrs["catalogModel"],
         "cloudConfig": {"provider": attrs["provider"], "region": attrs["region"], "compute": compute},
     }
-    for field in ("quantization", "optimization", "dimensions", "enableBatching", "keywordFiltering", "caching"):
+    for field in (
+        "quantization",
+        "optimization",
+        "dimensions",
+        "enableBatching",
+        "keywordFiltering",
+        "caching",
+    ):
         if field in attrs:
             body[field] = attrs[field]
     body.update(write_only_attributes(spec))

@@ -36,7 +36,12 @@ class Outputs:
         self.path = path
         self.format: OutputFormat = fmt
         self._lock = threading.Lock()
-        self._doc: dict[str, Any] = {"version": FORMAT_VERSION, "organizationId": org_id, "models": {}, "apiKeys": {}}
+        self._doc: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "organizationId": org_id,
+            "models": {},
+            "apiKeys": {},
+        }
         if path.exists():
             self._doc = _read(path, fmt)
             if org_id is not None:
@@ -108,7 +113,10 @@ _KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), 
 def render_dotenv(doc: Mapping[str, Any]) -> str:
     # The comment before each group names the resource, so a later run can read the file back.
     lines = ["# capella-deploy outputs", f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
-    for section, prefix, fields in (("models", "CAPELLA_MODEL_", _MODEL_FIELDS), ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS)):
+    for section, prefix, fields in (
+        ("models", "CAPELLA_MODEL_", _MODEL_FIELDS),
+        ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS),
+    ):
         for name, entry in sorted(doc.get(section, {}).items()):
             lines.append(f"# {section} {name}")
             for field, suffix in fields:
@@ -158,8 +166,14 @@ def _read(path: Path, fmt: OutputFormat) -> dict[str, Any]:
             f"{path}: cannot read the outputs file ({type(exc).__name__}); "
             "it holds key tokens that cannot be fetched again, so it is left untouched: repair or move it"
         ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
-        raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("models"), dict)
+        or not isinstance(doc.get("apiKeys"), dict)
+    ):
+        raise OutputsError(
+            f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path"
+        )
     return doc
 
 
@@ -182,4 +196,3 @@ def atomic_write(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-

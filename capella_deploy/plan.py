@@ -37,7 +37,12 @@ class AttributeChange:
     forces_replace: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "before": self.before, "after": self.after, "forcesReplace": self.forces_replace}
+        return {
+            "path": self.path,
+            "before": self.before,
+            "after": self.after,
+            "forcesReplace": self.forces_replace,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributeChange:

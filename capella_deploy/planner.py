@@ -35,7 +35,11 @@ def plan(
     force_replace: frozenset[str] = frozenset(),
 ) -> Plan:
     """Compare the manifest with the live snapshot; ``force_replace`` holds addresses to renew anyway."""
-    unknown = sorted(force_replace - {f"model.{m.name}" for m in manifest.models} - {f"apiKey.{k.name}" for k in manifest.apiKeys})
+    unknown = sorted(
+        force_replace
+        - {f"model.{m.name}" for m in manifest.models}
+        - {f"apiKey.{k.name}" for k in manifest.apiKeys}
+    )
     changes: list[ResourceChange] = []
     errors: list[str] = [f"{address}: --replace names nothing the manifest declares" for address in unknown]
     warnings: list[str] = list(live.warnings)
@@ -59,7 +63,9 @@ def plan(
                     "left alone because preventDestroy is set"
                 )
                 continue
-            changes.append(_delete(Kind.MODEL, spec.name, extra.id, extra.attributes, "duplicate of a managed name"))
+            changes.append(
+                _delete(Kind.MODEL, spec.name, extra.id, extra.attributes, "duplicate of a managed name")
+            )
 
     # A key naming a model that gets a new id would keep pointing at the old one.
     renewed_models = {
@@ -73,7 +79,9 @@ def plan(
             key_change = replace(key_change, action=Action.ROTATE, reason="rotation requested")
         changes.append(key_change)
         for older in candidates[:-1]:
-            changes.append(_delete(Kind.API_KEY, key_spec.name, older.id, older.attributes, "superseded by a newer key"))
+            changes.append(
+                _delete(Kind.API_KEY, key_spec.name, older.id, older.attributes, "superseded by a newer key")
+            )
 
     unmanaged: list[Unmanaged] = []
     prune = manifest.prune.match if manifest.prune else None
@@ -81,7 +89,9 @@ def plan(
         for name, resources in leftovers.items():
             for resource in resources:
                 if prune is not None and fnmatch.fnmatchcase(name, prune):
-                    changes.append(_delete(kind, name, resource.id, resource.attributes, f"pruned: matches {prune!r}"))
+                    changes.append(
+                        _delete(kind, name, resource.id, resource.attributes, f"pruned: matches {prune!r}")
+                    )
                 else:
                     unmanaged.append(Unmanaged(kind, name, resource.id))
 
@@ -107,7 +117,9 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
     protected = {f"model.{m.name}" for m in manifest.models if m.preventDestroy}
     protected |= {f"apiKey.{k.name}" for k in manifest.apiKeys if k.preventDestroy}
-    wanted = {(Kind.MODEL, m.name) for m in manifest.models} | {(Kind.API_KEY, k.name) for k in manifest.apiKeys}
+    wanted = {(Kind.MODEL, m.name) for m in manifest.models} | {
+        (Kind.API_KEY, k.name) for k in manifest.apiKeys
+    }
     changes: list[ResourceChange] = []
     for kind, resources in ((Kind.MODEL, live.models), (Kind.API_KEY, live.keys)):
         for resource in resources:
@@ -133,7 +145,11 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
     after = model_attributes(spec, manifest.defaults)
     if current is None:
         return ResourceChange(
-            Kind.MODEL, spec.name, Action.CREATE, after=after, reason="not in the organization",
+            Kind.MODEL,
+            spec.name,
+            Action.CREATE,
+            after=after,
+            reason="not in the organization",
             prevent_destroy=spec.preventDestroy,
         )
     before = current.attributes
@@ -142,13 +158,21 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
     common = {"live_id": current.id, "before": before, "after": after, "prevent_destroy": spec.preventDestroy}
     if current.status in _REPLACE_STATUSES:
         return ResourceChange(
-            Kind.MODEL, spec.name, Action.REPLACE, attribute_changes=tuple(diffs),
-            reason=f"live status is {current.status}", **common,
+            Kind.MODEL,
+            spec.name,
+            Action.REPLACE,
+            attribute_changes=tuple(diffs),
+            reason=f"live status is {current.status}",
+            **common,
         )
     if forcing:
         return ResourceChange(
-            Kind.MODEL, spec.name, Action.REPLACE, attribute_changes=tuple(diffs),
-            reason=f"{', '.join(forcing)} cannot change in place", **common,
+            Kind.MODEL,
+            spec.name,
+            Action.REPLACE,
+            attribute_changes=tuple(diffs),
+            reason=f"{', '.join(forcing)} cannot change in place",
+            **common,
         )
     in_place = [d for d in diffs if d.path.split(".")[0] != "state"]
     state_change = next((d for d in diffs if d.path == "state"), None)
@@ -156,16 +180,25 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
         reason = "in-place change of " + ", ".join(sorted({d.path.split(".")[0] for d in in_place}))
         if state_change is not None:
             reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
-        return ResourceChange(Kind.MODEL, spec.name, Action.UPDATE, attribute_changes=tuple(diffs), reason=reason, **common)
+        return ResourceChange(
+            Kind.MODEL, spec.name, Action.UPDATE, attribute_changes=tuple(diffs), reason=reason, **common
+        )
     if state_change is not None:
         action = Action.PAUSE if spec.state == "paused" else Action.RESUME
         return ResourceChange(
-            Kind.MODEL, spec.name, action, attribute_changes=(state_change,), reason=f"state is {before['state']}",
+            Kind.MODEL,
+            spec.name,
+            action,
+            attribute_changes=(state_change,),
+            reason=f"state is {before['state']}",
             **common,
         )
     if current.status in FAILED_STATUSES:
         return ResourceChange(
-            Kind.MODEL, spec.name, Action.NOOP, reason=f"live status is {current.status}; nothing the manifest can change",
+            Kind.MODEL,
+            spec.name,
+            Action.NOOP,
+            reason=f"live status is {current.status}; nothing the manifest can change",
             **common,
         )
     return ResourceChange(Kind.MODEL, spec.name, Action.NOOP, **common)
@@ -181,7 +214,11 @@ def _plan_key(
     after = key_attributes(spec, manifest.defaults)
     if current is None:
         return ResourceChange(
-            Kind.API_KEY, spec.name, Action.CREATE, after=after, reason="not in the organization",
+            Kind.API_KEY,
+            spec.name,
+            Action.CREATE,
+            after=after,
+            reason="not in the organization",
             prevent_destroy=spec.preventDestroy,
         )
     before = current.attributes
@@ -189,27 +226,38 @@ def _plan_key(
     if "description" not in after:
         before = {k: v for k, v in before.items() if k != "description"}
     diffs = [
-        AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in _attribute_changes(before, after)
+        AttributeChange(d.path, d.before, d.after, forces_replace=True)
+        for d in _attribute_changes(before, after)
     ]
     common = {"live_id": current.id, "before": before, "after": after, "prevent_destroy": spec.preventDestroy}
     if diffs:
         attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
         return ResourceChange(
-            Kind.API_KEY, spec.name, Action.REPLACE, attribute_changes=tuple(diffs),
-            reason=f"{attrs} cannot change in place (API keys are immutable)", **common,
+            Kind.API_KEY,
+            spec.name,
+            Action.REPLACE,
+            attribute_changes=tuple(diffs),
+            reason=f"{attrs} cannot change in place (API keys are immutable)",
+            **common,
         )
     stale = sorted(renewed_models.intersection(spec.allowedModels))
     if stale:
         return ResourceChange(
-            Kind.API_KEY, spec.name, Action.REPLACE,
-            reason=f"allowedModels: {', '.join(stale)} will get a new id", **common,
+            Kind.API_KEY,
+            spec.name,
+            Action.REPLACE,
+            reason=f"allowedModels: {', '.join(stale)} will get a new id",
+            **common,
         )
     expires = current.expires_at
     if expires is not None and expires - now <= timedelta(days=spec.rotateBeforeDays):
         when = "expired" if expires <= now else f"expires {expires.date().isoformat()}"
         return ResourceChange(
-            Kind.API_KEY, spec.name, Action.ROTATE,
-            reason=f"{when}, within rotateBeforeDays={spec.rotateBeforeDays}", **common,
+            Kind.API_KEY,
+            spec.name,
+            Action.ROTATE,
+            reason=f"{when}, within rotateBeforeDays={spec.rotateBeforeDays}",
+            **common,
         )
     return ResourceChange(Kind.API_KEY, spec.name, Action.NOOP, **common)
 
@@ -226,14 +274,18 @@ def _attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> l
     return changes
 
 
-def _mapping_changes(prefix: str, have: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[AttributeChange]:
+def _mapping_changes(
+    prefix: str, have: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> list[AttributeChange]:
     changes: list[AttributeChange] = []
     for key in sorted(wanted):
         path = f"{prefix}.{key}"
         if isinstance(wanted[key], dict) and isinstance(have.get(key), Mapping):
             changes.extend(_mapping_changes(path, have[key], wanted[key]))
         elif _differs(have.get(key), wanted[key]):
-            changes.append(AttributeChange(path, have.get(key), wanted[key], forces_replace=prefix in REPLACE_ATTRIBUTES))
+            changes.append(
+                AttributeChange(path, have.get(key), wanted[key], forces_replace=prefix in REPLACE_ATTRIBUTES)
+            )
     return changes
 
 
@@ -253,7 +305,9 @@ def _pick_model(candidates: list[LiveModel]) -> tuple[LiveModel | None, list[Liv
     """Among live models sharing a name, manage the healthiest one and report the rest."""
     if not candidates:
         return None, []
-    ranked = sorted(candidates, key=lambda m: (m.status in _REPLACE_STATUSES, m.status in FAILED_STATUSES, m.id))
+    ranked = sorted(
+        candidates, key=lambda m: (m.status in _REPLACE_STATUSES, m.status in FAILED_STATUSES, m.id)
+    )
     return ranked[0], ranked[1:]
 
 

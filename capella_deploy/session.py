@@ -52,7 +52,9 @@ async def open_session(target: Target, manifest_org: str | None) -> AsyncIterato
             requests_per_minute=target.requests_per_minute,
         )
         async with client:
-            yield Session(client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id)
+            yield Session(
+                client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id
+            )
         return
 
     token = load_token(token_file=target.token_file, environ=target.environ)
@@ -68,5 +70,6 @@ async def _only_org(client: CapellaClient) -> str:
     if len(orgs) == 1 and isinstance(orgs[0].get("id"), str):
         return str(orgs[0]["id"])
     raise ConfigError(
-        f"the API token can see {len(orgs)} organizations; set organizationId in the manifest or CAPELLA_ORG_ID"
+        f"the API token can see {len(orgs)} organizations; "
+        "set organizationId in the manifest or CAPELLA_ORG_ID"
     )

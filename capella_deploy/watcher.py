@@ -21,6 +21,7 @@ from capella_deploy.live import LiveModel, LiveStateError, parse_model
 
 log = logging.getLogger("capella_deploy.watcher")
 
+
 class WaitFailed(CapellaError):
     def __init__(self, message: str, model: LiveModel | None = None) -> None:
         super().__init__(message)
