@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntEnum
 from pathlib import Path
@@ -63,9 +64,7 @@ def _manifest_options(func: F) -> F:
         type=click.Path(path_type=Path),
         help="Manifest file; repeat to overlay files in order.",
     )(func)
-    func = click.option(
-        "--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable."
-    )(func)
+    func = click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")(func)
     return func
 
 
@@ -136,13 +135,13 @@ def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
 @_manifest_options
 @_target_options
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
+@click.option("--out", "-out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (docs/plan-json.md).")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print the plan as a Markdown PR comment.")
 @click.option(
-    "--replace",
-    "replace",
-    multiple=True,
-    metavar="ADDRESS",
-    help="Plan a replace of model.NAME or apiKey.NAME.",
+    "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
 )
+@click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
 @_guarded
 def plan(
     files: Sequence[Path],
@@ -150,11 +149,17 @@ def plan(
     sandbox: str | None,
     token_file: Path | None,
     detailed_exitcode: bool,
+    out: Path | None,
+    as_json: bool,
+    as_markdown: bool,
     replace: Sequence[str],
+    allow_mass_change: bool,
 ) -> None:
     """Show what apply would change."""
-    from capella_deploy.render import render_plan
+    from capella_deploy.render import RENDERERS
 
+    if as_json and as_markdown:
+        raise click.UsageError("choose one of --json and --markdown")
     manifest = _load(files, variables)
     target = _target(sandbox, token_file)
 
@@ -165,30 +170,58 @@ def plan(
             return await _make_plan(session, manifest, replace)
 
     result = asyncio.run(run())
-    click.echo(render_plan(result), nl=False)
-    if result.errors:
+    click.echo(RENDERERS["json" if as_json else "markdown" if as_markdown else "human"](result), nl=False)
+    if not as_json and not as_markdown:
+        click.echo(f"Plan checksum: {result.checksum()}")
+    blocked = _blockers(result, allow_mass_change)
+    if out is not None and not blocked:
+        from capella_deploy import planfile
+
+        planfile.save(out, result, manifest)
+        click.echo(f"Saved the plan to {out}; apply exactly it with `capella-deploy apply {out}`.", err=as_json)
+    if blocked:
+        for reason in blocked:
+            click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
         sys.exit(ExitCode.ERROR)
     if detailed_exitcode and result.has_changes:
         sys.exit(ExitCode.CHANGES)
 
 
+def _apply_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation."),
+            click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 100)),
+            click.option("--timeout", default="60m", show_default=True, help="Per-resource wait limit: 90s, 30m, 2h."),
+            click.option(
+                "--outputs",
+                "outputs_target",
+                metavar="PATH|github",
+                help="Outputs file (default from the manifest), or `github` to also publish to $GITHUB_OUTPUT.",
+            ),
+            click.option(
+                "--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format."
+            ),
+            click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30%."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @main.command()
-@_manifest_options
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
+@click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")
 @_target_options
-@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
-@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 100))
-@click.option(
-    "--timeout", default="60m", show_default=True, help="Per-resource wait limit, e.g. 90s, 30m, 2h."
-)
-@click.option(
-    "--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file."
-)
-@click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format.")
+@_apply_options
+@click.option("--checksum", help="Apply only if the plan computed now has this checksum.")
 @click.option(
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
 @_guarded
 def apply(
+    planfile: Path | None,
     files: Sequence[Path],
     variables: Sequence[str],
     sandbox: str | None,
@@ -196,39 +229,37 @@ def apply(
     auto_approve: bool,
     parallelism: int,
     timeout: str,
-    outputs_path: Path | None,
+    outputs_target: str | None,
     output_format: str | None,
+    allow_mass_change: bool,
+    checksum: str | None,
     replace: Sequence[str],
 ) -> None:
-    """Make the organization match the manifest, wait for models, write outputs."""
-    manifest = _load(files, variables)
-    target = _target(sandbox, token_file)
-    limit = _duration(timeout)
-    code = asyncio.run(
-        _apply(
-            manifest,
-            target,
-            auto_approve,
-            parallelism,
-            limit,
-            outputs_path,
-            output_format,
-            replace,
-            destroy=False,
-        )
+    """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs."""
+    if planfile is not None and (files or variables or replace):
+        raise click.UsageError("a saved plan already holds its manifest: give PLANFILE or -f, not both")
+    if planfile is None and not files:
+        raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
+    request = _ApplyRequest(
+        target=_target(sandbox, token_file),
+        auto_approve=auto_approve,
+        parallelism=parallelism,
+        timeout=_duration(timeout),
+        outputs_target=outputs_target,
+        output_format=output_format,
+        allow_mass_change=allow_mass_change,
+        checksum=checksum,
+        replace=tuple(replace),
+        planfile=planfile,
     )
-    sys.exit(code)
+    manifest = _load(files, variables) if planfile is None else None
+    sys.exit(asyncio.run(_apply(manifest, request, destroy=False)))
 
 
 @main.command()
 @_manifest_options
 @_target_options
-@click.option("--auto-approve", is_flag=True, help="Destroy without asking for confirmation.")
-@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 100))
-@click.option("--timeout", default="60m", show_default=True, help="Per-resource wait limit.")
-@click.option(
-    "--outputs", "outputs_path", type=click.Path(dir_okay=False, path_type=Path), help="Outputs file."
-)
+@_apply_options
 @_guarded
 def destroy(
     files: Sequence[Path],
@@ -238,25 +269,22 @@ def destroy(
     auto_approve: bool,
     parallelism: int,
     timeout: str,
-    outputs_path: Path | None,
+    outputs_target: str | None,
+    output_format: str | None,
+    allow_mass_change: bool,
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
-    manifest = _load(files, variables)
-    target = _target(sandbox, token_file)
-    code = asyncio.run(
-        _apply(
-            manifest,
-            target,
-            auto_approve,
-            parallelism,
-            _duration(timeout),
-            outputs_path,
-            None,
-            (),
-            destroy=True,
-        )
+    request = _ApplyRequest(
+        target=_target(sandbox, token_file),
+        auto_approve=auto_approve,
+        parallelism=parallelism,
+        timeout=_duration(timeout),
+        outputs_target=outputs_target,
+        output_format=output_format,
+        # Destroying everything the manifest names is the point of the command.
+        allow_mass_change=True,
     )
-    sys.exit(code)
+    sys.exit(asyncio.run(_apply(_load(files, variables), request, destroy=True)))
 
 
 @main.command()
@@ -267,9 +295,7 @@ def destroy(
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
-@click.option(
-    "--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True
-)
+@click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True)
 @click.option("--show-secrets", is_flag=True, help="Print key tokens instead of a mask.")
 @_guarded
 def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
@@ -278,9 +304,7 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
     from capella_deploy.outputs import Outputs, render_json
 
     if not outputs_path.exists():
-        raise ConfigError(
-            f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs"
-        )
+        raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
     fmt = "dotenv" if output_format == "dotenv" or outputs_path.suffix == ".env" else "json"
     store = Outputs(outputs_path, fmt)  # type: ignore[arg-type]
     click.echo(render_json(store.document() if show_secrets else store.masked()), nl=False)
@@ -319,15 +343,12 @@ def _duration(text: str) -> float:
             return float(value[:-1]) * units[value[-1]]
         return float(value)
     except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout"
-        ) from None
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
 
 
-async def _make_plan(
-    session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False
-) -> Plan:
+async def _make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
     from capella_deploy.live import read_live
+    from capella_deploy.planfile import manifest_digest
     from capella_deploy.planner import plan as make_plan
     from capella_deploy.planner import plan_destroy
 
@@ -335,64 +356,111 @@ async def _make_plan(
     if destroy:
         return plan_destroy(manifest, live)
     now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
-    return make_plan(manifest, live, now=now, force_replace=frozenset(replace))
+    return make_plan(
+        manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
+    )
 
 
-async def _apply(
-    manifest: Manifest,
-    target: Target,
-    auto_approve: bool,
-    parallelism: int,
-    timeout: float,
-    outputs_path: Path | None,
-    output_format: str | None,
-    replace: Sequence[str],
-    *,
-    destroy: bool,
-) -> int:
+@dataclass(frozen=True)
+class _ApplyRequest:
+    target: Target
+    auto_approve: bool
+    parallelism: int
+    timeout: float
+    outputs_target: str | None
+    output_format: str | None
+    allow_mass_change: bool
+    checksum: str | None = None
+    replace: tuple[str, ...] = ()
+    planfile: Path | None = None
+
+
+def _blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
+    """Reasons this plan must not be applied."""
+    reasons = list(plan.errors)
+    mass = None if allow_mass_change else plan.mass_change()
+    if mass:
+        reasons.append(mass)
+    return reasons
+
+
+async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: bool) -> int:
+    from capella_deploy import planfile
     from capella_deploy.applier import Applier, ApplyOptions
+    from capella_deploy.errors import ConfigError
+    from capella_deploy.live import read_live
     from capella_deploy.outputs import Outputs
     from capella_deploy.render import render_apply_result, render_plan
     from capella_deploy.session import open_session
 
-    async with open_session(target, manifest.organizationId or None) as session:
-        plan = await _make_plan(session, manifest, replace, destroy=destroy)
+    saved = planfile.load(request.planfile) if request.planfile is not None else None
+    if saved is not None:
+        manifest = saved.manifest
+    assert manifest is not None
+    org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
+    async with open_session(request.target, org) as session:
+        if saved is not None and request.planfile is not None:
+            live = await read_live(session.client, session.org_id)
+            planfile.check_fresh(saved, request.planfile, live.fingerprint())
+            plan = saved.plan
+        else:
+            plan = await _make_plan(session, manifest, request.replace, destroy=destroy)
         click.echo(render_plan(plan), nl=False)
-        if plan.errors:
+        if request.checksum is not None and request.checksum != plan.checksum():
+            raise ConfigError(
+                f"the plan computed now has checksum {plan.checksum()}, not the reviewed {request.checksum}: "
+                "the manifest or the organization changed since the review; plan and review again"
+            )
+        blocked = _blockers(plan, request.allow_mass_change)
+        if blocked:
+            for reason in blocked:
+                click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
             return ExitCode.ERROR
         if not plan.has_changes:
             return ExitCode.OK
-        if not auto_approve and not _confirm("destroy" if destroy else "apply"):
+        if not request.auto_approve and not _confirm(
+            "destroy" if destroy else "apply", plan.org_id if destroy else None
+        ):
             click.echo("Nothing was changed.")
             return ExitCode.ERROR
-        path = outputs_path or Path(manifest.outputs.path)
-        fmt = output_format or manifest.outputs.format
-        store = Outputs(path, fmt, org_id=plan.org_id)  # type: ignore[arg-type]
+        if saved is not None and request.planfile is not None:
+            planfile.mark_applied(request.planfile, saved)
+        publish_github = request.outputs_target == "github"
+        path = Path(request.outputs_target) if request.outputs_target and not publish_github else None
+        path = path or Path(manifest.outputs.path)
+        store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
         applier = Applier(
             session.client,
             manifest,
             plan,
             store,
             clock=session.clock,
-            options=ApplyOptions(parallelism=parallelism, timeout=timeout),
+            options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
             progress=_progress_printer(session),
         )
         result = await applier.run()
+    if publish_github:
+        from capella_deploy.outputs import publish_to_github
+
+        publish_to_github(store, os.environ)
     click.echo(render_apply_result(result, outputs_path=path), nl=False)
     return ExitCode.OK if result.ok else ExitCode.ERROR
 
 
-def _confirm(verb: str) -> bool:
+def _confirm(verb: str, org_id: str | None) -> bool:
+    """Ask for 'yes' (or, to destroy, the organization id) on a terminal; never prompt a pipeline."""
     from capella_deploy.errors import ConfigError
 
     if not sys.stdin.isatty():
         raise ConfigError(
-            f"refusing to ask for confirmation: standard input is not a terminal; "
+            "refusing to ask for confirmation: standard input is not a terminal; "
             f"review the plan above and run again with --auto-approve to {verb} it"
         )
-    click.echo(f"Do you want to {verb} these changes? Only 'yes' will be accepted.")
+    expected = org_id or "yes"
+    what = f"the organization id ({org_id})" if org_id else "'yes'"
+    click.echo(f"Do you want to {verb} these changes? Only {what} will be accepted.")
     answer: str = click.prompt("  Enter a value", default="", show_default=False)
-    return answer.strip() == "yes"
+    return answer.strip() == expected
 
 
 def _progress_printer(session: Session) -> Callable[[str, str], None]:

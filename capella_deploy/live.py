@@ -127,8 +127,10 @@ class LiveState:
         """A digest of everything the planner looks at; a saved plan is stale when this changes."""
         doc = {
             "org": self.org_id,
+            # A model already being destroyed is about to vanish and plays no part in any plan.
             "models": sorted(
-                ({"id": m.id, "name": m.name, **m.attributes} for m in self.models), key=lambda d: d["id"]
+                ({"id": m.id, "name": m.name, **m.attributes} for m in self.models if m.status != "destroying"),
+                key=lambda d: d["id"],
             ),
             "keys": sorted(
                 (

@@ -60,6 +60,8 @@ class ResourceChange:
     attribute_changes: tuple[AttributeChange, ...] = ()
     reason: str | None = None
     prevent_destroy: bool = False
+    # Machine-readable cause, in the style of Terraform's action_reason (see docs/plan-json.md).
+    cause: str | None = None
 
     @property
     def address(self) -> str:
@@ -83,6 +85,7 @@ class ResourceChange:
             "attributeChanges": [c.to_dict() for c in self.attribute_changes],
             "reason": self.reason,
             "preventDestroy": self.prevent_destroy,
+            "cause": self.cause,
         }
 
     @classmethod
@@ -97,6 +100,7 @@ class ResourceChange:
             attribute_changes=tuple(AttributeChange.from_dict(c) for c in data.get("attributeChanges", [])),
             reason=data.get("reason"),
             prevent_destroy=bool(data.get("preventDestroy")),
+            cause=data.get("cause"),
         )
 
 
@@ -138,6 +142,22 @@ class Plan:
         for change in self.changes:
             counts[change.action.value] += 1
         return counts
+
+    def destructive_share(self) -> tuple[int, int]:
+        """(resources deleted or replaced, resources managed): the input of the mass-change guard."""
+        destructive = sum(1 for c in self.changes if c.destroys)
+        managed = sum(1 for c in self.changes if c.after is not None or c.destroys)
+        return destructive, managed
+
+    def mass_change(self, *, share: float = 0.3, minimum: int = 10) -> str | None:
+        """Why this plan is refused without --allow-mass-change, or None when it is not."""
+        destructive, managed = self.destructive_share()
+        if managed >= minimum and destructive > share * managed:
+            return (
+                f"this plan would delete or replace {destructive} of {managed} managed resources "
+                f"(more than {share:.0%}); review it and pass --allow-mass-change if that is intended"
+            )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {

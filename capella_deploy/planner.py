@@ -53,7 +53,9 @@ def plan(
         current, extras = _pick_model(candidates)
         change = _plan_model(spec, manifest, current)
         if f"model.{spec.name}" in force_replace and current is not None:
-            change = replace(change, action=Action.REPLACE, reason="replacement requested")
+            change = replace(
+                change, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request"
+            )
         model_changes[spec.name] = change
         changes.append(change)
         for extra in extras:
@@ -64,7 +66,14 @@ def plan(
                 )
                 continue
             changes.append(
-                _delete(Kind.MODEL, spec.name, extra.id, extra.attributes, "duplicate of a managed name")
+                _delete(
+                    Kind.MODEL,
+                    spec.name,
+                    extra.id,
+                    extra.attributes,
+                    "duplicate of a managed name",
+                    "delete_because_duplicate",
+                )
             )
 
     # A key naming a model that gets a new id would keep pointing at the old one.
@@ -76,11 +85,20 @@ def plan(
         current = candidates[-1] if candidates else None
         key_change = _plan_key(key_spec, manifest, current, renewed_models, now)
         if f"apiKey.{key_spec.name}" in force_replace and key_change.action is Action.NOOP:
-            key_change = replace(key_change, action=Action.ROTATE, reason="rotation requested")
+            key_change = replace(
+                key_change, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request"
+            )
         changes.append(key_change)
         for older in candidates[:-1]:
             changes.append(
-                _delete(Kind.API_KEY, key_spec.name, older.id, older.attributes, "superseded by a newer key")
+                _delete(
+                    Kind.API_KEY,
+                    key_spec.name,
+                    older.id,
+                    older.attributes,
+                    "superseded by a newer key",
+                    "delete_because_duplicate",
+                )
             )
 
     unmanaged: list[Unmanaged] = []
@@ -90,7 +108,14 @@ def plan(
             for resource in resources:
                 if prune is not None and fnmatch.fnmatchcase(name, prune):
                     changes.append(
-                        _delete(kind, name, resource.id, resource.attributes, f"pruned: matches {prune!r}")
+                        _delete(
+                            kind,
+                            name,
+                            resource.id,
+                            resource.attributes,
+                            f"pruned: matches {prune!r}",
+                            "delete_because_pruned",
+                        )
                     )
                 else:
                     unmanaged.append(Unmanaged(kind, name, resource.id))
@@ -125,7 +150,14 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         for resource in resources:
             if (kind, resource.name) not in wanted or getattr(resource, "status", "") in _GONE_STATUSES:
                 continue
-            change = _delete(kind, resource.name, resource.id, resource.attributes, "destroy requested")
+            change = _delete(
+                kind,
+                resource.name,
+                resource.id,
+                resource.attributes,
+                "destroy requested",
+                "delete_by_request",
+            )
             changes.append(replace(change, prevent_destroy=f"{kind.value}.{resource.name}" in protected))
     errors = [
         f"{c.kind.value}.{c.name}: has preventDestroy: true and cannot be destroyed; remove the flag first"
@@ -163,6 +195,7 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
             Action.REPLACE,
             attribute_changes=tuple(diffs),
             reason=f"live status is {current.status}",
+            cause="replace_because_failed",
             **common,
         )
     if forcing:
@@ -172,6 +205,7 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
             Action.REPLACE,
             attribute_changes=tuple(diffs),
             reason=f"{', '.join(forcing)} cannot change in place",
+            cause="replace_because_cannot_update",
             **common,
         )
     in_place = [d for d in diffs if d.path.split(".")[0] != "state"]
@@ -238,6 +272,7 @@ def _plan_key(
             Action.REPLACE,
             attribute_changes=tuple(diffs),
             reason=f"{attrs} cannot change in place (API keys are immutable)",
+            cause="replace_because_cannot_update",
             **common,
         )
     stale = sorted(renewed_models.intersection(spec.allowedModels))
@@ -247,6 +282,7 @@ def _plan_key(
             spec.name,
             Action.REPLACE,
             reason=f"allowedModels: {', '.join(stale)} will get a new id",
+            cause="replace_because_dependency_renewed",
             **common,
         )
     expires = current.expires_at
@@ -257,6 +293,7 @@ def _plan_key(
             spec.name,
             Action.ROTATE,
             reason=f"{when}, within rotateBeforeDays={spec.rotateBeforeDays}",
+            cause="rotate_because_expiring",
             **common,
         )
     return ResourceChange(Kind.API_KEY, spec.name, Action.NOOP, **common)
@@ -315,8 +352,12 @@ def _key_age(key: LiveKey) -> tuple[float, str]:
     return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
 
 
-def _delete(kind: Kind, name: str, live_id: str, before: dict[str, Any], reason: str) -> ResourceChange:
-    return ResourceChange(kind, name, Action.DELETE, live_id=live_id, before=before, reason=reason)
+def _delete(
+    kind: Kind, name: str, live_id: str, before: dict[str, Any], reason: str, cause: str
+) -> ResourceChange:
+    return ResourceChange(
+        kind, name, Action.DELETE, live_id=live_id, before=before, reason=reason, cause=cause
+    )
 
 
 _KIND_ORDER = {Kind.MODEL: 0, Kind.API_KEY: 1}

@@ -1,15 +1,17 @@
-"""Plans and apply results as text for people: Terraform's symbols, attribute-level before -> after."""
+"""Plans rendered three ways (human, JSON, Markdown) behind one interface, and apply summaries."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from capella_deploy import __version__
 from capella_deploy.applier import ApplyResult
-from capella_deploy.plan import Action, AttributeChange, Plan, ResourceChange
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
 
 _SYMBOL = {
     Action.CREATE: ("+", "green", "will be created"),
@@ -131,3 +133,148 @@ def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
         f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)"
     )
     return "\n".join(lines) + "\n"
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+JSON_FORMAT_VERSION = "1.0"
+SENSITIVE = "(sensitive value)"
+_RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
+
+
+def _json_actions(change: ResourceChange) -> list[str]:
+    if change.action is Action.REPLACE:
+        # Models make way for their successor; keys are created first so applications can switch.
+        return ["delete", "create"] if change.kind is Kind.MODEL else ["create", "delete"]
+    if change.action is Action.ROTATE:
+        return ["create", "delete"]
+    if change.action in (Action.PAUSE, Action.RESUME):
+        return ["update"]
+    return [change.action.value]
+
+
+def _with_token_marker(change: ResourceChange) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A new key's token exists only after apply; it is named, masked, and listed as sensitive."""
+    after = change.after
+    if change.kind is Kind.API_KEY and after is not None and change.action is not Action.NOOP:
+        return {**after, "token": SENSITIVE}, {"token": True}
+    return after, {}
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as a document in the spirit of ``terraform show -json`` (see docs/plan-json.md)."""
+    resource_changes = []
+    drift = []
+    for change in plan.changes:
+        after, after_sensitive = _with_token_marker(change)
+        entry: dict[str, Any] = {
+            "address": change.address,
+            "type": _RESOURCE_TYPE[change.kind],
+            "name": change.name,
+            "live_id": change.live_id,
+            "change": {
+                "actions": _json_actions(change),
+                "before": change.before,
+                "after": after,
+                "before_sensitive": {},
+                "after_sensitive": after_sensitive,
+                "replace_paths": [[c.path] for c in change.attribute_changes if c.forces_replace],
+                "attributes": [c.to_dict() for c in change.attribute_changes],
+            },
+            "reason": change.reason,
+        }
+        if change.cause:
+            entry["action_reason"] = change.cause
+        resource_changes.append(entry)
+        if change.before is not None and change.after is not None and change.attribute_changes:
+            drift.append(
+                {
+                    "address": change.address,
+                    "type": _RESOURCE_TYPE[change.kind],
+                    "name": change.name,
+                    "live_id": change.live_id,
+                    "attributes": [c.to_dict() for c in change.attribute_changes],
+                }
+            )
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "tool_version": __version__,
+        "organization_id": plan.org_id,
+        "checksum": plan.checksum(),
+        "live_fingerprint": plan.live_fingerprint,
+        "manifest_digest": plan.manifest_digest,
+        "summary": {action.value: count for action, count in ((a, plan.counts()[a.value]) for a in Action)},
+        "resource_changes": resource_changes,
+        "resource_drift": drift,
+        "unmanaged": [u.to_dict() for u in plan.unmanaged],
+        "errors": list(plan.errors),
+        "warnings": list(plan.warnings),
+    }
+
+
+def render_json_plan(plan: Plan) -> str:
+    return json.dumps(plan_json(plan), indent=2, sort_keys=True) + "\n"
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+
+MARKDOWN_MARKER = "<!-- capella-deploy-plan -->"
+_EMOJI = {
+    Action.CREATE: "🟢",
+    Action.UPDATE: "🟡",
+    Action.REPLACE: "🔴",
+    Action.PAUSE: "⏸️",
+    Action.RESUME: "▶️",
+    Action.ROTATE: "🔁",
+    Action.DELETE: "🔴",
+}
+
+
+def render_markdown(plan: Plan) -> str:
+    """A pull-request comment: counts, a table of changes, the full diff folded away. No secrets."""
+    counts = plan.counts()
+    summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in _SUMMARY_ORDER if counts[a.value])
+    lines = [MARKDOWN_MARKER, f"### capella-deploy plan for organization `{plan.org_id}`", ""]
+    lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
+    lines.append("")
+    if plan.errors:
+        lines.append("> [!CAUTION]")
+        lines.extend(f"> {_md(error)}" for error in plan.errors)
+        lines.append("")
+    if plan.pending:
+        lines += ["| | resource | action | why |", "|---|---|---|---|"]
+        for change in plan.pending:
+            lines.append(
+                f"| {_EMOJI[change.action]} | `{change.address}` | {change.action.value} | {_md(change.reason or '')} |"
+            )
+        lines += ["", "<details><summary>Details</summary>", "", "```diff"]
+        for change in plan.pending:
+            lines.extend(_diff_lines(change))
+        lines += ["```", "", "</details>", ""]
+    if plan.unmanaged:
+        names = ", ".join(f"`{u.kind.value}.{u.name}`" for u in plan.unmanaged)
+        lines += [f"Unmanaged (left alone): {names}", ""]
+    lines.append(f"Plan checksum: `{plan.checksum()}`")
+    return "\n".join(lines) + "\n"
+
+
+def _diff_lines(change: ResourceChange) -> list[str]:
+    out = [f"# {change.address}: {change.action.value}" + (f" ({change.reason})" if change.reason else "")]
+    if change.action is Action.CREATE:
+        out += [f"+ {k} = {_value(v)}" for k, v in sorted((change.after or {}).items())]
+    elif change.action is Action.DELETE:
+        out += [f"- {k} = {_value(v)}" for k, v in sorted((change.before or {}).items())]
+    for c in change.attribute_changes:
+        out += [f"- {c.path} = {_value(c.before)}", f"+ {c.path} = {_value(c.after)}"]
+    return out
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "human": lambda plan: render_plan(plan),
+    "json": render_json_plan,
+    "markdown": render_markdown,
+}
