@@ -1,0 +1,630 @@
+"""The only code that speaks HTTP to the Capella Management API.
+
+One ``httpx.AsyncClient`` per ``CapellaClient`` keeps connections alive across calls. Every request
+passes a shared gate (closed by a Retry-After) and an optional token bucket before it goes out.
+Idempotent calls are retried on 429/502/503/504 and lost connections with full-jitter backoff; a
+create is retried only when the API cannot have acted on it, otherwise it fails with
+``AmbiguousCreate`` so the caller can look the resource up by name instead of making a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from capella_deploy import __version__
+from capella_deploy.clock import Clock, SystemClock
+from capella_deploy.errors import (
+    AmbiguousCreate,
+    APIError,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnexpectedResponse,
+    Unprocessable,
+)
+from capella_deploy.ratelimit import RetryGate, TokenBucket
+from capella_deploy.secrets import MASK, Secret
+
+DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
+USER_AGENT = f"capella-deploy/{__version__} (+python-httpx/{httpx.__version__})"
+PER_PAGE = 100
+# Pages after the first are fetched concurrently, this many at a time per listing.
+PAGE_CONCURRENCY = 8
+
+log = logging.getLogger("capella_deploy.http")
+
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+    422: Unprocessable,
+    429: RateLimited,
+}
+# Failures where the connection never carried the request: safe to retry even for a create.
+_NOT_SENT: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures a second attempt may cure; anything else (bad scheme, proxy refusal…) fails at once.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    *_NOT_SENT,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+_UNEXPECTED_HINT = (
+    "check that CAPELLA_API_URL points at the Capella Management API; a proxy or gateway may be answering"
+)
+_EXCERPT_CHARS = 160
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    id: str
+    token: Secret
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    requests: int
+    retries: int
+    rate_limited: int
+
+
+def load_token(*, token_file: str | Path | None, environ: Mapping[str, str]) -> Secret:
+    """The Management API token: from ``token_file`` if given, else CAPELLA_API_TOKEN."""
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError(f"cannot read the token file {token_file}: {reason}") from None
+        token = text.strip()
+        if not token:
+            raise ConfigError(f"the token file {token_file} is empty")
+        source = f"the token file {token_file}"
+    else:
+        token = environ.get("CAPELLA_API_TOKEN", "").strip()
+        if not token:
+            raise ConfigError(
+                "no Management API token: set CAPELLA_API_TOKEN or pass --token-file FILE "
+                "(the token is never accepted on the command line)"
+            )
+        source = "CAPELLA_API_TOKEN"
+    secret = Secret(token)
+    _check_token(secret, source)
+    return secret
+
+
+def _check_token(token: Secret, source: str) -> None:
+    # A control character or space would be refused by the HTTP library with the header value, token and
+    # all, in its error message; refuse it here without showing it.
+    if not token or not all(33 <= ord(c) <= 126 for c in token.reveal()):
+        raise ConfigError(f"the API token from {source} is empty or has spaces or non-printable characters")
+
+
+def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:
+        raise ConfigError(f"CAPELLA_API_URL {base_url!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"CAPELLA_API_URL {base_url!r} must be an http(s) URL with a host")
+    if url.userinfo:
+        raise ConfigError("CAPELLA_API_URL must not carry credentials; set CAPELLA_API_TOKEN instead")
+    if url.query or url.fragment:
+        raise ConfigError(f"CAPELLA_API_URL {base_url!r} must not have a query or fragment")
+    if url.scheme == "http" and not custom_transport and not _is_loopback(url.host):
+        raise ConfigError(
+            f"CAPELLA_API_URL {base_url!r} is plain http: the API token would cross the network "
+            "unencrypted; use https (plain http is allowed only for localhost)"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the token to each request as it leaves, so no long-lived headers object holds it."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    params: Mapping[str, str | int] | None = None
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Whether repeating the call after an unclear failure is harmless.
+    idempotent: bool = True
+
+
+@dataclass
+class _Page:
+    items: list[dict[str, Any]]
+    next: int
+    last: int
+    per_page: int
+
+
+class CapellaClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: Secret,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        requests_per_minute: float | None = None,
+        max_connections: int = 20,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        burst: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """``burst``: requests the rate limiter lets through at once (default: a tenth of a minute's worth).
+
+        ``clock`` supplies the time and the sleeps for backoff, Retry-After and rate limiting.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        _check_token(token, "the caller")
+        self._base_url = _check_base_url(base_url, custom_transport=transport is not None)
+        self._token = token
+        self._clock: Clock = clock or SystemClock()
+        self._max_attempts = max_attempts
+        self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_max)
+        self._gate = RetryGate(self._clock)
+        self._bucket: TokenBucket | None = None
+        if requests_per_minute is not None:
+            default_burst = max(1, min(10, int(requests_per_minute / 10)))
+            self._bucket = TokenBucket(per_minute=requests_per_minute, burst=burst or default_burst, clock=self._clock)
+        self._requests = 0
+        self._retries = 0
+        self._rate_limited = 0
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url,
+            auth=_BearerAuth(token),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            # A redirect would mean CAPELLA_API_URL is wrong; follow none, report it.
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"CapellaClient(base_url={self._base_url!r}, token={self._token!r})"
+
+    async def __aenter__(self) -> CapellaClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def stats(self) -> ClientStats:
+        return ClientStats(requests=self._requests, retries=self._retries, rate_limited=self._rate_limited)
+
+    # -- organizations -----------------------------------------------------------------------------
+
+    async def list_organizations(self) -> list[dict[str, Any]]:
+        # The documented call takes no paging parameters; a cursor in the answer is still followed.
+        return await self._list("/v4/organizations", first_params={})
+
+    async def get_organization(self, org_id: str) -> dict[str, Any]:
+        return await self._json(_Call("GET", _path("v4", "organizations", org_id)))
+
+    # -- models ------------------------------------------------------------------------------------
+
+    async def list_models(self, org_id: str) -> list[dict[str, Any]]:
+        return [_unwrap_model(item) for item in await self._list(_models(org_id))]
+
+    async def get_model(self, org_id: str, model_id: str) -> dict[str, Any]:
+        return _unwrap_model(await self._json(_Call("GET", _models(org_id, model_id))))
+
+    async def create_model(self, org_id: str, body: dict[str, Any]) -> str:
+        answer = await self._create("model", _Call("POST", _models(org_id), body=body, idempotent=False))
+        model_id = answer.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise AmbiguousCreate(kind="model", name=_name_of(body), reason="the answer carried no model id")
+        return model_id
+
+    async def update_model(
+        self, org_id: str, model_id: str, body: dict[str, Any], *, if_match: int | None = None
+    ) -> None:
+        headers = {} if if_match is None else {"If-Match": str(if_match)}
+        await self._request(_Call("PUT", _models(org_id, model_id), body=body, headers=headers))
+
+    async def delete_model(self, org_id: str, model_id: str) -> None:
+        # A 404 means already gone, which is what the caller wanted.
+        with contextlib.suppress(NotFound):
+            await self._request(_Call("DELETE", _models(org_id, model_id)))
+
+    async def pause_model(self, org_id: str, model_id: str) -> None:
+        await self._request(_Call("DELETE", _models(org_id, model_id, "activationState")))
+
+    async def resume_model(self, org_id: str, model_id: str) -> None:
+        # A POST, but asking a model to resume twice cannot make a second model.
+        await self._request(_Call("POST", _models(org_id, model_id, "activationState")))
+
+    async def get_connection_string(self, org_id: str, model_id: str) -> str:
+        call = _Call("GET", _models(org_id, model_id, "connectionString"))
+        answer = await self._json(call)
+        value = answer.get("connectionString")
+        if not isinstance(value, str):
+            raise self._unexpected(call, 200, "the answer has no connectionString")
+        return value
+
+    # -- model API keys ----------------------------------------------------------------------------
+
+    async def list_api_keys(self, org_id: str) -> list[dict[str, Any]]:
+        return await self._list(_models(org_id, "apiKeys"))
+
+    async def create_api_key(self, org_id: str, body: dict[str, Any]) -> CreatedKey:
+        call = _Call("POST", _models(org_id, "apiKeys"), body=body, idempotent=False)
+        answer = await self._create("apiKey", call)
+        key_id, token = answer.get("id"), answer.get("token")
+        if not isinstance(key_id, str) or not key_id or not isinstance(token, str) or not token:
+            raise AmbiguousCreate(
+                kind="apiKey", name=_name_of(body), reason="the answer did not carry both the key id and token"
+            )
+        return CreatedKey(id=key_id, token=Secret(token))
+
+    async def delete_api_key(self, org_id: str, key_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._request(_Call("DELETE", _models(org_id, "apiKeys", key_id)))
+
+    # -- pagination --------------------------------------------------------------------------------
+
+    async def _list(self, path: str, *, first_params: Mapping[str, str | int] | None = None) -> list[dict[str, Any]]:
+        params = {"page": 1, "perPage": PER_PAGE} if first_params is None else first_params
+        first = await self._page(path, 1, params)
+        pages = [first]
+        current = 1
+        if first.last > 1 and first.next == 2:
+            # The first page told how many there are: fetch the rest side by side, in order.
+            numbers = range(2, first.last + 1)
+            pages += await self._gather(self._page(path, n, _paging(n, first.per_page)) for n in numbers)
+            current = first.last
+        # Without `last`, or when items arrived while listing, walk on one page at a time.
+        while pages[-1].next > current:
+            current = pages[-1].next
+            pages.append(await self._page(path, current, _paging(current, pages[-1].per_page)))
+        return _deduplicated(item for page in pages for item in page.items)
+
+    async def _page(self, path: str, number: int, params: Mapping[str, str | int]) -> _Page:
+        call = _Call("GET", path, params=params)
+        answer = await self._json(call)
+        data = answer.get("data")
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise self._unexpected(call, 200, f"page {number} has no list of objects under 'data'")
+        cursor = answer.get("cursor")
+        pages = cursor.get("pages") if isinstance(cursor, dict) else None
+        pages = pages if isinstance(pages, dict) else {}
+        per_page = _positive_int(pages.get("perPage")) or PER_PAGE
+        return _Page(
+            data, next=_positive_int(pages.get("next")), last=_positive_int(pages.get("last")), per_page=per_page
+        )
+
+    @staticmethod
+    async def _gather(calls: Iterable[Awaitable[_Page]]) -> list[_Page]:
+        semaphore = asyncio.Semaphore(PAGE_CONCURRENCY)
+
+        async def bounded(call: Awaitable[_Page]) -> _Page:
+            async with semaphore:
+                return await call
+
+        tasks = [asyncio.ensure_future(bounded(call)) for call in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # One page failed: the listing has failed, so stop fetching the others.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def _create(self, kind: str, call: _Call) -> dict[str, Any]:
+        """POST a create; any failure that leaves its outcome unknown becomes ``AmbiguousCreate``."""
+        name = _name_of(call.body)
+        try:
+            response = await self._request(call)
+        except TransportError as exc:
+            if not exc.sent:
+                raise
+            raise AmbiguousCreate(kind=kind, name=name, reason=f"no answer: {exc.detail}") from exc
+        except APIError as exc:
+            if exc.status < 500:
+                raise
+            raise AmbiguousCreate(kind=kind, name=name, reason=f"{exc.status} {exc.message}") from exc
+        # The body of a key create holds the key's token: it is read here and never quoted in an error.
+        answer = _json_object(response)
+        if answer is None:
+            raise AmbiguousCreate(kind=kind, name=name, reason=f"{response.status_code} answer with an unreadable body")
+        return answer
+
+    async def _json(self, call: _Call) -> dict[str, Any]:
+        response = await self._request(call)
+        answer = _json_object(response)
+        if answer is None:
+            raise self._unexpected(call, response.status_code, self._describe_body(response))
+        return answer
+
+    async def _request(self, call: _Call) -> httpx.Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda exc: self._should_retry(call, exc)),
+            sleep=self._clock.sleep,
+            before_sleep=lambda state: self._note_retry(call, state),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send(call, attempt.retry_state.attempt_number)
+        raise AssertionError("tenacity ends with a result or an exception")
+
+    async def _send(self, call: _Call, attempt: int) -> httpx.Response:
+        await self._gate.wait()
+        if self._bucket is not None:
+            await self._bucket.acquire()
+            # A 429 may have closed the gate while this call queued for a token.
+            await self._gate.wait()
+        self._requests += 1
+        started = time.perf_counter()
+        failure: tuple[str, bool, bool] | None = None
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.body, headers=call.headers
+            )
+        except httpx.TransportError as exc:
+            # Only strings leave this block: the httpx exception holds the request, and its headers the token.
+            failure = (
+                self._scrub(_describe_exception(exc)),
+                not isinstance(exc, _NOT_SENT),
+                isinstance(exc, _TRANSIENT),
+            )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if failure is not None:
+            detail, sent, transient = failure
+            log.debug(
+                "%s %s failed after %.0f ms (attempt %d): %s", call.method, call.path, elapsed_ms, attempt, detail
+            )
+            raise TransportError(
+                method=call.method, path=call.path, detail=detail, sent=sent, transient=transient, attempts=attempt
+            )
+        log.debug(
+            "%s %s -> %d in %.0f ms (attempt %d)", call.method, call.path, response.status_code, elapsed_ms, attempt
+        )
+        if response.status_code == 429:
+            self._rate_limited += 1
+        if 200 <= response.status_code < 300:
+            return response
+        api_error = self._error(call, response)
+        if api_error.retry_after is not None and api_error.status in _RETRY_STATUSES:
+            self._gate.close_for(api_error.retry_after)
+        raise api_error
+
+    def _should_retry(self, call: _Call, exc: BaseException) -> bool:
+        if isinstance(exc, APIError):
+            # A 429 means the API turned the call away without acting on it: safe even for a create.
+            return exc.status in _RETRY_STATUSES and (call.idempotent or exc.status == 429)
+        if isinstance(exc, TransportError):
+            return exc.transient and (call.idempotent or not exc.sent)
+        return False
+
+    def _backoff(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, APIError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._jitter(state))
+
+    def _note_retry(self, call: _Call, state: RetryCallState) -> None:
+        self._retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        why = f"{exc.status}" if isinstance(exc, APIError) else type(exc).__name__
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.debug(
+            "%s %s: retrying in %.2f s after %s (attempt %d of %d)",
+            call.method,
+            call.path,
+            wait,
+            why,
+            state.attempt_number,
+            self._max_attempts,
+        )
+
+    # -- error answers -----------------------------------------------------------------------------
+
+    def _error(self, call: _Call, response: httpx.Response) -> APIError:
+        status = response.status_code
+        retry_after = _retry_after(response.headers.get("Retry-After"), self._clock.now())
+        answer = _json_object(response)
+        code = answer.get("code") if answer is not None else None
+        message = answer.get("message") if answer is not None else None
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0 and isinstance(message, str):
+            hint = answer.get("hint") if answer is not None else None
+            cls = _ERRORS_BY_STATUS.get(status) or (ServerError if status >= 500 else APIError)
+            return cls(
+                status=status,
+                code=code,
+                message=self._scrub(message),
+                hint=self._scrub(hint) if isinstance(hint, str) else "",
+                method=call.method,
+                path=call.path,
+                retry_after=retry_after,
+            )
+        if 300 <= status < 400:
+            detail = f"a redirect to {self._scrub(response.headers.get('Location', '(nowhere)'))}"
+        elif answer is not None and code == 0:
+            detail = "an error answer with code 0" + (
+                f": {_excerpt(self._scrub(message))}" if isinstance(message, str) else ""
+            )
+        else:
+            detail = self._describe_body(response)
+        return self._unexpected(call, status, detail, retry_after=retry_after)
+
+    def _unexpected(
+        self, call: _Call, status: int, detail: str, *, retry_after: float | None = None
+    ) -> UnexpectedResponse:
+        return UnexpectedResponse(
+            status=status,
+            code=0,
+            message=f"unexpected answer, not the Capella API's: {detail}",
+            hint=_UNEXPECTED_HINT,
+            method=call.method,
+            path=call.path,
+            retry_after=retry_after,
+        )
+
+    def _describe_body(self, response: httpx.Response) -> str:
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0].strip()
+        try:
+            text = response.text
+        except (UnicodeDecodeError, LookupError):
+            return f"an undecodable {kind} body"
+        if not text.strip():
+            return f"an empty body ({kind})"
+        return f"{kind}: {_excerpt(self._scrub(text))}"
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the API token masked, should a server or proxy ever echo it back."""
+        return text.replace(self._token.reveal(), MASK)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _path(*segments: str) -> str:
+    # Quoting keeps an odd id (a slash, "..") from steering the request to another path.
+    return "/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def _models(org_id: str, *rest: str) -> str:
+    return _path("v4", "organizations", org_id, "aiServices", "models", *rest)
+
+
+def _paging(page: int, per_page: int) -> dict[str, str | int]:
+    return {"page": page, "perPage": per_page}
+
+
+def _positive_int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _unwrap_model(item: dict[str, Any]) -> dict[str, Any]:
+    inner = item.get("model")
+    return inner if isinstance(inner, dict) else item
+
+
+def _deduplicated(items: Any) -> list[dict[str, Any]]:
+    """Items in order, each id once: an item can move across a page boundary while pages are read."""
+    seen: set[str] = set()
+    result: list[dict[str, Any]] = []
+    for item in items:
+        identity = _unwrap_model(item).get("id") or item.get("keyId")
+        if isinstance(identity, str):
+            if identity in seen:
+                continue
+            seen.add(identity)
+        result.append(item)
+    return result
+
+
+def _name_of(body: Mapping[str, Any] | None) -> str:
+    name = body.get("name") if body is not None else None
+    return name if isinstance(name, str) else "(unnamed)"
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        value = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _retry_after(header: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: whole seconds (what Capella sends) or an HTTP date."""
+    if header is None:
+        return None
+    text = header.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(text).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    if seconds != seconds or seconds == float("inf"):  # NaN or infinity: not a usable instruction
+        return None
+    return max(0.0, seconds)
+
+
+_TAGS = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+def _excerpt(text: str) -> str:
+    """A short, single-line, printable rendering of a body, tags removed: enough to recognise a proxy page."""
+    plain = _SPACE.sub(" ", _TAGS.sub(" ", text))
+    plain = "".join(c if c.isprintable() else "?" for c in plain).strip()
+    return plain if len(plain) <= _EXCERPT_CHARS else plain[: _EXCERPT_CHARS - 1] + "…"
+
+
+def _describe_exception(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
