@@ -33,17 +33,36 @@ class SystemClock:
 
 
 class ScaledClock:
-    """Time that runs ``speed`` times faster than the wall clock, from ``start``."""
+    """Time that runs ``speed`` times faster than the wall clock, from ``start``.
 
-    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
+    Without ``wall_anchor`` the clock reads ``start`` now and then follows the monotonic clock, immune to
+    wall-clock jumps. With ``wall_anchor`` (a ``time.time()`` reading) it reads
+    ``start + (time.time() - wall_anchor) * speed``: two processes given the same three numbers agree on the
+    time, which is how the sandbox keeps one timeline across separate CLI runs sharing a state file.
+    """
+
+    def __init__(
+        self, speed: float = 1.0, start: float | None = None, *, wall_anchor: float | None = None
+    ) -> None:
+        self.rebase(start=time.time() if start is None else start, speed=speed, wall_anchor=wall_anchor)
+
+    def rebase(self, *, start: float, speed: float, wall_anchor: float | None = None) -> None:
+        """Restart the timeline: it reads ``start`` at ``wall_anchor`` (or now), running at ``speed``."""
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
-        self._origin_real = time.monotonic()
-        self._origin = time.time() if start is None else start
+        self._origin = start
+        self._real = time.monotonic if wall_anchor is None else time.time
+        self._origin_real = time.monotonic() if wall_anchor is None else wall_anchor
 
     def now(self) -> float:
-        return self._origin + (time.monotonic() - self._origin_real) * self.speed
+        return self._origin + (self._real() - self._origin_real) * self.speed
+
+    def advance(self, seconds: float) -> None:
+        """Jump ahead without waiting, as if ``seconds`` of this clock's time had passed."""
+        if seconds < 0:
+            raise ValueError("time does not run backwards")
+        self._origin += seconds
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)

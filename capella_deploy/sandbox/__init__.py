@@ -1,0 +1,161 @@
+"""A local Capella AI Services: the Management API and the Model Service API, in one ASGI app.
+
+Used three ways: in-process through ``Sandbox.transport()`` (no port; base URL ``IN_PROCESS_BASE_URL``), as a
+real HTTP server (``capella-deploy sandbox serve``, see ``server.py``), and by the tests. Importing this module
+is cheap: Starlette, uvicorn and httpx load only when the app or a transport is first asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from capella_deploy.clock import Clock, ManualClock, ScaledClock
+from capella_deploy.sandbox.faults import FaultInjector, Faults, RouteFault
+from capella_deploy.sandbox.lifecycle import Timings
+from capella_deploy.sandbox.state import ClockAnchor, StateStore, World
+from capella_deploy.secrets import Secret
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.applications import Starlette
+
+__all__ = ["IN_PROCESS_BASE_URL", "Faults", "RouteFault", "Sandbox", "Timings"]
+
+IN_PROCESS_BASE_URL = "http://capella.sandbox"
+DEFAULT_TOKEN = "sandbox-token"
+
+
+class Sandbox:
+    """One sandbox world: its state, its clock, its faults, and the app that serves them."""
+
+    def __init__(
+        self,
+        state_path: Path | None = None,
+        *,
+        token: str = DEFAULT_TOKEN,
+        clock: Clock | None = None,
+        faults: Faults | None = None,
+        timings: Timings | None = None,
+        seed: int = 0,
+        client_address: str = "127.0.0.1",
+    ) -> None:
+        self._store = StateStore(state_path)
+        self._token = Secret(token)
+        world = self._store.read()
+        # Without an injected clock, time is the state's shared timeline, so every process using the same
+        # state file sees the same sandbox time (and a model deploying in one is healthy in the other).
+        self._anchor: ClockAnchor | None = None
+        self._own_clock: ScaledClock | None = None
+        if clock is None:
+            self._own_clock = ScaledClock(world.clock.speed, world.clock.start, wall_anchor=world.clock.wall)
+            self._anchor = copy.copy(world.clock)
+            clock = self._own_clock
+        self.clock: Clock = clock
+        self.timings = timings or Timings()
+        self.seed = seed
+        self.client_address = client_address
+        self.faults = faults or Faults()
+        self._app: Starlette | None = None
+
+    def __repr__(self) -> str:
+        return f"Sandbox(state_path={self._store.path!s}, org_id={self.org_id})"
+
+    @property
+    def org_id(self) -> str:
+        return self.world().org_id
+
+    @property
+    def org_name(self) -> str:
+        return self.world().org_name
+
+    @property
+    def state_path(self) -> Path | None:
+        return self._store.path
+
+    @property
+    def faults(self) -> Faults:
+        return self.injector.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.injector = FaultInjector(faults, self.seed)
+
+    @property
+    def app(self) -> Starlette:
+        if self._app is None:
+            from capella_deploy.sandbox.app import build_app
+
+            self._app = build_app(self)
+        return self._app
+
+    def transport(self, client_address: str | None = None) -> httpx.AsyncBaseTransport:
+        """An in-process transport to the app; requests appear to come from ``client_address``."""
+        from capella_deploy.sandbox.transport import InProcessTransport
+
+        return InProcessTransport(self.app, client_address or self.client_address)
+
+    def reset(self) -> None:
+        """Empty the world; the organization and the timeline stay."""
+        with self.mutate() as world:
+            world.models.clear()
+            world.api_keys.clear()
+            world.files.clear()
+            world.batches.clear()
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def world(self) -> World:
+        """The current world, for reading only."""
+        world = self._store.read()
+        self._follow_timeline(world)
+        return world
+
+    @contextlib.contextmanager
+    def mutate(self) -> Iterator[World]:
+        """The current world to change; saved (and seen by other processes) when the block ends cleanly."""
+        with self._store.write() as world:
+            self._follow_timeline(world)
+            yield world
+        self._follow_timeline(self._store.read())
+
+    def token_matches(self, presented: str) -> bool:
+        return hmac.compare_digest(
+            hashlib.sha256(presented.encode()).digest(), hashlib.sha256(self._token.reveal().encode()).digest()
+        )
+
+    def set_speed(self, speed: float) -> None:
+        """Make the shared timeline run ``speed`` times faster than the wall clock from now on."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        if self._own_clock is None:
+            raise ValueError("the sandbox was given its own clock; set that clock's speed instead")
+        with self.mutate() as world:
+            wall = time.time()
+            world.clock = ClockAnchor(start=world.clock.at(wall), wall=wall, speed=speed)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move sandbox time forward at once (transitions due in that span complete)."""
+        if seconds < 0:
+            raise ValueError("time does not run backwards")
+        if self._own_clock is not None:
+            with self.mutate() as world:
+                world.clock.start += seconds
+        elif isinstance(self.clock, (ManualClock, ScaledClock)):
+            self.clock.advance(seconds)
+        else:
+            raise ValueError(f"a {type(self.clock).__name__} cannot be advanced")
+
+    def _follow_timeline(self, world: World) -> None:
+        if self._own_clock is None or world.clock == self._anchor:
+            return
+        anchor = world.clock
+        self._own_clock.rebase(start=anchor.start, speed=anchor.speed, wall_anchor=anchor.wall)
+        self._anchor = copy.copy(anchor)
