@@ -56,7 +56,7 @@ MODELS = f"/v4/organizations/{ORG}/aiServices/models"
 KEYS = f"{MODELS}/apiKeys"
 
 T = TypeVar("T")
-Handler = Callable[[httpx.Request], "httpx.Response | Awaitable[httpx.Response]"]
+Handler = Callable[[httpx.Request], Any]  # sync or async, as MockTransport takes either
 
 
 class RecordingClock(ManualClock):
