@@ -123,11 +123,12 @@ def load_token(*, token_file: str | Path | None, environ: Mapping[str, str]) -> 
     return secret
 
 
-def _check_token(token: Secret, source: str) -> None:
+def _check_token(token: Secret, source: str | None = None) -> None:
     # A control character or space would be refused by the HTTP library with the header value, token and
     # all, in its error message; refuse it here without showing it.
     if not token or not all(33 <= ord(c) <= 126 for c in token.reveal()):
-        raise ConfigError(f"the API token from {source} is empty or has spaces or non-printable characters")
+        origin = f" from {source}" if source else ""
+        raise ConfigError(f"the API token{origin} is empty or has spaces or non-printable characters")
 
 
 def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
@@ -204,13 +205,14 @@ class CapellaClient:
         burst: int | None = None,
         clock: Clock | None = None,
     ) -> None:
-        """``burst``: requests the rate limiter lets through at once (default: a tenth of a minute's worth).
+        """``burst``: requests the rate limiter lets through at once (default: a tenth of the per-minute rate,
+        between 1 and 10).
 
         ``clock`` supplies the time and the sleeps for backoff, Retry-After and rate limiting.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        _check_token(token, "the caller")
+        _check_token(token)
         self._base_url = _check_base_url(base_url, custom_transport=transport is not None)
         self._token = token
         self._clock: Clock = clock or SystemClock()
