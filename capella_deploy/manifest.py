@@ -107,8 +107,12 @@ Cidr = Annotated[str, AfterValidator(_check_cidr)]
 ModelRef = Annotated[str, Field(pattern=MODEL_REF_PATTERN)]
 
 
+def _field_title(name: str, info: object) -> str:
+    return name  # the YAML key itself, rather than pydantic's "Allowedcidrs"
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, field_title_generator=_field_title)
 
 
 class Routing(_Spec):

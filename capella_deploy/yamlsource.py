@@ -278,6 +278,7 @@ class _Converter:
             return self._scalar(node, path)
         if node.tag not in (_MAP_TAG, _SEQ_TAG):
             self.issues.append(self._pos(node).issue(path, f"unsupported YAML tag {node.tag}; remove it"))
+            return YScalar(None, self._pos(node), tainted=True)
         if isinstance(node, SequenceNode):
             return YSeq([self.convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)], self._pos(node))
         assert isinstance(node, MappingNode)
