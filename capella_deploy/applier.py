@@ -152,9 +152,7 @@ class Applier:
         model_id = change.live_id
         if action is Action.UPDATE:
             await self._call(
-                self._client.update_model(
-                    self._org, model_id, model_update_body(spec, self._manifest.defaults)
-                )
+                self._client.update_model(self._org, model_id, model_update_body(spec, self._manifest.defaults))
             )
         wanted = "paused" if spec.state == "paused" else "healthy"
         state_changed = any(c.path == "state" for c in change.attribute_changes)
@@ -173,16 +171,12 @@ class Applier:
             except (AmbiguousCreate, Conflict) as exc:
                 found = await self._find_model(spec.name, exclude=change.live_id)
                 if found is not None:
-                    self._progress(
-                        change.address, f"found {found} after an unclear create answer; adopting it"
-                    )
+                    self._progress(change.address, f"found {found} after an unclear create answer; adopting it")
                     model_id = found
                 elif attempt == _CREATE_ATTEMPTS:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
                 else:
-                    self._progress(
-                        change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying"
-                    )
+                    self._progress(change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying")
                     continue
             self._model_ids[spec.name] = model_id
             self._id_known[spec.name].set()
@@ -202,9 +196,7 @@ class Applier:
             await self._call(turn(self._org, model_id))
         except Conflict:
             # Still deploying, pausing or resuming: let it settle, then ask again.
-            await self._settle(
-                change, model_id, "healthy" if wanted == "paused" else "paused", "waiting to settle"
-            )
+            await self._settle(change, model_id, "healthy" if wanted == "paused" else "paused", "waiting to settle")
             await self._call(turn(self._org, model_id))
         return await self._settle(change, model_id, wanted, "pausing" if wanted == "paused" else "resuming")
 
@@ -239,21 +231,34 @@ class Applier:
             self._outputs.forget_key(change.name, change.live_id)
             return "deleted"
         spec = self._keys[change.name]
-        new_id = await self._create_key(spec, change)
-        if change.action in (Action.REPLACE, Action.ROTATE):
+        new_id, old_gone = await self._create_key(spec, change)
+        if change.action in (Action.REPLACE, Action.ROTATE) and not old_gone:
             assert change.live_id is not None
             # The new key is in the outputs before the old one goes, so applications can switch.
             await self._call(self._client.delete_api_key(self._org, change.live_id))
         return f"created {new_id}"
 
-    async def _create_key(self, spec: ApiKeySpec, change: ResourceChange) -> str:
+    async def _create_key(self, spec: ApiKeySpec, change: ResourceChange) -> tuple[str, bool]:
+        """Create the key and record its token; also say whether the key it replaces is already gone."""
         model_ids = await self._wait_for_models(spec)
         body = key_create_body(spec, self._manifest.defaults, model_ids)
         known = {change.live_id} if change.live_id else set()
+        old_gone = False
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 async with self._semaphore:
                     created = await self._client.create_api_key(self._org, body)
+            except Conflict as exc:
+                if change.live_id is None or old_gone:
+                    raise ApplyError(
+                        f"a key named {spec.name!r} already exists that this plan did not know of "
+                        f"(made by another run?); plan again: {exc}"
+                    ) from None
+                # This API refuses two keys with one name: the old key must go before its successor.
+                self._progress(change.address, "the API refuses a second key of this name; deleting the old one first")
+                await self._call(self._client.delete_api_key(self._org, change.live_id))
+                old_gone = True
+                continue
             except AmbiguousCreate as exc:
                 orphan = await self._find_new_key(spec.name, known)
                 if orphan is not None:
@@ -265,9 +270,7 @@ class Applier:
                 if attempt == _CREATE_ATTEMPTS:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
                 continue
-            expires = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc) + timedelta(
-                days=spec.expiryDays
-            )
+            expires = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc) + timedelta(days=spec.expiryDays)
             self._outputs.record_key(
                 spec.name,
                 key_id=created.id,
@@ -275,8 +278,8 @@ class Applier:
                 region=body["region"],
                 expiresAt=expires.replace(microsecond=0).isoformat(),
             )
-            return created.id
-        raise AssertionError("unreachable")
+            return created.id, old_gone
+        raise ApplyError(f"key {spec.name!r} could not be created after {_CREATE_ATTEMPTS} attempts")
 
     async def _find_new_key(self, name: str, known: set[str]) -> str | None:
         for raw in await self._client.list_api_keys(self._org):

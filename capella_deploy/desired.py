@@ -27,6 +27,11 @@ UPDATE_ATTRIBUTES = ("enableBatching", "keywordFiltering", "caching")
 WRITE_ONLY_ATTRIBUTES = ("guardrails", "jailbreak")
 
 
+def default_cpu(gpu_memory: int) -> int:
+    """The vCPU count of the instance that carries ``gpu_memory`` GB when the manifest names none."""
+    return 32 if gpu_memory >= 192 else 4
+
+
 def effective_cache(spec: ModelSpec, defaults: Defaults) -> Cache | None:
     return spec.cache if spec.cache is not None else defaults.cache
 
@@ -89,9 +94,7 @@ def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
 
 def model_create_body(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     attrs = model_attributes(spec, defaults)
-    compute: dict[str, Any] = {"gpuMemory": attrs["gpuMemory"]}
-    if "cpu" in attrs:
-        compute["cpu"] = attrs["cpu"]
+    compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
     body: dict[str, Any] = {
         "name": spec.name,
         "catalogModelName": attrs["catalogModel"],

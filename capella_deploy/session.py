@@ -41,20 +41,25 @@ class Session:
 @contextlib.asynccontextmanager
 async def open_session(target: Target, manifest_org: str | None) -> AsyncIterator[Session]:
     if target.sandbox_state is not None:
-        from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
+        from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, Sandbox
 
         token_text = target.environ.get("CAPELLA_API_TOKEN") or SANDBOX_TOKEN
-        sandbox = Sandbox(target.sandbox_state, token=token_text)
+        # Fault injection for the in-process sandbox, so failure drills run through the real CLI.
+        faults_file = target.environ.get("CAPELLA_SANDBOX_FAULTS")
+        try:
+            faults = Faults.load(Path(faults_file)) if faults_file else None
+        except ValueError as exc:
+            raise ConfigError(f"CAPELLA_SANDBOX_FAULTS: {exc}") from None
+        sandbox = Sandbox(target.sandbox_state, token=token_text, faults=faults)
         client = CapellaClient(
             base_url=IN_PROCESS_BASE_URL,
             token=Secret(token_text),
             transport=sandbox.transport(),
             requests_per_minute=target.requests_per_minute,
+            clock=sandbox.clock,
         )
         async with client:
-            yield Session(
-                client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id
-            )
+            yield Session(client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id)
         return
 
     token = load_token(token_file=target.token_file, environ=target.environ)
@@ -70,6 +75,5 @@ async def _only_org(client: CapellaClient) -> str:
     if len(orgs) == 1 and isinstance(orgs[0].get("id"), str):
         return str(orgs[0]["id"])
     raise ConfigError(
-        f"the API token can see {len(orgs)} organizations; "
-        "set organizationId in the manifest or CAPELLA_ORG_ID"
+        f"the API token can see {len(orgs)} organizations; set organizationId in the manifest or CAPELLA_ORG_ID"
     )
