@@ -35,7 +35,7 @@ class ExitCode(IntEnum):
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _target_options(func: F) -> F:
+def target_options(func: F) -> F:
     """Options every command that talks to Capella takes."""
     func = click.option(
         "--sandbox",
@@ -54,7 +54,7 @@ def _target_options(func: F) -> F:
     return func
 
 
-def _manifest_options(func: F) -> F:
+def manifest_options(func: F) -> F:
     func = click.option(
         "-f",
         "--file",
@@ -68,7 +68,7 @@ def _manifest_options(func: F) -> F:
     return func
 
 
-def _guarded(func: F) -> F:
+def guarded(func: F) -> F:
     """Turn every expected failure into a message and an exit code, never a traceback."""
 
     @functools.wraps(func)
@@ -95,7 +95,12 @@ def _guarded(func: F) -> F:
 class _LazyGroup(click.Group):
     """Keeps the sandbox's server stack out of start-up until its commands are asked for."""
 
-    lazy = {"sandbox": ("capella_deploy.sandbox.cli", "sandbox_group")}
+    lazy = {
+        "sandbox": ("capella_deploy.sandbox.cli", "sandbox_group"),
+        "drift": ("capella_deploy.cli_ops", "drift"),
+        "export": ("capella_deploy.cli_ops", "export"),
+        "clone": ("capella_deploy.cli_ops", "clone"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -123,17 +128,17 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@_manifest_options
-@_guarded
+@manifest_options
+@guarded
 def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
     """Check manifests without talking to Capella."""
-    manifest = _load(files, variables)
+    manifest = load_manifest_files(files, variables)
     click.echo(f"The manifest is valid: {len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s).")
 
 
 @main.command()
-@_manifest_options
-@_target_options
+@manifest_options
+@target_options
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
 @click.option("--out", "-out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (docs/plan-json.md).")
@@ -142,7 +147,7 @@ def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
-@_guarded
+@guarded
 def plan(
     files: Sequence[Path],
     variables: Sequence[str],
@@ -160,14 +165,14 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = _load(files, variables)
-    target = _target(sandbox, token_file)
+    manifest = load_manifest_files(files, variables)
+    target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
         from capella_deploy.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
-            return await _make_plan(session, manifest, replace)
+            return await make_plan(session, manifest, replace)
 
     result = asyncio.run(run())
     click.echo(RENDERERS["json" if as_json else "markdown" if as_markdown else "human"](result), nl=False)
@@ -187,7 +192,7 @@ def plan(
         sys.exit(ExitCode.CHANGES)
 
 
-def _apply_options(func: F) -> F:
+def apply_options(func: F) -> F:
     for option in reversed(
         [
             click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation."),
@@ -213,13 +218,13 @@ def _apply_options(func: F) -> F:
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")
-@_target_options
-@_apply_options
+@target_options
+@apply_options
 @click.option("--checksum", help="Apply only if the plan computed now has this checksum.")
 @click.option(
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
-@_guarded
+@guarded
 def apply(
     planfile: Path | None,
     files: Sequence[Path],
@@ -241,10 +246,10 @@ def apply(
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
     request = _ApplyRequest(
-        target=_target(sandbox, token_file),
+        target=make_target(sandbox, token_file),
         auto_approve=auto_approve,
         parallelism=parallelism,
-        timeout=_duration(timeout),
+        timeout=parse_duration(timeout),
         outputs_target=outputs_target,
         output_format=output_format,
         allow_mass_change=allow_mass_change,
@@ -252,15 +257,15 @@ def apply(
         replace=tuple(replace),
         planfile=planfile,
     )
-    manifest = _load(files, variables) if planfile is None else None
+    manifest = load_manifest_files(files, variables) if planfile is None else None
     sys.exit(asyncio.run(_apply(manifest, request, destroy=False)))
 
 
 @main.command()
-@_manifest_options
-@_target_options
-@_apply_options
-@_guarded
+@manifest_options
+@target_options
+@apply_options
+@guarded
 def destroy(
     files: Sequence[Path],
     variables: Sequence[str],
@@ -275,16 +280,16 @@ def destroy(
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
     request = _ApplyRequest(
-        target=_target(sandbox, token_file),
+        target=make_target(sandbox, token_file),
         auto_approve=auto_approve,
         parallelism=parallelism,
-        timeout=_duration(timeout),
+        timeout=parse_duration(timeout),
         outputs_target=outputs_target,
         output_format=output_format,
         # Destroying everything the manifest names is the point of the command.
         allow_mass_change=True,
     )
-    sys.exit(asyncio.run(_apply(_load(files, variables), request, destroy=True)))
+    sys.exit(asyncio.run(_apply(load_manifest_files(files, variables), request, destroy=True)))
 
 
 @main.command()
@@ -297,7 +302,7 @@ def destroy(
 )
 @click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True)
 @click.option("--show-secrets", is_flag=True, help="Print key tokens instead of a mask.")
-@_guarded
+@guarded
 def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
     """Print the outputs of the last apply (tokens masked)."""
     from capella_deploy.errors import ConfigError
@@ -313,7 +318,7 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _load(files: Sequence[Path], variables: Sequence[str]) -> Manifest:
+def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Manifest:
     from capella_deploy.manifest import load_manifest
 
     parsed: dict[str, str] = {}
@@ -325,7 +330,7 @@ def _load(files: Sequence[Path], variables: Sequence[str]) -> Manifest:
     return load_manifest(list(files), variables=parsed)
 
 
-def _target(sandbox: str | None, token_file: Path | None) -> Target:
+def make_target(sandbox: str | None, token_file: Path | None) -> Target:
     from capella_deploy.session import Target
 
     return Target(
@@ -335,7 +340,7 @@ def _target(sandbox: str | None, token_file: Path | None) -> Target:
     )
 
 
-def _duration(text: str) -> float:
+def parse_duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     value = text.strip()
     try:
@@ -346,7 +351,7 @@ def _duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
 
 
-async def _make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
+async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
     from capella_deploy.live import read_live
     from capella_deploy.planfile import manifest_digest
     from capella_deploy.planner import plan as make_plan
@@ -404,7 +409,7 @@ async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: 
             planfile.check_fresh(saved, request.planfile, live.fingerprint())
             plan = saved.plan
         else:
-            plan = await _make_plan(session, manifest, request.replace, destroy=destroy)
+            plan = await make_plan(session, manifest, request.replace, destroy=destroy)
         click.echo(render_plan(plan), nl=False)
         if request.checksum is not None and request.checksum != plan.checksum():
             raise ConfigError(
