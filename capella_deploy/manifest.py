@@ -57,7 +57,6 @@ __all__ = [
     "write_schema",
 ]
 
-API_VERSION = "capella-deploy/v1"
 SCHEMA_ID = "urn:capella-deploy:schema:manifest:v1"
 DEFAULT_SCHEMA_PATH = Path("schemas/manifest.schema.json")
 # Passed as validation context by load_manifest, which runs the cross-field checks itself so that
@@ -392,7 +391,7 @@ def load_manifest(
     trees: list[YMap] = []
     unreadable = False
     for path in paths:
-        source = read_source(Path(path), lookup, label=str(path))
+        source = read_source(Path(path), lookup)
         issues.extend(source.issues)
         if source.tree is None:
             unreadable = True
@@ -460,6 +459,12 @@ def _describe(error: ErrorDetails) -> str:
         return f"expected a mapping (key: value entries), got {_show(value)}"
     if kind in ("tuple_type", "list_type"):
         return f"expected a list, got {_show(value)}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"is longer than {ctx.get('max_length')} characters"
     if kind == "string_type":
         quote = "; put it in quotes" if isinstance(value, (int, float, bool)) or value is None else ""
         return f"expected text, got {_show(value)}{quote}"

@@ -87,8 +87,8 @@ class Position:
 class YScalar:
     value: Any
     pos: Position
-    # Set when interpolation failed here: the text is left as written, and errors it would cause
-    # downstream are noise next to the interpolation issue already reported.
+    # Set when this value could not be read or interpolated (an issue is already reported here):
+    # validation errors about it would only repeat that issue less clearly.
     tainted: bool = False
 
 
@@ -149,9 +149,9 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def read_source(path: Path, lookup: Mapping[str, str], label: str | None = None) -> Source:
+def read_source(path: Path, lookup: Mapping[str, str]) -> Source:
     """Read, compose, convert and interpolate one manifest file."""
-    name = label if label is not None else str(path)
+    name = str(path)  # as the user wrote it, like a compiler would
     try:
         text = _read_text(path)
     except _Refused as exc:

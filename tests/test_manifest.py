@@ -365,7 +365,7 @@ def test_invalid_cidrs_are_each_reported(tmp_path: Path) -> None:
 def test_keys_need_at_least_one_cidr(tmp_path: Path) -> None:
     base = HEADER + "defaults: {region: us-east-1}\napiKeys:\n  - name: k\n"
     (empty,) = problems(write(tmp_path, base + "    allowedCIDRs: []\n", "a.yaml"))
-    assert empty.path == "apiKeys[0].allowedCIDRs" and "at least 1" in empty.message
+    assert empty.path == "apiKeys[0].allowedCIDRs" and empty.message == "needs at least 1 item(s)"
     (missing,) = problems(write(tmp_path, base + "    expiryDays: 5\n", "b.yaml"))
     assert missing.path == "apiKeys[0].allowedCIDRs" and missing.line == 4
 
@@ -407,3 +407,14 @@ def test_numbers_where_text_is_expected_say_to_quote(tmp_path: Path) -> None:
     )
     (issue,) = problems(path)
     assert issue.path == "models[0].name" and "quotes" in issue.message
+
+
+def test_length_limits_are_explained(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER + "defaults: {region: us-east-1}\napiKeys:\n  - name: k\n    allowedCIDRs: [10.0.0.0/8]\n"
+        f"    description: {'d' * 251}\nprune: {{match: ''}}\n",
+    )
+    issues = by_path(problems(path))
+    assert issues["apiKeys[0].description"].message == "is longer than 250 characters"
+    assert issues["prune.match"].message == "must not be empty"
