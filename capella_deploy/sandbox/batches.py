@@ -135,7 +135,7 @@ async def list_files(request: Request) -> Response:
         raise completions.bad("order must be asc or desc", "order")
     world = call.sandbox.world()
     records = [f for f in world.files.values() if _live_file(world, call.model.id, f.id, call.now)]
-    records.sort(key=lambda f: (f.created_at, f.id), reverse=order == "desc")
+    records.sort(key=lambda f: f.created_at, reverse=order == "desc")
     records = _after(records, params.get("after"))[:limit]
     listing = {call.model.catalog_model_name: [file_object(f) for f in records]}
     return JSONResponse(listing, headers=call.headers())
@@ -332,7 +332,7 @@ async def list_batches(request: Request) -> Response:
     world = call.sandbox.world()
     batches = sorted(
         (b for b in world.batches.values() if b.model_id == call.model.id and call.now < b.expires_at),
-        key=lambda b: (b.created_at, b.id),
+        key=lambda b: b.created_at,
     )
     batches = _after(batches, request.query_params.get("after"))[:limit]
     shown = [batch_object(world, call.model, b, call.salt, call.now) for b in batches]

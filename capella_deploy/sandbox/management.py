@@ -63,7 +63,7 @@ async def list_models(request: Request) -> Response:
     world, now, base = sandbox.world(), sandbox.now(), base_url(request)
     shown = [
         views.model_view(m, now, base)
-        for m in sorted(world.models.values(), key=lambda m: (m.audit.created_at, m.id))
+        for m in sorted(world.models.values(), key=lambda m: m.audit.created_at)
         if lifecycle.visible(m, now)
     ]
     shown = [
@@ -196,7 +196,6 @@ async def list_keys(request: Request) -> Response:
         region = match["region"]
     world = sandbox.world()
     keys = [k for k in world.api_keys.values() if region is None or k.region == region]
-    keys.sort(key=lambda k: k.id)  # a stable order among equal sort keys
     keys.sort(key=KEY_SORTS[sort_by], reverse=direction == "desc")
     page, cursor = views.paginate(keys, base_url(request) + request.url.path, params)
     return JSONResponse({"cursor": cursor, "data": [views.key_view(k, world) for k in page]})

@@ -277,7 +277,8 @@ class StateStore:
     def _save(self) -> None:
         if self.path is None:
             return
-        data = json.dumps(self._world.to_json(), indent=1, sort_keys=True).encode()
+        # Insertion order is creation order: lists rely on it to order records created at the same moment.
+        data = json.dumps(self._world.to_json(), indent=1).encode()
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
