@@ -22,6 +22,7 @@ from capella_deploy import __version__
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
+    from capella_deploy.planfile import SavedPlan
     from capella_deploy.session import Session, Target
 
 
@@ -208,6 +209,9 @@ def apply_options(func: F) -> F:
                 "--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format."
             ),
             click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30%."),
+            click.option(
+                "--lock-timeout", default="0s", show_default=True, help="How long to wait for another run's lock."
+            ),
         ]
     ):
         func = option(func)
@@ -237,6 +241,7 @@ def apply(
     outputs_target: str | None,
     output_format: str | None,
     allow_mass_change: bool,
+    lock_timeout: str,
     checksum: str | None,
     replace: Sequence[str],
 ) -> None:
@@ -253,6 +258,7 @@ def apply(
         outputs_target=outputs_target,
         output_format=output_format,
         allow_mass_change=allow_mass_change,
+        lock_timeout=parse_duration(lock_timeout),
         checksum=checksum,
         replace=tuple(replace),
         planfile=planfile,
@@ -277,6 +283,7 @@ def destroy(
     outputs_target: str | None,
     output_format: str | None,
     allow_mass_change: bool,
+    lock_timeout: str,
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
     request = _ApplyRequest(
@@ -288,6 +295,7 @@ def destroy(
         output_format=output_format,
         # Destroying everything the manifest names is the point of the command.
         allow_mass_change=True,
+        lock_timeout=parse_duration(lock_timeout),
     )
     sys.exit(asyncio.run(_apply(load_manifest_files(files, variables), request, destroy=True)))
 
@@ -313,6 +321,19 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
     fmt = "dotenv" if output_format == "dotenv" or outputs_path.suffix == ".env" else "json"
     store = Outputs(outputs_path, fmt)  # type: ignore[arg-type]
     click.echo(render_json(store.document() if show_secrets else store.masked()), nl=False)
+
+
+@main.command(name="force-unlock")
+@click.argument("lock_id")
+@click.option("--org", "org_id", required=True, help="The organization whose lock to remove.")
+@guarded
+def force_unlock(lock_id: str, org_id: str) -> None:
+    """Remove the lock a killed run left behind (its id is in the error the next run prints)."""
+    from capella_deploy.lock import DEFAULT_LOCK_DIR
+    from capella_deploy.lock import force_unlock as unlock
+
+    holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
+    click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -375,6 +396,7 @@ class _ApplyRequest:
     outputs_target: str | None
     output_format: str | None
     allow_mass_change: bool
+    lock_timeout: float = 0.0
     checksum: str | None = None
     replace: tuple[str, ...] = ()
     planfile: Path | None = None
@@ -391,11 +413,7 @@ def _blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
 
 async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: bool) -> int:
     from capella_deploy import planfile
-    from capella_deploy.applier import Applier, ApplyOptions
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.live import read_live
-    from capella_deploy.outputs import Outputs
-    from capella_deploy.render import render_apply_result, render_plan
+    from capella_deploy.lock import org_lock
     from capella_deploy.session import open_session
 
     saved = planfile.load(request.planfile) if request.planfile is not None else None
@@ -404,49 +422,59 @@ async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: 
     assert manifest is not None
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
     async with open_session(request.target, org) as session:
-        if saved is not None and request.planfile is not None:
-            live = await read_live(session.client, session.org_id)
-            planfile.check_fresh(saved, request.planfile, live.fingerprint())
-            plan = saved.plan
-        else:
-            plan = await make_plan(session, manifest, request.replace, destroy=destroy)
-        click.echo(render_plan(plan), nl=False)
-        if request.checksum is not None and request.checksum != plan.checksum():
-            raise ConfigError(
-                f"the plan computed now has checksum {plan.checksum()}, not the reviewed {request.checksum}: "
-                "the manifest or the organization changed since the review; plan and review again"
-            )
-        blocked = _blockers(plan, request.allow_mass_change)
-        if blocked:
-            for reason in blocked:
-                click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
-            return ExitCode.ERROR
-        if not plan.has_changes:
-            return ExitCode.OK
-        if not request.auto_approve and not _confirm(
-            "destroy" if destroy else "apply", plan.org_id if destroy else None
-        ):
-            click.echo("Nothing was changed.")
-            return ExitCode.ERROR
-        if saved is not None and request.planfile is not None:
-            planfile.mark_applied(request.planfile, saved)
-        publish_github = request.outputs_target == "github"
-        path = Path(request.outputs_target) if request.outputs_target and not publish_github else None
-        path = path or Path(manifest.outputs.path)
-        store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
-        applier = Applier(
-            session.client,
-            manifest,
-            plan,
-            store,
-            clock=session.clock,
-            options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
-            progress=_progress_printer(session),
-        )
-        result = await applier.run()
-    if publish_github:
-        from capella_deploy.outputs import publish_to_github
+        with org_lock(session.org_id, "destroy" if destroy else "apply", timeout=request.lock_timeout):
+            return await _apply_locked(session, manifest, saved, request, destroy=destroy)
 
+
+async def _apply_locked(
+    session: Session, manifest: Manifest, saved: SavedPlan | None, request: _ApplyRequest, *, destroy: bool
+) -> int:
+    from capella_deploy import planfile
+    from capella_deploy.applier import Applier, ApplyOptions
+    from capella_deploy.errors import ConfigError
+    from capella_deploy.live import read_live
+    from capella_deploy.outputs import Outputs, publish_to_github
+    from capella_deploy.render import render_apply_result, render_plan
+
+    if saved is not None and request.planfile is not None:
+        live = await read_live(session.client, session.org_id)
+        planfile.check_fresh(saved, request.planfile, live.fingerprint())
+        plan = saved.plan
+    else:
+        plan = await make_plan(session, manifest, request.replace, destroy=destroy)
+    click.echo(render_plan(plan), nl=False)
+    if request.checksum is not None and request.checksum != plan.checksum():
+        raise ConfigError(
+            f"the plan computed now has checksum {plan.checksum()}, not the reviewed {request.checksum}: "
+            "the manifest or the organization changed since the review; plan and review again"
+        )
+    blocked = _blockers(plan, request.allow_mass_change)
+    if blocked:
+        for reason in blocked:
+            click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
+        return ExitCode.ERROR
+    if not plan.has_changes:
+        return ExitCode.OK
+    if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
+        click.echo("Nothing was changed.")
+        return ExitCode.ERROR
+    if saved is not None and request.planfile is not None:
+        planfile.mark_applied(request.planfile, saved)
+    publish_github = request.outputs_target == "github"
+    path = Path(request.outputs_target) if request.outputs_target and not publish_github else None
+    path = path or Path(manifest.outputs.path)
+    store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
+    applier = Applier(
+        session.client,
+        manifest,
+        plan,
+        store,
+        clock=session.clock,
+        options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
+        progress=_progress_printer(session),
+    )
+    result = await applier.run()
+    if publish_github:
         publish_to_github(store, os.environ)
     click.echo(render_apply_result(result, outputs_path=path), nl=False)
     return ExitCode.OK if result.ok else ExitCode.ERROR
