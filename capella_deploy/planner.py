@@ -36,9 +36,7 @@ def plan(
 ) -> Plan:
     """Compare the manifest with the live snapshot; ``force_replace`` holds addresses to renew anyway."""
     unknown = sorted(
-        force_replace
-        - {f"model.{m.name}" for m in manifest.models}
-        - {f"apiKey.{k.name}" for k in manifest.apiKeys}
+        force_replace - {f"model.{m.name}" for m in manifest.models} - {f"apiKey.{k.name}" for k in manifest.apiKeys}
     )
     changes: list[ResourceChange] = []
     errors: list[str] = [f"{address}: --replace names nothing the manifest declares" for address in unknown]
@@ -53,9 +51,7 @@ def plan(
         current, extras = _pick_model(candidates)
         change = _plan_model(spec, manifest, current)
         if f"model.{spec.name}" in force_replace and current is not None:
-            change = replace(
-                change, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request"
-            )
+            change = replace(change, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request")
         model_changes[spec.name] = change
         changes.append(change)
         for extra in extras:
@@ -142,9 +138,7 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
     protected = {f"model.{m.name}" for m in manifest.models if m.preventDestroy}
     protected |= {f"apiKey.{k.name}" for k in manifest.apiKeys if k.preventDestroy}
-    wanted = {(Kind.MODEL, m.name) for m in manifest.models} | {
-        (Kind.API_KEY, k.name) for k in manifest.apiKeys
-    }
+    wanted = {(Kind.MODEL, m.name) for m in manifest.models} | {(Kind.API_KEY, k.name) for k in manifest.apiKeys}
     changes: list[ResourceChange] = []
     for kind, resources in ((Kind.MODEL, live.models), (Kind.API_KEY, live.keys)):
         for resource in resources:
@@ -185,57 +179,42 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
             prevent_destroy=spec.preventDestroy,
         )
     before = current.attributes
-    diffs = _attribute_changes(before, after)
+    diffs = tuple(_attribute_changes(before, after))
+    base = ResourceChange(
+        Kind.MODEL,
+        spec.name,
+        Action.NOOP,
+        live_id=current.id,
+        before=before,
+        after=after,
+        attribute_changes=diffs,
+        prevent_destroy=spec.preventDestroy,
+    )
     forcing = [d.path for d in diffs if d.forces_replace]
-    common = {"live_id": current.id, "before": before, "after": after, "prevent_destroy": spec.preventDestroy}
     if current.status in _REPLACE_STATUSES:
-        return ResourceChange(
-            Kind.MODEL,
-            spec.name,
-            Action.REPLACE,
-            attribute_changes=tuple(diffs),
-            reason=f"live status is {current.status}",
-            cause="replace_because_failed",
-            **common,
+        return replace(
+            base, action=Action.REPLACE, reason=f"live status is {current.status}", cause="replace_because_failed"
         )
     if forcing:
-        return ResourceChange(
-            Kind.MODEL,
-            spec.name,
-            Action.REPLACE,
-            attribute_changes=tuple(diffs),
+        return replace(
+            base,
+            action=Action.REPLACE,
             reason=f"{', '.join(forcing)} cannot change in place",
             cause="replace_because_cannot_update",
-            **common,
         )
-    in_place = [d for d in diffs if d.path.split(".")[0] != "state"]
+    in_place = sorted({d.path.split(".")[0] for d in diffs if d.path != "state"})
     state_change = next((d for d in diffs if d.path == "state"), None)
     if in_place:
-        reason = "in-place change of " + ", ".join(sorted({d.path.split(".")[0] for d in in_place}))
+        reason = "in-place change of " + ", ".join(in_place)
         if state_change is not None:
             reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
-        return ResourceChange(
-            Kind.MODEL, spec.name, Action.UPDATE, attribute_changes=tuple(diffs), reason=reason, **common
-        )
+        return replace(base, action=Action.UPDATE, reason=reason)
     if state_change is not None:
         action = Action.PAUSE if spec.state == "paused" else Action.RESUME
-        return ResourceChange(
-            Kind.MODEL,
-            spec.name,
-            action,
-            attribute_changes=(state_change,),
-            reason=f"state is {before['state']}",
-            **common,
-        )
+        return replace(base, action=action, reason=f"state is {before['state']}")
     if current.status in FAILED_STATUSES:
-        return ResourceChange(
-            Kind.MODEL,
-            spec.name,
-            Action.NOOP,
-            reason=f"live status is {current.status}; nothing the manifest can change",
-            **common,
-        )
-    return ResourceChange(Kind.MODEL, spec.name, Action.NOOP, **common)
+        return replace(base, reason=f"live status is {current.status}; nothing the manifest can change")
+    return base
 
 
 def _plan_key(
@@ -259,44 +238,45 @@ def _plan_key(
     # The description is optional on both sides; an unset one in the manifest means "don't care".
     if "description" not in after:
         before = {k: v for k, v in before.items() if k != "description"}
-    diffs = [
-        AttributeChange(d.path, d.before, d.after, forces_replace=True)
-        for d in _attribute_changes(before, after)
-    ]
-    common = {"live_id": current.id, "before": before, "after": after, "prevent_destroy": spec.preventDestroy}
+    diffs = tuple(
+        AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in _attribute_changes(before, after)
+    )
+    base = ResourceChange(
+        Kind.API_KEY,
+        spec.name,
+        Action.NOOP,
+        live_id=current.id,
+        before=before,
+        after=after,
+        attribute_changes=diffs,
+        prevent_destroy=spec.preventDestroy,
+    )
     if diffs:
         attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
-        return ResourceChange(
-            Kind.API_KEY,
-            spec.name,
-            Action.REPLACE,
-            attribute_changes=tuple(diffs),
+        return replace(
+            base,
+            action=Action.REPLACE,
             reason=f"{attrs} cannot change in place (API keys are immutable)",
             cause="replace_because_cannot_update",
-            **common,
         )
     stale = sorted(renewed_models.intersection(spec.allowedModels))
     if stale:
-        return ResourceChange(
-            Kind.API_KEY,
-            spec.name,
-            Action.REPLACE,
+        return replace(
+            base,
+            action=Action.REPLACE,
             reason=f"allowedModels: {', '.join(stale)} will get a new id",
             cause="replace_because_dependency_renewed",
-            **common,
         )
     expires = current.expires_at
     if expires is not None and expires - now <= timedelta(days=spec.rotateBeforeDays):
         when = "expired" if expires <= now else f"expires {expires.date().isoformat()}"
-        return ResourceChange(
-            Kind.API_KEY,
-            spec.name,
-            Action.ROTATE,
+        return replace(
+            base,
+            action=Action.ROTATE,
             reason=f"{when}, within rotateBeforeDays={spec.rotateBeforeDays}",
             cause="rotate_because_expiring",
-            **common,
         )
-    return ResourceChange(Kind.API_KEY, spec.name, Action.NOOP, **common)
+    return base
 
 
 def _attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[AttributeChange]:
@@ -311,9 +291,7 @@ def _attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> l
     return changes
 
 
-def _mapping_changes(
-    prefix: str, have: Mapping[str, Any], wanted: Mapping[str, Any]
-) -> list[AttributeChange]:
+def _mapping_changes(prefix: str, have: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[AttributeChange]:
     changes: list[AttributeChange] = []
     for key in sorted(wanted):
         path = f"{prefix}.{key}"
@@ -342,9 +320,7 @@ def _pick_model(candidates: list[LiveModel]) -> tuple[LiveModel | None, list[Liv
     """Among live models sharing a name, manage the healthiest one and report the rest."""
     if not candidates:
         return None, []
-    ranked = sorted(
-        candidates, key=lambda m: (m.status in _REPLACE_STATUSES, m.status in FAILED_STATUSES, m.id)
-    )
+    ranked = sorted(candidates, key=lambda m: (m.status in _REPLACE_STATUSES, m.status in FAILED_STATUSES, m.id))
     return ranked[0], ranked[1:]
 
 
@@ -352,12 +328,8 @@ def _key_age(key: LiveKey) -> tuple[float, str]:
     return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
 
 
-def _delete(
-    kind: Kind, name: str, live_id: str, before: dict[str, Any], reason: str, cause: str
-) -> ResourceChange:
-    return ResourceChange(
-        kind, name, Action.DELETE, live_id=live_id, before=before, reason=reason, cause=cause
-    )
+def _delete(kind: Kind, name: str, live_id: str, before: dict[str, Any], reason: str, cause: str) -> ResourceChange:
+    return ResourceChange(kind, name, Action.DELETE, live_id=live_id, before=before, reason=reason, cause=cause)
 
 
 _KIND_ORDER = {Kind.MODEL: 0, Kind.API_KEY: 1}

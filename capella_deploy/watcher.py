@@ -136,10 +136,10 @@ class StatusWatcher:
         seen: dict[str, LiveModel] = {}
         for item in raw or []:
             try:
-                model = parse_model(item)
+                parsed = parse_model(item)
             except LiveStateError:
                 continue
-            seen[model.id] = model
+            seen[parsed.id] = parsed
         for waiter in list(self._waiters):
             if waiter.future.done():
                 continue

@@ -103,7 +103,9 @@ def test_catalog_model_change_replaces() -> None:
 
 def test_state_paused_pauses_and_back_resumes() -> None:
     paused = manifest(
-        models=[{"name": "chat", "catalogModel": "mistralai/mistral-7b-instruct-v0.3", "gpuMemory": 48, "state": "paused"}]
+        models=[
+            {"name": "chat", "catalogModel": "mistralai/mistral-7b-instruct-v0.3", "gpuMemory": 48, "state": "paused"}
+        ]
     )
     result = plan(paused, LiveState("org", (live_model(),), (live_key(),)), now=NOW)
     assert actions(result)["model.chat"] is Action.PAUSE
