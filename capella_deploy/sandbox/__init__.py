@@ -110,6 +110,8 @@ class Sandbox:
             world.batches.clear()
 
     def now(self) -> float:
+        """Sandbox time, after catching up with any change another process made to the shared timeline."""
+        self.world()
         return self.clock.now()
 
     def world(self) -> World:

@@ -105,7 +105,7 @@ class Faults:
         try:
             return cls._from_dict(data)
         except TypeError as exc:  # a value of the wrong type, e.g. a string where a rate belongs
-            raise ValueError(str(exc)) from exc
+            raise ValueError(f"a value has the wrong type: {exc}") from exc
 
     @classmethod
     def _from_dict(cls, data: Any) -> Faults:
