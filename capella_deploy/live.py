@@ -133,10 +133,7 @@ class LiveState:
                 key=lambda d: d["id"],
             ),
             "keys": sorted(
-                (
-                    {"id": k.id, "name": k.name, "expiresAt": _iso(k.expires_at), **k.attributes}
-                    for k in self.keys
-                ),
+                ({"id": k.id, "name": k.name, "expiresAt": _iso(k.expires_at), **k.attributes} for k in self.keys),
                 key=lambda d: d["id"],
             ),
         }
@@ -178,9 +175,7 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
         quantization=_str(config.get("quantization")),
         optimization=_str(config.get("optimization")),
         caching=config.get("caching") if isinstance(config.get("caching"), Mapping) else None,
-        enable_batching=config.get("enableBatching")
-        if isinstance(config.get("enableBatching"), bool)
-        else None,
+        enable_batching=config.get("enableBatching") if isinstance(config.get("enableBatching"), bool) else None,
         keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
         connection_string=_str(item.get("connectionString")),
         version=_int(_mapping(item.get("audit")).get("version")),
@@ -223,9 +218,7 @@ async def read_live(client: CapellaClient, org_id: str) -> LiveState:
             warnings.append(f"skipped an unreadable model entry: {exc}")
             continue
         if model.status not in KNOWN_STATUSES:
-            warnings.append(
-                f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress"
-            )
+            warnings.append(f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress")
         models.append(model)
     keys: list[LiveKey] = []
     for raw in raw_keys:

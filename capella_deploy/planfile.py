@@ -57,9 +57,7 @@ class SavedPlan:
 
 
 def save(path: Path, plan: Plan, manifest: Manifest) -> SavedPlan:
-    saved = SavedPlan(
-        plan, manifest, __version__, datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    )
+    saved = SavedPlan(plan, manifest, __version__, datetime.now(timezone.utc).replace(microsecond=0).isoformat())
     atomic_write(path, json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n")
     return saved
 
@@ -74,9 +72,7 @@ def load(path: Path) -> SavedPlan:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PlanFileError(f"{path}: not a capella-deploy saved plan")
     if doc.get("formatVersion") != FORMAT_VERSION:
-        raise PlanFileError(
-            f"{path}: saved plan format {doc.get('formatVersion')} is not supported by this version"
-        )
+        raise PlanFileError(f"{path}: saved plan format {doc.get('formatVersion')} is not supported by this version")
     try:
         plan = Plan.from_dict(doc["plan"])
         manifest = Manifest.model_validate(doc["manifest"])
@@ -85,16 +81,10 @@ def load(path: Path) -> SavedPlan:
             f"{path}: the saved plan is damaged ({type(exc).__name__}); run `plan --out` again"
         ) from None
     if plan.checksum() != doc.get("checksum"):
-        raise PlanFileError(
-            f"{path}: the saved plan's checksum does not match its content; it was edited or damaged"
-        )
+        raise PlanFileError(f"{path}: the saved plan's checksum does not match its content; it was edited or damaged")
     if manifest_digest(manifest) != plan.manifest_digest:
-        raise PlanFileError(
-            f"{path}: the saved plan's manifest does not match the plan; it was edited or damaged"
-        )
-    return SavedPlan(
-        plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt")
-    )
+        raise PlanFileError(f"{path}: the saved plan's manifest does not match the plan; it was edited or damaged")
+    return SavedPlan(plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt"))
 
 
 def check_fresh(saved: SavedPlan, path: Path, live_fingerprint: str) -> None:

@@ -129,9 +129,7 @@ def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
         for item in result.failed:
             lines.append(f"  {item.address} ({item.action.value}): {item.detail}")
         lines.append("Run apply again to retry what failed; what succeeded is kept.")
-    lines.append(
-        f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)"
-    )
+    lines.append(f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)")
     return "\n".join(lines) + "\n"
 
 
