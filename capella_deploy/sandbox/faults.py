@@ -8,9 +8,11 @@ A fault file (YAML or JSON) looks like::
     deploy_hang_rate: 0.05         # a new deployment stays deploying forever
     routes:                        # every rule whose pattern matches a request applies, in order
       - match: "POST /v4/organizations/*/aiServices/models"   # [METHOD] path; * = one segment, ** = any
-        error_rate: 0.2            # answer error_status (5xx) without doing anything
+        error_rate: 0.2            # answer error_status (5xx, or 429) without doing anything
         error_status: 503
         retry_after: 5             # optional Retry-After on those errors
+        storm_seconds: 30          # optional: once the error hits, every matching request gets it for this
+                                   # many sandbox seconds (a 429 storm); Retry-After then defaults to the rest
         drop_before: 0.05          # close the connection before doing anything
         drop_after: 0.05           # do the work, then close the connection instead of answering
         latency_ms: [20, 80]       # real added latency, uniform in the range (or one number)
@@ -47,6 +49,7 @@ class RouteFault:
     drop_before: float = 0.0
     drop_after: float = 0.0
     latency_ms: tuple[float, float] = (0.0, 0.0)
+    storm_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         method, _, pattern = self.match.strip().rpartition(" ")
@@ -60,8 +63,12 @@ class RouteFault:
             _check_rate(name, getattr(self, name))
         if self.error_rate + self.drop_before + self.drop_after > 1:
             raise ValueError(f"route {self.match!r}: error_rate + drop_before + drop_after exceeds 1")
-        if not 500 <= self.error_status <= 599:
-            raise ValueError(f"route {self.match!r}: error_status must be a 5xx status")
+        # 429 is allowed besides 5xx so that rate-limit storms can be aimed at one route (the per-token
+        # rate limit counts sandbox minutes, which a fast clock makes too short to ever fill).
+        if not (500 <= self.error_status <= 599 or self.error_status == 429):
+            raise ValueError(f"route {self.match!r}: error_status must be a 5xx status or 429")
+        if self.storm_seconds < 0:
+            raise ValueError(f"route {self.match!r}: storm_seconds must not be negative")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"route {self.match!r}: retry_after must not be negative")
         low, high = self.latency_ms
@@ -146,6 +153,7 @@ class FaultInjector:
         self.faults = faults
         self._rng = random.Random(default_seed if faults.seed is None else faults.seed)
         self._recent: dict[str, deque[float]] = {}
+        self._storms: dict[int, float] = {}  # route index -> sandbox time its storm ends
         self._lock = threading.Lock()  # a served sandbox may be reconfigured from another thread
 
     def decide(self, method: str, path: str, client_key: str, now: float) -> Decision:
@@ -153,7 +161,8 @@ class FaultInjector:
             latency = 0.0
             outcome: RouteFault | None = None
             drop: str | None = None
-            for rule in self.faults.routes:
+            storm_left: float | None = None
+            for index, rule in enumerate(self.faults.routes):
                 if not rule.matches(method, path):
                     continue
                 low, high = rule.latency_ms
@@ -161,11 +170,19 @@ class FaultInjector:
                     latency += (low if low == high else self._rng.uniform(low, high)) / 1000
                 if outcome is not None or rule.error_rate + rule.drop_before + rule.drop_after == 0:
                     continue
+                # A storm under way answers without a roll, so the dice sequence of other rules is unchanged.
+                storm_end = self._storms.get(index)
+                if storm_end is not None and now < storm_end:
+                    outcome, storm_left = rule, storm_end - now
+                    continue
                 roll = self._rng.random()
                 if roll < rule.drop_before:
                     outcome, drop = rule, DROP_BEFORE
                 elif roll < rule.drop_before + rule.error_rate:
                     outcome = rule
+                    if rule.storm_seconds > 0:
+                        self._storms[index] = now + rule.storm_seconds
+                        storm_left = rule.storm_seconds
                 elif roll < rule.drop_before + rule.error_rate + rule.drop_after:
                     outcome, drop = rule, DROP_AFTER
             retry_after = self._over_rate_limit(client_key, now)
@@ -175,7 +192,11 @@ class FaultInjector:
                 return Decision(latency)
             if drop is not None:
                 return Decision(latency, drop=drop)
-            return Decision(latency, error_status=outcome.error_status, error_retry_after=outcome.retry_after)
+            retry_after = outcome.retry_after
+            if retry_after is None and storm_left is not None:
+                # Tell the client when the storm ends, as a real rate limiter would.
+                retry_after = max(1, math.ceil(storm_left))
+            return Decision(latency, error_status=outcome.error_status, error_retry_after=retry_after)
 
     def deploy_outcome(self) -> str:
         fail, hang = self.faults.deploy_fail_rate, self.faults.deploy_hang_rate

@@ -42,7 +42,8 @@ def _bind(port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
+    # Listening before uvicorn starts means a client that read the printed URL is queued, not refused.
+    sock.listen(128)
     return sock
 
 
