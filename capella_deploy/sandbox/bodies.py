@@ -96,7 +96,7 @@ class Reader:
         if not inside:
             bounds = f"strictly between {low} and {high}" if exclusive else f"between {low} and {high}"
             raise bad_request(f"{self.path(key)} must be {bounds}; got {value}")
-        return float(value)
+        return value  # as sent: an integer stays an integer in what the API reads back
 
     def boolean(self, key: str) -> bool | None:
         if not self.present(key, False):

@@ -185,9 +185,9 @@ class FaultInjector:
                         storm_left = rule.storm_seconds
                 elif roll < rule.drop_before + rule.error_rate + rule.drop_after:
                     outcome, drop = rule, DROP_AFTER
-            retry_after = self._over_rate_limit(client_key, now)
-            if retry_after is not None:
-                return Decision(latency, rate_limit_retry_after=retry_after)
+            limited = self._over_rate_limit(client_key, now)
+            if limited is not None:
+                return Decision(latency, rate_limit_retry_after=limited)
             if outcome is None:
                 return Decision(latency)
             if drop is not None:

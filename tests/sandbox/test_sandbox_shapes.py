@@ -153,6 +153,7 @@ def test_key_read_uses_key_id_and_model_pairs(api) -> None:
         "allowedCIDRs": ["10.1.0.0/16"],
         "region": "us-east-1",
     }
+    assert type(key["expiry"]) is int  # the number of days reads back as it was sent
     assert token not in api.get(api.keys_url).text
     _, wildcard = api.create_key("all")
     assert wildcard != token
