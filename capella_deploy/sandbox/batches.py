@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import hashlib
 import json
 import uuid
 from typing import Any
@@ -172,8 +171,8 @@ async def file_content(request: Request) -> Response:
 
 
 def _batch_ids(batch_id: str) -> tuple[str, str]:
-    tag = hashlib.sha256(batch_id.encode()).hexdigest()[:32]
-    return f"file-o{tag}", f"file-e{tag}"
+    """The ids of a batch's output and error files."""
+    return completions.response_id("file-o", batch_id), completions.response_id("file-e", batch_id)
 
 
 def _timeline(batch: BatchRecord) -> tuple[float, float]:

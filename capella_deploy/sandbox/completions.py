@@ -46,13 +46,16 @@ def count_tokens(text: str) -> int:
     return len(re.findall(r"\w+|[^\w\s]", text))
 
 
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+
+
 def _rng(*parts: object) -> random.Random:
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return random.Random(int.from_bytes(_digest(*parts)[:8], "big"))
 
 
 def response_id(prefix: str, *parts: object) -> str:
-    return prefix + hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+    return prefix + _digest(*parts).hex()[:32]
 
 
 def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:

@@ -115,7 +115,6 @@ class Call:
 
     sandbox: Sandbox
     model: ModelRecord
-    key: ApiKeyRecord
     cb: CbHeaders
     now: float
     request_id: str
@@ -150,8 +149,8 @@ def open_call(
     key = authenticate(request, world, now)
     model = _target(world, request.path_params["modelId"], cb, body or {}, now)
     authorize(key, model, client_host(request))
-    if kinds and catalog.CATALOG[model.catalog_model_name].kind not in kinds:
-        kind = catalog.CATALOG[model.catalog_model_name].kind
+    kind = catalog.CATALOG[model.catalog_model_name].kind
+    if kinds and kind not in kinds:
         raise ServiceError(
             400,
             f"{model.catalog_model_name} is a {kind} model; this endpoint needs a {' or '.join(kinds)} model.",
@@ -159,7 +158,7 @@ def open_call(
         )
     if ready:
         require_ready(model, now)
-    return Call(sandbox, model, key, cb, now, str(uuid.uuid4()))
+    return Call(sandbox, model, cb, now, str(uuid.uuid4()))
 
 
 def _target(world: World, path_model_id: str, cb: CbHeaders, body: dict[str, Any], now: float) -> ModelRecord:
