@@ -6,7 +6,10 @@ the request bodies the applier sends, and the Model Service header profile an ap
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from capella_deploy.manifest import ApiKeySpec, Cache, Defaults, ModelSpec, Routing
 
@@ -33,11 +36,27 @@ def default_cpu(gpu_memory: int) -> int:
 
 
 def effective_cache(spec: ModelSpec, defaults: Defaults) -> Cache | None:
-    return spec.cache if spec.cache is not None else defaults.cache
+    return _overlay(defaults.cache, spec.cache)
 
 
 def effective_routing(spec: ModelSpec, defaults: Defaults) -> Routing | None:
-    return spec.routing if spec.routing is not None else defaults.routing
+    return _overlay(defaults.routing, spec.routing)
+
+
+_Block = TypeVar("_Block", bound=BaseModel)
+
+
+def _overlay(default: _Block | None, own: _Block | None) -> _Block | None:
+    """``own`` over ``default`` field by field: a model that sets only ``cache.expirySeconds`` keeps the default
+    cache type and threshold, as "defaults apply to whatever a model does not say otherwise" promises."""
+    if default is None or own is None:
+        return own if own is not None else default
+    update: dict[str, Any] = {}
+    for field in own.model_fields_set:
+        mine, theirs = getattr(own, field), getattr(default, field)
+        both_blocks = isinstance(mine, BaseModel) and isinstance(theirs, BaseModel)
+        update[field] = _overlay(theirs, mine) if both_blocks else mine
+    return default.model_copy(update=update)
 
 
 def caching_body(cache: Cache) -> dict[str, Any]:
@@ -174,4 +193,6 @@ def header_profile(spec: ModelSpec, defaults: Defaults) -> dict[str, str]:
 
 
 def _number(value: float) -> str:
-    return format(value, "g")
+    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse.
+    text = format(Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

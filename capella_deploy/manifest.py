@@ -20,6 +20,7 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -39,6 +40,9 @@ from capella_deploy.yamlsource import ManifestIssue, YMap, YNode, YScalar, locat
 __all__ = [
     "ApiKeySpec",
     "Cache",
+    "CheckExpect",
+    "CheckKind",
+    "CheckSpec",
     "Defaults",
     "Jailbreak",
     "Manifest",
@@ -67,10 +71,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # aws us-east-1, gcp us-central1 / europe-west4, azure eastus / westeurope: lowercase words and digits.
 REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
     MODEL_REF_PATTERN: 'name a model of this manifest, or "*" for all of them',
+    ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
 }
 
 
@@ -238,6 +244,95 @@ class OutputsSpec(_Spec):
     format: Literal["json", "dotenv"] = "json"
 
 
+# -- checks -------------------------------------------------------------------------------------------
+
+CheckKind = Literal["chat", "chat-stream", "completion", "embedding"]
+DEFAULT_CHECK_PROMPT = "Reply with the single word OK."
+
+
+def _check_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"'{value}' is not an http(s) base URL; write e.g. https://ENV_ID.api.tcloudbasegateway.com/v1/ai/hunyuan"
+        )
+    if parts.username is not None or parts.password is not None:
+        # Printed in every check table: a credential in it would leak. The key belongs in apiKeyEnv.
+        raise ValueError("put no credentials in the URL; name the environment variable holding the key in apiKeyEnv")
+    if parts.query or parts.fragment:
+        raise ValueError("give the base URL only (no ?query or #fragment); /chat/completions etc. are appended to it")
+    return value.rstrip("/")
+
+
+def _dimensions_choice(value: object) -> object:
+    """A number of dimensions or "declared"; one clear message instead of one per member of the union."""
+    if value is None or value == "declared":
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f'{_show(value)} is not allowed; give the expected vector length (e.g. 2048) or "declared" '
+        "for the model's own dimensions"
+    )
+
+
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+Dimensions = Annotated[int | Literal["declared"] | None, BeforeValidator(_dimensions_choice)]
+
+
+class CheckExpect(_Spec):
+    """What a check's answer must satisfy; every assertion set here must hold for the check to pass."""
+
+    nonEmpty: bool = Field(default=True, description="The answer has text (chat, completion) or a vector (embedding).")
+    contains: str | None = Field(
+        default=None, min_length=1, description="Text the answer must contain, ignoring case (not for embedding)."
+    )
+    dimensions: Dimensions = Field(
+        default=None,
+        description='embedding only: the vector length, or "declared" for the model\'s declared dimensions.',
+    )
+    maxLatencyMs: int | None = Field(default=None, ge=1, description="Longest acceptable time to the whole answer.")
+    maxFirstTokenMs: int | None = Field(
+        default=None, ge=1, description="chat-stream only: longest acceptable time to the first token."
+    )
+
+
+class CheckSpec(_Spec):
+    """A smoke test run after apply and by `capella-deploy verify` (like a Terraform check block)."""
+
+    name: Name = Field(description="Names the check in results; unique among the checks.")
+    kind: CheckKind = Field(description="chat, chat-stream (SSE until data: [DONE]), completion or embedding.")
+    model: Name | None = Field(
+        default=None, description="A model of this manifest to call at its connection string; or give endpoint."
+    )
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description="Base URL of an external OpenAI-compatible API, e.g. https://ENV.api.tcloudbasegateway.com"
+        "/v1/ai/hunyuan; /chat/completions, /completions or /embeddings is appended.",
+    )
+    endpointModel: str | None = Field(
+        default=None, min_length=1, description="With endpoint: the model name to request, e.g. hy3-preview."
+    )
+    apiKey: Name | None = Field(
+        default=None,
+        description="With model: the API key of this manifest to call with; else the first key of the model's "
+        "region that allows it.",
+    )
+    apiKeyEnv: Annotated[str, Field(pattern=ENV_VAR_PATTERN)] | None = Field(
+        default=None, description="Environment variable holding the API key (required with endpoint)."
+    )
+    prompt: str = Field(
+        default=DEFAULT_CHECK_PROMPT, min_length=1, description="The prompt; for embedding, the text to embed."
+    )
+    maxTokens: int = Field(default=64, ge=1, le=4096, description="max_tokens of chat and completion requests.")
+    timeoutSeconds: float = Field(
+        default=30, gt=0, le=600, allow_inf_nan=False, description="Give up on the answer after this long."
+    )
+    expect: CheckExpect = CheckExpect()
+
+
 class Manifest(_Spec):
     """A capella-deploy manifest: the models and API keys an organization should have."""
 
@@ -251,8 +346,8 @@ class Manifest(_Spec):
     apiKeys: tuple[ApiKeySpec, ...] = ()
     prune: Prune | None = None
     outputs: OutputsSpec = OutputsSpec()
-    checks: tuple[dict[str, Any], ...] = Field(
-        default=(), description="Post-apply checks (reserved; not yet interpreted)."
+    checks: tuple[CheckSpec, ...] = Field(
+        default=(), description="Smoke tests of the deployed models or external endpoints, run after apply."
     )
 
     @model_validator(mode="after")
@@ -319,7 +414,126 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                         "a key works only for models of its own region",
                     )
                 )
+    problems += _check_problems(_entries(data.get("checks")), models, keys, default_region)
     return problems
+
+
+def _check_problems(
+    checks: list[tuple[int, Mapping[str, Any]]],
+    models: list[tuple[int, Mapping[str, Any]]],
+    keys: list[tuple[int, Mapping[str, Any]]],
+    default_region: str | None,
+) -> list[tuple[Loc, str]]:
+    """What a check refers to must exist and be callable, and its assertions must fit its kind."""
+    problems = _unique_names("checks", checks)
+    model_by_name = {name: model for _, model in models if (name := _text(model.get("name"))) is not None}
+    key_by_name = {name: key for _, key in keys if (name := _text(key.get("name"))) is not None}
+    for index, check in checks:
+        found: list[tuple[tuple[str, ...], str]] = _assertion_problems(check)
+        if check.get("endpoint") is not None:
+            found += _endpoint_problems(check)
+        elif check.get("model") is None:
+            found.append(((), "name a model of this manifest (model:) or an external API (endpoint:)"))
+        else:
+            found += _model_problems(check, model_by_name, key_by_name, default_region)
+        problems += [(("checks", index, *where), message) for where, message in found]
+    return problems
+
+
+def _expect(check: Mapping[str, Any]) -> Mapping[str, Any]:
+    expect = check.get("expect")
+    return expect if isinstance(expect, Mapping) else {}
+
+
+def _assertion_problems(check: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    kind, expect = check.get("kind"), _expect(check)
+    only = {
+        "contains": kind != "embedding",
+        "dimensions": kind == "embedding",
+        "maxFirstTokenMs": kind == "chat-stream",
+    }
+    return [
+        (("expect", field), f"does not apply to kind: {kind}")
+        for field, applies in only.items()
+        if expect.get(field) is not None and not applies
+    ]
+
+
+def _endpoint_problems(check: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    if check.get("model") is not None:
+        found.append(
+            (
+                ("model",),
+                "give model (of this manifest) or endpoint, not both; name the endpoint's model in endpointModel",
+            )
+        )
+    if check.get("endpointModel") is None:
+        found.append(((), "endpointModel is required with endpoint: the model name to request, e.g. hy3-preview"))
+    if check.get("apiKeyEnv") is None:
+        found.append(((), "apiKeyEnv is required with endpoint: the environment variable holding its API key"))
+    if check.get("apiKey") is not None:
+        found.append((("apiKey",), "a key of this manifest works only for its own models; use apiKeyEnv"))
+    if _expect(check).get("dimensions") == "declared":
+        found.append((("expect", "dimensions"), '"declared" needs a model of this manifest; give the number'))
+    return found
+
+
+def _model_problems(
+    check: Mapping[str, Any],
+    model_by_name: Mapping[str, Mapping[str, Any]],
+    key_by_name: Mapping[str, Mapping[str, Any]],
+    default_region: str | None,
+) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    if check.get("endpointModel") is not None:
+        found.append((("endpointModel",), "only with endpoint; a model of this manifest is called by its catalog name"))
+    name = _text(check.get("model"))
+    model = model_by_name.get(name) if name is not None else None
+    if name is None or model is None:
+        if name is not None:  # malformed names are reported by field validation
+            declared = ", ".join(sorted(model_by_name)) or "none"
+            found.append((("model",), f"no model named '{name}' in the manifest (models: {declared})"))
+        return found
+    if _expect(check).get("dimensions") == "declared" and model.get("dimensions") is None:
+        found.append(
+            (("expect", "dimensions"), f"model '{name}' declares no dimensions; declare them or give the number")
+        )
+    region = _effective_region(model.get("region"), default_region)
+    key_name = _text(check.get("apiKey"))
+    if key_name is None:
+        if check.get("apiKeyEnv") is None and not any(
+            _key_admits(key, name, region, default_region) for key in key_by_name.values()
+        ):
+            found.append(
+                (
+                    (),
+                    f"no API key of this manifest can call model '{name}' (region {region}): add one whose "
+                    "allowedModels include it, or give apiKeyEnv",
+                )
+            )
+        return found
+    if check.get("apiKeyEnv") is not None:
+        found.append((("apiKeyEnv",), "give apiKey (a key of this manifest) or apiKeyEnv, not both"))
+    key = key_by_name.get(key_name)
+    if key is None:
+        declared = ", ".join(sorted(key_by_name)) or "none"
+        found.append((("apiKey",), f"no API key named '{key_name}' in the manifest (apiKeys: {declared})"))
+    elif not _key_admits(key, name, region, default_region):
+        found.append(
+            (
+                ("apiKey",),
+                f"key '{key_name}' cannot call model '{name}': a key works only for models of its own region "
+                "that its allowedModels list",
+            )
+        )
+    return found
+
+
+def _key_admits(key: Mapping[str, Any], model: str, region: str | None, default_region: str | None) -> bool:
+    allowed = key.get("allowedModels", ["*"])
+    listed = isinstance(allowed, (list, tuple)) and ("*" in allowed or model in allowed)
+    return listed and _effective_region(key.get("region"), default_region) == region
 
 
 def _entries(value: object) -> list[tuple[int, Mapping[str, Any]]]:
