@@ -41,9 +41,7 @@ class ScaledClock:
     time, which is how the sandbox keeps one timeline across separate CLI runs sharing a state file.
     """
 
-    def __init__(
-        self, speed: float = 1.0, start: float | None = None, *, wall_anchor: float | None = None
-    ) -> None:
+    def __init__(self, speed: float = 1.0, start: float | None = None, *, wall_anchor: float | None = None) -> None:
         self.rebase(start=time.time() if start is None else start, speed=speed, wall_anchor=wall_anchor)
 
     def rebase(self, *, start: float, speed: float, wall_anchor: float | None = None) -> None:
