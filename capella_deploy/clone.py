@@ -1,0 +1,125 @@
+"""Clone: the same deployment for another region, as a new manifest document. Pure.
+
+Every region field moves to the target region, every model and key name takes a suffix (names are unique
+in an organization, so a clone without one would replace the originals), and references to renamed
+models follow. API keys are declared again with the same settings: a token cannot be copied, so apply
+creates new keys and writes their new tokens. ``prune`` is dropped, because a clone's prune pattern
+would match the original resources, which the clone does not declare, and delete them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_SUFFIX = re.compile(r"^[A-Za-z0-9._-]*$")
+DEFAULT_PROVIDER = "aws"
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    document: dict[str, Any]
+    renamed_models: dict[str, str]  # old name -> new name
+    renamed_keys: dict[str, str]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Offering:
+    """What a target can deploy, when something can tell: regions, providers, catalog models, sizes."""
+
+    regions: Collection[str]
+    providers: Collection[str]
+    catalog_models: Collection[str]
+    gpu_sizes: Collection[int]
+    cpu_sizes: Collection[int]
+
+
+def default_suffix(region: str) -> str:
+    return f"-{region}"
+
+
+def clone_manifest(
+    document: Mapping[str, Any],
+    *,
+    region: str,
+    name_suffix: str,
+    provider: str | None = None,
+    org_id: str | None = None,
+) -> CloneResult:
+    """``document`` is a manifest as plain data (validated, defaults not filled in); it is not modified."""
+    if not _SUFFIX.match(name_suffix):
+        raise ValueError(f"name suffix {name_suffix!r} may hold only letters, digits, '.', '_' and '-'")
+    doc: dict[str, Any] = copy.deepcopy(dict(document))
+    warnings: list[str] = []
+    if org_id is not None:
+        doc["organizationId"] = org_id
+
+    defaults = doc.setdefault("defaults", {})
+    defaults["region"] = region
+    if provider is not None:
+        defaults["provider"] = provider
+
+    renamed: dict[str, str] = {}
+    for model in doc.get("models", []):
+        renamed[model["name"]] = model["name"] + name_suffix
+        model["name"] = renamed[model["name"]]
+        _move(model, region, provider)
+    renamed_keys: dict[str, str] = {}
+    for key in doc.get("apiKeys", []):
+        renamed_keys[key["name"]] = key["name"] + name_suffix
+        key["name"] = renamed_keys[key["name"]]
+        _move(key, region, None)
+        if "allowedModels" in key:
+            key["allowedModels"] = [renamed.get(ref, ref) for ref in key["allowedModels"]]
+    # Checks call the clone's own models with the clone's own keys.
+    for check in doc.get("checks", []):
+        if check.get("model") in renamed:
+            check["model"] = renamed[check["model"]]
+        if check.get("apiKey") in renamed_keys:
+            check["apiKey"] = renamed_keys[check["apiKey"]]
+
+    if doc.pop("prune", None) is not None:
+        warnings.append(
+            "prune was dropped: its pattern would match the original resources, which the clone does not "
+            "declare, and delete them; add a prune block that matches only the clone's names if you want one"
+        )
+    return CloneResult(doc, renamed, renamed_keys, tuple(warnings))
+
+
+def unavailable(document: Mapping[str, Any], offering: Offering) -> list[str]:
+    """What the cloned manifest asks for that ``offering`` does not have, one sentence each."""
+    problems: list[str] = []
+    defaults = document.get("defaults") or {}
+    default_region = defaults.get("region")
+    default_provider = defaults.get("provider") or DEFAULT_PROVIDER
+    named = {m.get("region") or default_region for m in document.get("models", [])} | {default_region}
+    regions = sorted(r for r in named if r)
+    for region in regions:
+        if region not in offering.regions:
+            problems.append(f"region {region!r} is not offered (offered: {', '.join(sorted(offering.regions))})")
+    for model in document.get("models", []):
+        where = f"model {model['name']!r}"
+        provider = model.get("provider") or default_provider
+        if provider not in offering.providers:
+            problems.append(f"{where}: cloud provider {provider!r} is not offered")
+        if model["catalogModel"] not in offering.catalog_models:
+            problems.append(f"{where}: catalog model {model['catalogModel']!r} is not offered there")
+        if model["gpuMemory"] not in offering.gpu_sizes:
+            problems.append(f"{where}: gpuMemory {model['gpuMemory']} GB is not offered there")
+        if model.get("cpu") is not None and model["cpu"] not in offering.cpu_sizes:
+            problems.append(f"{where}: cpu {model['cpu']} is not offered there")
+        embedding = ((model.get("cache") or {}).get("semantic") or {}).get("embeddingModel")
+        if embedding is not None and embedding not in offering.catalog_models:
+            problems.append(f"{where}: the semantic cache's embedding model {embedding!r} is not offered there")
+    return problems
+
+
+def _move(entry: dict[str, Any], region: str, provider: str | None) -> None:
+    if "region" in entry:
+        entry["region"] = region
+    if provider is not None and "provider" in entry:
+        entry["provider"] = provider
