@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -274,9 +275,14 @@ def clone(
         )
     for warning in result.warnings:
         _warn(warning)
-    sources = ", ".join(str(f) for f in files)
+    flags = [f"-f {shlex.quote(str(f))}" for f in files] + [f"--to-region {shlex.quote(region)}"]
+    flags += [
+        f"{flag} {shlex.quote(value)}"
+        for flag, value in (("--name-suffix", name_suffix), ("--provider", provider), ("--org", org_id))
+        if value is not None
+    ]
     comments = [
-        f"Cloned from {sources} for {region} by `capella-deploy clone`.",
+        f"Made by: capella-deploy clone {' '.join(flags)}",
         "API keys are declared anew: apply creates them and writes new tokens (a token cannot be copied).",
     ]
     _emit(manifest_yaml(result.document, comments, schema_ref=_schema_ref(output)), output)

@@ -50,10 +50,13 @@ def clone_manifest(
     provider: str | None = None,
     org_id: str | None = None,
 ) -> CloneResult:
-    """``document`` is a manifest as plain data (validated, defaults not filled in); it is not modified."""
+    """``document`` is a manifest as plain data (validated, defaults not filled in); it is not modified.
+
+    Raises ValueError for a suffix that cannot be part of a name.
+    """
     if not _SUFFIX.match(name_suffix):
         raise ValueError(f"name suffix {name_suffix!r} may hold only letters, digits, '.', '_' and '-'")
-    doc: dict[str, Any] = copy.deepcopy(dict(document))
+    doc: dict[str, Any] = _without_nulls(copy.deepcopy(dict(document)))
     warnings: list[str] = []
     if org_id is not None:
         doc["organizationId"] = org_id
@@ -116,6 +119,15 @@ def unavailable(document: Mapping[str, Any], offering: Offering) -> list[str]:
         if embedding is not None and embedding not in offering.catalog_models:
             problems.append(f"{where}: the semantic cache's embedding model {embedding!r} is not offered there")
     return problems
+
+
+def _without_nulls(value: Any) -> Any:
+    """Drop null entries: in a manifest, an optional field set to null means the same as leaving it out."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _move(entry: dict[str, Any], region: str, provider: str | None) -> None:
