@@ -19,6 +19,7 @@ from capella_deploy.export import cache_block, export_manifest, manifest_yaml
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Cache, Manifest, load_manifest
 from capella_deploy.planner import plan
+from capella_deploy.sandbox import lifecycle
 from tests.conftest import World
 from tests.test_cli_e2e import manifest
 from tests.test_drift import CHAT, NOW, by_hand, live_key, live_model, model_id
@@ -290,8 +291,9 @@ def test_unavailable_names_each_thing_the_target_does_not_offer() -> None:
 
 
 def shape(world: World, region: str) -> Counter[tuple[str, int, int, str]]:
+    now = world.sandbox.now()
     return Counter(
-        (m.catalog_model_name, m.gpu_memory, m.cpu, m.status)
+        (m.catalog_model_name, m.gpu_memory, m.cpu, lifecycle.status_at(m, now))
         for m in world.sandbox.world().models.values()
         if m.region == region
     )
