@@ -198,9 +198,11 @@ def export(
     comments = [
         f"Exported from organization {live.org_id} by `capella-deploy export{scope}`.",
         "Guardrails and jailbreak settings are write-only in the Capella API and cannot be exported.",
-        *(f"Not exported: {warning}" for warning in result.warnings if "not exported" in warning),
+        *(f"Not exported: {item}" for item in result.omitted),
     ]
     text = manifest_yaml(result.document, comments, schema_ref=_schema_ref(output))
+    for item in result.omitted:
+        _warn(f"not exported: {item}")
     for warning in result.warnings:
         _warn(warning)
     _emit(text, output)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -31,12 +31,19 @@ _REPLACED_STATUSES = frozenset({"deployFailed", "destroyFailed"})
 @dataclass(frozen=True)
 class ExportResult:
     document: dict[str, Any]
-    warnings: tuple[str, ...]
+    omitted: tuple[str, ...]  # what the manifest leaves out, and why
+    warnings: tuple[str, ...]  # what else a reader should know
+
+
+@dataclass
+class _Notes:
+    omitted: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def export_manifest(live: LiveState, *, match: str | None = None, region: str | None = None) -> ExportResult:
     """The manifest document for ``live``; ``match`` (fnmatch on names) and ``region`` narrow it."""
-    warnings: list[str] = []
+    notes = _Notes()
 
     def wanted(name: str, where: str | None) -> bool:
         return (match is None or fnmatch.fnmatchcase(name, match)) and (region is None or where == region)
@@ -48,8 +55,8 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
         chosen = sorted(group, key=_model_rank)[0]
         if len(group) > 1:
             others = ", ".join(m.id for m in group if m is not chosen)
-            warnings.append(f"model {name!r}: exported {chosen.id}; other live models share the name ({others})")
-        entry = _model_entry(chosen, warnings)
+            notes.warnings.append(f"model {name!r}: exported {chosen.id}; other live models share the name ({others})")
+        entry = _model_entry(chosen, notes)
         if entry is not None:
             models.append(entry)
             exported_ids[chosen.id] = name
@@ -58,8 +65,8 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
     for name, key_group in sorted(_by_name(k for k in live.keys if wanted(k.name, k.region)).items()):
         newest = sorted(key_group, key=_key_age)[-1]
         if len(key_group) > 1:
-            warnings.append(f"apiKey {name!r}: exported the newest key {newest.id}; older keys share the name")
-        key_entry = _key_entry(newest, exported_ids, warnings)
+            notes.warnings.append(f"apiKey {name!r}: exported the newest key {newest.id}; older keys share the name")
+        key_entry = _key_entry(newest, exported_ids, notes)
         if key_entry is not None:
             keys.append(key_entry)
 
@@ -68,7 +75,7 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
         document["models"] = models
     if keys:
         document["apiKeys"] = keys
-    return ExportResult(document, tuple(warnings))
+    return ExportResult(document, tuple(notes.omitted), tuple(notes.warnings))
 
 
 def cache_block(caching: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -93,7 +100,7 @@ def manifest_yaml(
     return "\n".join(header) + "\n" + body
 
 
-def _model_entry(model: LiveModel, warnings: list[str]) -> dict[str, Any] | None:
+def _model_entry(model: LiveModel, notes: _Notes) -> dict[str, Any] | None:
     entry: dict[str, Any] = {
         "name": model.name,
         "catalogModel": model.catalog_model,
@@ -111,9 +118,9 @@ def _model_entry(model: LiveModel, warnings: list[str]) -> dict[str, Any] | None
     if model.caching is not None:
         cache = cache_block(model.caching)
         if cache is None:
-            warnings.append(
-                f"model {model.name!r}: its caching settings have no exact manifest equivalent and are not "
-                "exported; the exported manifest leaves them as they are"
+            notes.omitted.append(
+                f"model {model.name!r}: its caching settings have no exact manifest equivalent; "
+                "the exported manifest leaves them as they are"
             )
         else:
             entry["cache"] = cache
@@ -121,26 +128,24 @@ def _model_entry(model: LiveModel, warnings: list[str]) -> dict[str, Any] | None
     try:
         ModelSpec.model_validate(entry)
     except ValidationError as exc:
-        warnings.append(f"model {model.name!r}: not exported: {_first_problem(exc)}")
+        notes.omitted.append(f"model {model.name!r}: {_first_problem(exc)}")
         return None
     if model.status in FAILED_STATUSES:
-        warnings.append(f"model {model.name!r} is {model.status}: a plan of the export will replace or report it")
+        notes.warnings.append(f"model {model.name!r} is {model.status}: a plan of the export will replace or report it")
     return entry
 
 
-def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], warnings: list[str]) -> dict[str, Any] | None:
+def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> dict[str, Any] | None:
     if key.allowed_models == (("*", "*"),):
         allowed = ["*"]
     else:
         outside = [name or model_id for model_id, name in key.allowed_models if model_id not in exported_ids]
         if outside:
-            warnings.append(
-                f"apiKey {key.name!r}: not exported: it allows models outside this export ({', '.join(outside)})"
-            )
+            notes.omitted.append(f"apiKey {key.name!r}: it allows models outside this export ({', '.join(outside)})")
             return None
         allowed = sorted(exported_ids[model_id] for model_id, _ in key.allowed_models)
     if key.region is None:
-        warnings.append(f"apiKey {key.name!r}: not exported: the API did not report its region")
+        notes.omitted.append(f"apiKey {key.name!r}: the API did not report its region")
         return None
     entry: dict[str, Any] = {
         "name": key.name,
@@ -154,7 +159,7 @@ def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], warnings: list[str
     try:
         ApiKeySpec.model_validate(entry)
     except ValidationError as exc:
-        warnings.append(f"apiKey {key.name!r}: not exported: {_first_problem(exc)}")
+        notes.omitted.append(f"apiKey {key.name!r}: {_first_problem(exc)}")
         return None
     return entry
 

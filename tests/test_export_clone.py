@@ -99,7 +99,7 @@ def test_export_plans_as_no_changes_against_the_same_live_state(tmp_path: Path) 
     assert models["chat"]["cache"] == {"type": "semantic", "expirySeconds": 60, "threshold": 0.8}
     assert models["paused"]["state"] == "paused"
     assert "cache" not in models["odd-cache"]
-    assert any("odd-cache" in w and "no exact manifest equivalent" in w for w in result.warnings)
+    assert [o for o in result.omitted if "odd-cache" in o and "no exact manifest equivalent" in o]
     keys = {k["name"]: k for k in result.document["apiKeys"]}
     assert keys["app"]["allowedModels"] == ["chat", "paused"] and keys["app"]["description"] == "for the app"
     assert keys["eu"]["allowedModels"] == ["*"]
@@ -133,10 +133,10 @@ def test_export_filters_and_what_it_leaves_out() -> None:
     names = [m["name"] for m in result.document["models"]]
     assert names == ["team-a-chat", "team-a-dup"]
     assert [k["name"] for k in result.document["apiKeys"]] == ["team-a-key"]
-    warnings = "\n".join(result.warnings)
-    assert "exported id-healthy" in warnings  # the one the planner would manage, not the failed one
-    assert "team-a-huge" in warnings and "gpuMemory" in warnings
-    assert "team-a-wide" in warnings and "team-b-chat" in warnings
+    assert "exported id-healthy" in result.warnings[0]  # the one the planner would manage, not the failed one
+    omitted = "\n".join(result.omitted)
+    assert "team-a-huge" in omitted and "gpuMemory" in omitted
+    assert "team-a-wide" in omitted and "team-b-chat" in omitted
     Manifest.model_validate(result.document)
 
 
@@ -220,7 +220,7 @@ def test_export_to_stdout_with_filters(world: World) -> None:
     doc = yaml.safe_load(result.stdout)
     assert [m["name"] for m in doc["models"]] == ["chat"]
     assert "apiKeys" not in doc  # app also allows embed, which the filter leaves out
-    assert "apiKey 'app': not exported" in result.stderr
+    assert "not exported: apiKey 'app': it allows models outside this export (embed)" in result.stderr
     assert "--match [ac]* --region us-east-1" in result.stdout.splitlines()[1]
 
 

@@ -29,18 +29,22 @@ OUTPUTS: dict[str, Any] = {
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # Every moto server in a process shares one in-memory backend: start each test from an empty one.
-    httpx.post(f"{url}/moto-api/reset").raise_for_status()
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
     try:
-        yield url
+        yield f"http://{host}:{port}"
     finally:
-        server.stop()
+        moto.stop()
+
+
+@pytest.fixture
+def endpoint(server: str) -> str:
+    # Every moto server in a process shares one in-memory backend: start each test from an empty one.
+    httpx.post(f"{server}/moto-api/reset").raise_for_status()
+    return server
 
 
 @pytest.fixture
