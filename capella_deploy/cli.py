@@ -184,7 +184,9 @@ def plan(
         from capella_deploy import planfile
 
         planfile.save(out, result, manifest)
-        click.echo(f"Saved the plan to {out}; apply exactly it with `capella-deploy apply {out}`.", err=as_json)
+        click.echo(
+            f"Saved the plan to {out}; apply exactly it with `capella-deploy apply {out}`.", err=as_json or as_markdown
+        )
     if blocked:
         for reason in blocked:
             click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
