@@ -241,9 +241,9 @@ async def _run(call: _Call, client: httpx.AsyncClient, timer: Timer) -> CheckRes
     answer = _Answer()
     started = timer()
 
-    def result(status: Status, reason: str | None = None, detail: str | None = None) -> CheckResult:
+    def result(status: Status, reason: str | None = None) -> CheckResult:
         latency = (timer() - started) * 1000
-        return CheckResult(spec.name, spec.kind, call.target, status, latency, answer.first_token_ms, reason, detail)
+        return CheckResult(spec.name, spec.kind, call.target, status, latency, answer.first_token_ms, reason)
 
     try:
         await asyncio.wait_for(_exchange(call, client, answer, timer, started), spec.timeoutSeconds)

@@ -63,19 +63,23 @@ async def run_manifest_checks(
 ) -> CheckReport:
     from capella_deploy.checks import run_checks
 
-    transport_for = sandbox_transport_for(sandbox_state, environ) if sandbox_state is not None else None
-    if transport_for is None:
-        _refuse_sandbox_urls(outputs)
+    if sandbox_state is None:
+        _refuse_sandbox_urls(manifest, outputs)
         return await run_checks(manifest, outputs, environ=environ)
+    transport_for = sandbox_transport_for(sandbox_state, environ)
     return await run_checks(manifest, outputs, transport_for=transport_for, environ=environ)
 
 
-def _refuse_sandbox_urls(outputs: Mapping[str, Any]) -> None:
+def _refuse_sandbox_urls(manifest: Manifest, outputs: Mapping[str, Any]) -> None:
+    """Sandbox connection strings resolve nowhere on the network: say so instead of failing on DNS."""
     from capella_deploy.errors import ConfigError
     from capella_deploy.sandbox import IN_PROCESS_BASE_URL
 
     models = outputs.get("models") or {}
-    if any(str(entry.get("connectionString", "")).startswith(IN_PROCESS_BASE_URL) for entry in models.values()):
+    checked = [models.get(check.model) for check in manifest.checks if check.model is not None]
+    if any(
+        isinstance(e, Mapping) and str(e.get("connectionString", "")).startswith(IN_PROCESS_BASE_URL) for e in checked
+    ):
         raise ConfigError(
             f"the outputs point at the embedded sandbox ({IN_PROCESS_BASE_URL}/...), which only --sandbox reaches; "
             "run again with --sandbox[=STATE]"
