@@ -21,6 +21,7 @@ from capella_deploy import __version__
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
+    from capella_deploy.outputs import Outputs
     from capella_deploy.plan import Plan
     from capella_deploy.planfile import SavedPlan
     from capella_deploy.session import Session, Target
@@ -204,8 +205,8 @@ def apply_options(func: F) -> F:
             click.option(
                 "--outputs",
                 "outputs_target",
-                metavar="PATH|github",
-                help="Outputs file (default from the manifest), or `github` to also publish to $GITHUB_OUTPUT.",
+                metavar="PATH|github|aws-secretsmanager:PREFIX",
+                help="Outputs file (default from the manifest), or also publish to $GITHUB_OUTPUT or Secrets Manager.",
             ),
             click.option(
                 "--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format."
@@ -435,7 +436,7 @@ async def _apply_locked(
     from capella_deploy.applier import Applier, ApplyOptions
     from capella_deploy.errors import ConfigError
     from capella_deploy.live import read_live
-    from capella_deploy.outputs import Outputs, publish_to_github
+    from capella_deploy.outputs import Outputs
     from capella_deploy.render import render_apply_result, render_plan
 
     if saved is not None and request.planfile is not None:
@@ -462,9 +463,8 @@ async def _apply_locked(
         return ExitCode.ERROR
     if saved is not None and request.planfile is not None:
         planfile.mark_applied(request.planfile, saved)
-    publish_github = request.outputs_target == "github"
-    path = Path(request.outputs_target) if request.outputs_target and not publish_github else None
-    path = path or Path(manifest.outputs.path)
+    sink = _outputs_sink(request.outputs_target)
+    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
     store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
     applier = Applier(
         session.client,
@@ -476,10 +476,25 @@ async def _apply_locked(
         progress=_progress_printer(session),
     )
     result = await applier.run()
-    if publish_github:
-        publish_to_github(store, os.environ)
+    if sink is not None:
+        sink(store)
     click.echo(render_apply_result(result, outputs_path=path), nl=False)
     return ExitCode.OK if result.ok else ExitCode.ERROR
+
+
+def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:
+    """Where outputs go besides the file: `github` or `aws-secretsmanager:PREFIX`; None for a plain path."""
+    from capella_deploy.outputs import publish_to_github
+    from capella_deploy.secretstores import aws_prefix, publish_to_aws_secrets_manager
+
+    if target == "github":
+        return lambda store: publish_to_github(store, os.environ)
+    prefix = aws_prefix(target)
+    if prefix is not None:
+        return lambda store: click.echo(
+            f"Wrote {len(publish_to_aws_secrets_manager(store.document(), prefix))} secret(s) under {prefix}/."
+        )
+    return None
 
 
 def _confirm(verb: str, org_id: str | None) -> bool:
