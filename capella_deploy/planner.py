@@ -170,26 +170,10 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
 def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) -> ResourceChange:
     after = model_attributes(spec, manifest.defaults)
     if current is None:
-        return ResourceChange(
-            Kind.MODEL,
-            spec.name,
-            Action.CREATE,
-            after=after,
-            reason="not in the organization",
-            prevent_destroy=spec.preventDestroy,
-        )
+        return _create(Kind.MODEL, spec.name, after, spec.preventDestroy)
     before = current.attributes
     diffs = tuple(_attribute_changes(before, after))
-    base = ResourceChange(
-        Kind.MODEL,
-        spec.name,
-        Action.NOOP,
-        live_id=current.id,
-        before=before,
-        after=after,
-        attribute_changes=diffs,
-        prevent_destroy=spec.preventDestroy,
-    )
+    base = _unchanged(Kind.MODEL, spec, current.id, before, after, diffs)
     forcing = [d.path for d in diffs if d.forces_replace]
     if current.status in _REPLACE_STATUSES:
         return replace(
@@ -226,14 +210,7 @@ def _plan_key(
 ) -> ResourceChange:
     after = key_attributes(spec, manifest.defaults)
     if current is None:
-        return ResourceChange(
-            Kind.API_KEY,
-            spec.name,
-            Action.CREATE,
-            after=after,
-            reason="not in the organization",
-            prevent_destroy=spec.preventDestroy,
-        )
+        return _create(Kind.API_KEY, spec.name, after, spec.preventDestroy)
     before = current.attributes
     # The description is optional on both sides; an unset one in the manifest means "don't care".
     if "description" not in after:
@@ -241,16 +218,7 @@ def _plan_key(
     diffs = tuple(
         AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in _attribute_changes(before, after)
     )
-    base = ResourceChange(
-        Kind.API_KEY,
-        spec.name,
-        Action.NOOP,
-        live_id=current.id,
-        before=before,
-        after=after,
-        attribute_changes=diffs,
-        prevent_destroy=spec.preventDestroy,
-    )
+    base = _unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
     if diffs:
         attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
         return replace(
@@ -277,6 +245,33 @@ def _plan_key(
             cause="rotate_because_expiring",
         )
     return base
+
+
+def _create(kind: Kind, name: str, after: dict[str, Any], prevent_destroy: bool) -> ResourceChange:
+    return ResourceChange(
+        kind, name, Action.CREATE, after=after, reason="not in the organization", prevent_destroy=prevent_destroy
+    )
+
+
+def _unchanged(
+    kind: Kind,
+    spec: ModelSpec | ApiKeySpec,
+    live_id: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    diffs: tuple[AttributeChange, ...],
+) -> ResourceChange:
+    """The no-op change of an existing resource, which the callers turn into the action its diffs need."""
+    return ResourceChange(
+        kind,
+        spec.name,
+        Action.NOOP,
+        live_id=live_id,
+        before=before,
+        after=after,
+        attribute_changes=diffs,
+        prevent_destroy=spec.preventDestroy,
+    )
 
 
 def _attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[AttributeChange]:
