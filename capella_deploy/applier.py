@@ -9,6 +9,7 @@ Key tokens go to the outputs the moment the API returns them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from capella_deploy.client import CapellaClient
 from capella_deploy.clock import Clock
 from capella_deploy.desired import header_profile, key_create_body, model_create_body, model_update_body
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict
-from capella_deploy.live import FAILED_STATUSES, LiveModel, parse_key, parse_model
+from capella_deploy.live import FAILED_STATUSES, LiveModel, LiveStateError, parse_key, parse_model
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Action, Kind, Plan, ResourceChange
@@ -27,7 +28,7 @@ from capella_deploy.watcher import PollSchedule, StatusWatcher, WaitFailed
 log = logging.getLogger("capella_deploy.apply")
 
 # How often a create whose answer was lost, and that left nothing behind, is tried again.
-_CREATE_ATTEMPTS = 3
+_CREATE_ATTEMPTS = 5
 _DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
 
 
@@ -131,7 +132,7 @@ class Applier:
         action = change.action
         if action is Action.DELETE:
             assert change.live_id is not None
-            await self._call(self._client.delete_model(self._org, change.live_id))
+            await self._delete_model(change.live_id)
             self._progress(change.address, "destroying")
             await self._watcher.wait(change.live_id, until=set(), gone_ok=True, timeout=self._options.timeout)
             if change.name not in self._models:
@@ -140,11 +141,11 @@ class Applier:
         spec = self._models[change.name]
         if action is Action.REPLACE:
             assert change.live_id is not None
-            await self._call(self._client.delete_model(self._org, change.live_id))
+            await self._delete_model(change.live_id)
             self._progress(change.address, f"destroying {change.live_id} to replace it")
         if action in (Action.CREATE, Action.REPLACE):
             model_id = await self._create_model(spec, change)
-            model = await self._settle(change, model_id, "healthy", "deploying")
+            model = await self._settle(change, model_id, "deploying", "healthy")
             if spec.state == "paused":
                 model = await self._set_state(change, model_id, "paused")
             return self._record_model(spec, model)
@@ -159,7 +160,7 @@ class Applier:
         if state_changed:
             model = await self._set_state(change, model_id, wanted)
         else:
-            model = await self._settle(change, model_id, wanted, "updating")
+            model = await self._settle(change, model_id, "updating", wanted)
         return self._record_model(spec, model)
 
     async def _create_model(self, spec: ModelSpec, change: ResourceChange) -> str:
@@ -177,6 +178,7 @@ class Applier:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
                 else:
                     self._progress(change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying")
+                    await self._clock.sleep(_create_pause(attempt))
                     continue
             self._model_ids[spec.name] = model_id
             self._id_known[spec.name].set()
@@ -184,27 +186,51 @@ class Applier:
         raise AssertionError("unreachable")
 
     async def _find_model(self, name: str, exclude: str | None) -> str | None:
-        for raw in await self._client.list_models(self._org):
-            model = parse_model(raw)
+        for model in await self._list_models():
             if model.name == name and model.id != exclude and model.status != "destroying":
                 return model.id
         return None
+
+    async def _list_models(self) -> list[LiveModel]:
+        # An entry that cannot be read is not the one looked for; letting its parse error out would end
+        # the whole run with a traceback instead of failing one resource.
+        models = []
+        for raw in await self._client.list_models(self._org):
+            with contextlib.suppress(LiveStateError):
+                models.append(parse_model(raw))
+        return models
+
+    async def _delete_model(self, model_id: str) -> None:
+        try:
+            await self._call(self._client.delete_model(self._org, model_id))
+        except Conflict:
+            # When the answer to a DELETE is lost the client sends it again, and the repeat is refused
+            # because the model is already being destroyed: the outcome asked for, not a failure.
+            if any(m.id == model_id and m.status != "destroying" for m in await self._list_models()):
+                raise
 
     async def _set_state(self, change: ResourceChange, model_id: str, wanted: str) -> LiveModel:
         turn = self._client.pause_model if wanted == "paused" else self._client.resume_model
         try:
             await self._call(turn(self._org, model_id))
         except Conflict:
-            # Still deploying, pausing or resuming: let it settle, then ask again.
-            await self._settle(change, model_id, "healthy" if wanted == "paused" else "paused", "waiting to settle")
+            # Still deploying, pausing or resuming: let it settle, then ask again. It may also be this very
+            # call's own doing: when the answer to the first attempt is lost, the client repeats the call,
+            # and the repeat is refused because the model is already pausing. So settling where we want it
+            # ends the wait too; waiting only for the other status would wait for ever.
+            other = "healthy" if wanted == "paused" else "paused"
+            settled = await self._settle(change, model_id, "waiting to settle", other, wanted)
+            if settled.status == wanted:
+                return settled
             await self._call(turn(self._org, model_id))
-        return await self._settle(change, model_id, wanted, "pausing" if wanted == "paused" else "resuming")
+        return await self._settle(change, model_id, "pausing" if wanted == "paused" else "resuming", wanted)
 
-    async def _settle(self, change: ResourceChange, model_id: str, status: str, doing: str) -> LiveModel:
+    async def _settle(self, change: ResourceChange, model_id: str, doing: str, *statuses: str) -> LiveModel:
+        """Wait until the model reaches one of ``statuses``."""
         self._progress(change.address, doing)
         try:
             model = await self._watcher.wait(
-                model_id, until={status}, failing=_DEPLOY_FAILED, timeout=self._options.timeout
+                model_id, until=set(statuses), failing=_DEPLOY_FAILED, timeout=self._options.timeout
             )
         except WaitFailed as exc:
             raise ApplyError(f"model {model_id}: {exc}") from None
@@ -269,6 +295,7 @@ class Applier:
                     ) from None
                 if attempt == _CREATE_ATTEMPTS:
                     raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
+                await self._clock.sleep(_create_pause(attempt))
                 continue
             expires = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc) + timedelta(days=spec.expiryDays)
             self._outputs.record_key(
@@ -283,7 +310,10 @@ class Applier:
 
     async def _find_new_key(self, name: str, known: set[str]) -> str | None:
         for raw in await self._client.list_api_keys(self._org):
-            key = parse_key(raw)
+            try:
+                key = parse_key(raw)
+            except LiveStateError:
+                continue  # as in _list_models: an unreadable entry is not the key looked for
             if key.name == name and key.id not in known:
                 return key.id
         return None
@@ -305,3 +335,12 @@ class Applier:
     async def _call(self, call: Awaitable[None]) -> None:
         async with self._semaphore:
             await call
+
+
+def _create_pause(attempt: int) -> float:
+    """Seconds to wait before create attempt ``attempt + 1``.
+
+    The client does not repeat a create on its own, so this is the only backoff a create gets; trying
+    again at once would land in the same outage or rate-limit storm that lost the first answer.
+    """
+    return float(min(5 * 2 ** (attempt - 1), 60))
