@@ -102,6 +102,8 @@ class _LazyGroup(click.Group):
         "drift": ("capella_deploy.cli_ops", "drift"),
         "export": ("capella_deploy.cli_ops", "export"),
         "clone": ("capella_deploy.cli_ops", "clone"),
+        "verify": ("capella_deploy.cli_checks", "verify"),
+        "env": ("capella_deploy.cli_checks", "env"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -456,16 +458,17 @@ async def _apply_locked(
         for reason in blocked:
             click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
         return ExitCode.ERROR
+    sink = _outputs_sink(request.outputs_target)
+    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
+    store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
     if not plan.has_changes:
-        return ExitCode.OK
+        # Nothing to change; the declared checks still say whether the deployment answers.
+        return await _after_apply(manifest, store, request, sink, ok=True, destroy=destroy)
     if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
         click.echo("Nothing was changed.")
         return ExitCode.ERROR
     if saved is not None and request.planfile is not None:
         planfile.mark_applied(request.planfile, saved)
-    sink = _outputs_sink(request.outputs_target)
-    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
-    store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
     applier = Applier(
         session.client,
         manifest,
@@ -476,10 +479,30 @@ async def _apply_locked(
         progress=_progress_printer(session),
     )
     result = await applier.run()
+    click.echo(render_apply_result(result, outputs_path=store.path), nl=False)
+    return await _after_apply(manifest, store, request, sink, ok=result.ok, destroy=destroy)
+
+
+async def _after_apply(
+    manifest: Manifest,
+    store: Outputs,
+    request: _ApplyRequest,
+    sink: Callable[[Outputs], None] | None,
+    *,
+    ok: bool,
+    destroy: bool,
+) -> int:
+    """Publish outputs, then run the manifest's checks when everything was applied."""
     if sink is not None:
         sink(store)
-    click.echo(render_apply_result(result, outputs_path=path), nl=False)
-    return ExitCode.OK if result.ok else ExitCode.ERROR
+    if not ok:
+        return ExitCode.ERROR
+    if destroy or not manifest.checks:
+        return ExitCode.OK
+    from capella_deploy.cli_checks import checks_after_apply
+
+    passed = await checks_after_apply(manifest, store.document(), sandbox_state=request.target.sandbox_state)
+    return ExitCode.OK if passed else ExitCode.ERROR
 
 
 def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:

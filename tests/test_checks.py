@@ -23,7 +23,7 @@ from capella_deploy.checks import (
     run_checks,
 )
 from capella_deploy.cli import _LazyGroup
-from capella_deploy.cli_checks import checks_after_apply, read_outputs, render_env, sandbox_transport_for
+from capella_deploy.cli_checks import read_outputs, render_env, sandbox_transport_for
 from capella_deploy.desired import header_profile
 from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.sandbox.server import running_server
@@ -76,7 +76,8 @@ def check_commands(monkeypatch: pytest.MonkeyPatch) -> None:
 def deploy(world: World, checks: str = ALL_KINDS, *, cidr: str = "127.0.0.1/32", expiry: int = 90) -> Path:
     path = world.write("capella.yaml", MANIFEST.format(checks=checks, cidr=cidr, expiry=expiry))
     applied = world.cli("apply", "-f", str(path), "--auto-approve")
-    assert applied.exit_code == 0, applied.output
+    # Every resource is created; apply's own exit code also carries the checks, which some tests make fail.
+    assert "Apply complete!" in applied.stdout, applied.output
     return path
 
 
@@ -116,17 +117,18 @@ def test_every_kind_passes_against_a_fresh_apply(world: World) -> None:
     assert "CHECK" in table.stdout and "LATENCY" in table.stdout and "4 passed, 0 failed" in table.stdout
 
 
-def test_quickstart_apply_ends_with_a_passing_checks_table(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quickstart_apply_ends_with_a_passing_checks_table(world: World) -> None:
     quickstart = ROOT / "examples" / "quickstart.yaml"
-    applied = world.cli("apply", "-f", str(quickstart), "--auto-approve")
-    assert applied.exit_code == 0, applied.output
     manifest = load_manifest([quickstart], environ={})
     assert [c.name for c in manifest.checks] == ["chat-answers"]
-
-    ok = asyncio.run(checks_after_apply(manifest, read_outputs(world.outputs), sandbox_state=world.state))
-    printed = capsys.readouterr().out
-    assert ok, printed
-    assert "chat-answers" in printed and "1 passed, 0 failed" in printed
+    applied = world.cli("apply", "-f", str(quickstart), "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    after_apply = applied.stdout[applied.stdout.index("Apply complete!") :]
+    assert "chat-answers" in after_apply and "1 passed, 0 failed" in after_apply
+    # With nothing left to change, apply still runs the checks.
+    again = world.cli("apply", "-f", str(quickstart), "--auto-approve")
+    assert again.exit_code == 0, again.output
+    assert "No changes." in again.stdout and "1 passed, 0 failed" in again.stdout
 
 
 def test_wrong_dimensions_fail_and_exit_1(world: World) -> None:

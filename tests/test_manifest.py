@@ -97,7 +97,7 @@ def test_full_manifest_loads_with_every_field(tmp_path: Path) -> None:
     assert key.allowedModels == ("chat-prod",) and key.rotateBeforeDays == 7
     assert manifest.prune is not None and manifest.prune.match == "team-a-*"
     assert manifest.outputs.format == "dotenv"
-    assert manifest.checks == ({"name": "chat-ok", "model": "chat-prod", "kind": "chat"},)
+    assert [(c.name, c.model, c.kind) for c in manifest.checks] == [("chat-ok", "chat-prod", "chat")]
 
 
 def test_defaults_fill_what_a_small_manifest_leaves_out(tmp_path: Path) -> None:
