@@ -21,11 +21,25 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 JSON = dict[str, Any]
+
+
+class Response(Protocol):
+    def raise_for_status(self) -> Any: ...
+
+    def json(self) -> Any: ...
+
+
+class Http(Protocol):
+    """What the script needs of its HTTP client: an ``httpx.Client`` with the base URL and token set."""
+
+    def get(self, url: str, *, params: Any = None) -> Response: ...
+
+    def post(self, url: str, *, json: Any = None) -> Response: ...
 
 
 class DeployFailed(RuntimeError):
@@ -40,7 +54,7 @@ def keys_path(org_id: str) -> str:
     return f"/v4/organizations/{org_id}/aiServices/models/apiKeys"
 
 
-def list_all(http: httpx.Client, path: str, per_page: int) -> list[JSON]:
+def list_all(http: Http, path: str, per_page: int) -> list[JSON]:
     """Every item of a collection, page by page (the docs: stop when cursor.pages.next is 0 or absent)."""
     items: list[JSON] = []
     page = 1
@@ -55,7 +69,7 @@ def list_all(http: httpx.Client, path: str, per_page: int) -> list[JSON]:
         page = int(next_page)
 
 
-def read_everything(http: httpx.Client, org_id: str, per_page: int = 100) -> tuple[list[JSON], list[JSON]]:
+def read_everything(http: Http, org_id: str, per_page: int = 100) -> tuple[list[JSON], list[JSON]]:
     """Every model and API key with its details: one list per collection, then one GET per resource."""
     models: list[JSON] = []
     for item in list_all(http, models_path(org_id), per_page):
@@ -72,7 +86,7 @@ def read_everything(http: httpx.Client, org_id: str, per_page: int = 100) -> tup
 
 
 def deploy_sequentially(
-    http: httpx.Client,
+    http: Http,
     org_id: str,
     bodies: Sequence[JSON],
     *,

@@ -1,0 +1,647 @@
+"""The six benchmark scenarios. Each returns a ``Result``: figures for the JSON file, rows for the table.
+
+Times called "sandbox seconds" are read from the sandbox's ScaledClock, which capella-deploy's client and
+applier share, so a deployment of D sandbox seconds takes D / speed real seconds. Ratios are what matter:
+both sides of each comparison run in the same process, against the same served sandbox, one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+from bench import baseline
+from bench.fixtures import Served, faults, manifest_document, seed, served
+from capella_deploy.applier import Applier, ApplyOptions, ApplyResult
+from capella_deploy.client import CapellaClient, ClientStats
+from capella_deploy.clock import ScaledClock
+from capella_deploy.desired import model_create_body
+from capella_deploy.errors import CapellaError
+from capella_deploy.live import LiveState, read_live
+from capella_deploy.manifest import Manifest
+from capella_deploy.outputs import Outputs
+from capella_deploy.plan import Plan
+from capella_deploy.planner import plan
+from capella_deploy.sandbox import Sandbox
+from capella_deploy.sandbox import views as sandbox_views
+from capella_deploy.watcher import PollSchedule
+
+MODELS_LIST = "/aiServices/models"
+KEYS_LIST = "/aiServices/models/apiKeys"
+# Modules whose presence at start-up costs noticeable import time (asyncio alone ~35 ms); none is needed to
+# print help, and validate needs only pydantic and yaml.
+HEAVY_MODULES = (
+    "asyncio",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "starlette",
+    "uvicorn",
+    "deepdiff",
+    "tenacity",
+    "pydantic",
+    "yaml",
+)
+
+
+class BenchError(RuntimeError):
+    """The benchmark would measure the wrong thing (e.g. a plan that is not all no-ops)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    latency_ms: float = 50.0
+    deploy_seconds: float = 300.0  # D, in sandbox seconds
+    speed: float = 100.0  # sandbox seconds per real second
+    plan_models: int = 1000
+    plan_keys: int = 1000
+    apply_models: int = 50
+    baseline_poll_seconds: float = 10.0
+    rate_limit_per_minute: int = 60
+    rate_limit_models: int = 50
+    schedules: tuple[PollSchedule, ...] = (
+        PollSchedule(initial=5, factor=1, maximum=5),
+        PollSchedule(initial=15, factor=1, maximum=15),
+        PollSchedule(),
+        PollSchedule(initial=60, factor=2, maximum=240),
+    )
+    scaling_sizes: tuple[int, ...] = (10, 100, 1_000, 10_000)
+    cold_start_runs: int = 7
+    repeats: int = 3
+
+
+FULL = Settings()
+# The CI smoke: tiny N, a faster clock, and a rate limit low enough that the smoke still meets it.
+QUICK = Settings(
+    latency_ms=5.0,
+    speed=1000.0,
+    plan_models=150,
+    plan_keys=120,
+    apply_models=4,
+    rate_limit_per_minute=6,
+    rate_limit_models=4,
+    schedules=(PollSchedule(initial=15, factor=1, maximum=15), PollSchedule()),
+    scaling_sizes=(10, 100, 1_000),
+    cold_start_runs=1,
+    repeats=1,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    measure: str
+    value: str
+    target: str = ""
+    met: bool | None = None  # None: reported, no target
+
+
+@dataclass
+class Result:
+    key: str
+    title: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+
+    def row(self, measure: str, value: str, target: str = "", met: bool | None = None) -> None:
+        self.rows.append(Row(measure, value, target, met))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "figures": self.figures,
+            "checks": [
+                {"measure": r.measure, "value": r.value, "target": r.target, "met": r.met}
+                for r in self.rows
+                if r.met is not None
+            ],
+        }
+
+
+# -- 1. plan at scale ------------------------------------------------------------------------------
+
+
+def plan_at_scale(s: Settings) -> Result:
+    result = Result("plan_at_scale", f"Plan over {s.plan_models:,} models + {s.plan_keys:,} keys already live")
+    with served(speed=s.speed, deploy_seconds=s.deploy_seconds, latency_ms=s.latency_ms) as world:
+        seed(world.sandbox, models=s.plan_models, keys=s.plan_keys)
+        started = time.perf_counter()
+        manifest = Manifest.model_validate(manifest_document(models=s.plan_models, keys=s.plan_keys))
+        manifest_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        live = asyncio.run(_read(world))
+        read_seconds = time.perf_counter() - started
+        model_lists = world.log.select("GET", MODELS_LIST)
+        key_lists = world.log.select("GET", KEYS_LIST)
+        per_page = max(c.per_page or 0 for c in (*model_lists, *key_lists))
+        other_calls = len(world.log.calls) - len(model_lists) - len(key_lists)
+
+        now = datetime.fromtimestamp(world.clock.now(), tz=timezone.utc)
+        cpu: list[float] = []
+        for _ in range(s.repeats):
+            started_cpu = time.thread_time()
+            made = plan(manifest, live, now=now)
+            cpu.append(time.thread_time() - started_cpu)
+        _require_no_changes(made, s.plan_models + s.plan_keys)
+
+        # A second pass under tracemalloc, which slows everything down: kept out of the timings above.
+        tracemalloc.start()
+        plan(manifest, asyncio.run(_read(world)), now=now)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+        # The baseline's calls are counted in-process with the latency switched off, so that 2,000 sequential
+        # GETs do not eat the time budget; its wall time with latency is what those calls would add.
+        world.sandbox.faults = faults(0)
+        world.log.clear()
+        started = time.perf_counter()
+        with world.in_process_http() as http:
+            baseline.read_everything(http, world.org_id)
+        baseline_bare = time.perf_counter() - started
+        baseline_calls = len(world.log.calls)
+    baseline_estimate = baseline_bare + baseline_calls * s.latency_ms / 1000
+    ours_calls = len(model_lists) + len(key_lists) + other_calls
+    planner_cpu = statistics.median(cpu)
+    expected_models = math.ceil(s.plan_models / per_page)
+    expected_keys = math.ceil(s.plan_keys / per_page)
+    result.figures = {
+        "models": s.plan_models,
+        "keys": s.plan_keys,
+        "perPage": per_page,
+        "list_calls": {"models": len(model_lists), "apiKeys": len(key_lists)},
+        "expected_list_calls": {"models": expected_models, "apiKeys": expected_keys},
+        "other_calls": other_calls,
+        "http_calls": ours_calls,
+        "manifest_validate_seconds": manifest_seconds,
+        "read_seconds": read_seconds,
+        "planner_cpu_seconds": planner_cpu,
+        "planner_cpu_seconds_runs": cpu,
+        "peak_traced_mb": peak_bytes / 2**20,
+        "max_rss_mb": _max_rss_mb(),
+        "baseline_http_calls": baseline_calls,
+        "baseline_read_seconds_estimated": baseline_estimate,
+        "calls_ratio": baseline_calls / ours_calls,
+    }
+    result.row(
+        "list calls, models",
+        f"{len(model_lists)}",
+        f"= ceil({s.plan_models}/{per_page}) = {expected_models}",
+        len(model_lists) == expected_models,
+    )
+    result.row(
+        "list calls, API keys",
+        f"{len(key_lists)}",
+        f"= ceil({s.plan_keys}/{per_page}) = {expected_keys}",
+        len(key_lists) == expected_keys,
+    )
+    result.row("per-resource GETs", f"{other_calls}", "0", other_calls == 0)
+    result.row("live read, wall", f"{read_seconds:.2f} s")
+    result.row("planner CPU (median)", f"{planner_cpu:.3f} s", "< 0.3 s", planner_cpu < 0.3)
+    result.row("peak memory, read + plan", f"{peak_bytes / 2**20:.1f} MB (tracemalloc)")
+    result.row(
+        "baseline: list + GET each",
+        f"{baseline_calls:,} calls, ~{baseline_estimate:.0f} s (est.)",
+        f"calls ratio {baseline_calls / ours_calls:.0f}x",
+    )
+    return result
+
+
+async def _read(world: Served) -> LiveState:
+    async with world.client() as client:
+        return await read_live(client, world.org_id)
+
+
+def _require_no_changes(made: Plan, resources: int) -> None:
+    if made.errors or made.has_changes or len(made.changes) != resources:
+        raise BenchError(f"the plan over the seeded world is not {resources} no-ops: {made.counts()} {made.errors}")
+
+
+# -- 2. apply of new models --------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyRun:
+    plan_seconds: float  # sandbox seconds: the live read and the plan
+    apply_seconds: float  # sandbox seconds: the applier, until the last model is healthy
+    real_seconds: float
+    result: ApplyResult | None
+    stats: ClientStats
+    apply_from: int  # index in the call log where the apply began
+    surfaced: list[str]  # errors the user would have seen
+
+    @property
+    def total_seconds(self) -> float:
+        return self.plan_seconds + self.apply_seconds
+
+    @property
+    def completed(self) -> bool:
+        return self.result is not None and self.result.ok and not self.surfaced
+
+
+async def plan_and_apply(
+    world: Served,
+    manifest: Manifest,
+    *,
+    schedule: PollSchedule | None = None,
+    requests_per_minute: float | None = None,
+) -> ApplyRun:
+    """What ``capella-deploy apply --auto-approve`` does: read, plan, apply; timed on the sandbox clock."""
+    clock = world.clock
+    real_start = time.perf_counter()
+    start = clock.now()
+    plan_end = start
+    apply_from = len(world.log.calls)
+    applied: ApplyResult | None = None
+    surfaced: list[str] = []
+    async with world.client(requests_per_minute=requests_per_minute) as client:
+        try:
+            live = await read_live(client, world.org_id)
+            made = plan(manifest, live, now=datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+            plan_end = clock.now()
+            apply_from = len(world.log.calls)
+            with tempfile.TemporaryDirectory() as tmp:
+                outputs = Outputs(Path(tmp) / "outputs.json", "json", org_id=made.org_id)
+                options = ApplyOptions(schedule=schedule or PollSchedule())
+                applied = await Applier(client, manifest, made, outputs, clock=clock, options=options).run()
+            surfaced = [f"{r.address}: {r.detail}" for r in applied.failed]
+        except CapellaError as exc:
+            surfaced.append(str(exc))
+        stats = client.stats
+    return ApplyRun(
+        plan_seconds=plan_end - start,
+        apply_seconds=clock.now() - plan_end,
+        real_seconds=time.perf_counter() - real_start,
+        result=applied,
+        stats=stats,
+        apply_from=apply_from,
+        surfaced=surfaced,
+    )
+
+
+def new_models_manifest(count: int) -> Manifest:
+    return Manifest.model_validate(manifest_document(models=count, keys=0))
+
+
+def apply_new_models(s: Settings) -> Result:
+    d = s.deploy_seconds
+    n = s.apply_models
+    result = Result("apply_new_models", f"Apply of {n} new models (deploy time D = {d:g} sandbox s)")
+    manifest = new_models_manifest(n)
+    with served(speed=s.speed, deploy_seconds=d, latency_ms=s.latency_ms) as world:
+        round_trip = asyncio.run(world.round_trip())
+        ours = asyncio.run(plan_and_apply(world, manifest))
+        if not ours.completed:
+            raise BenchError(f"the apply did not complete: {ours.surfaced}")
+        applied = world.log.calls[ours.apply_from :]
+        polls = sum(1 for c in applied if c.method == "GET" and c.path.endswith(MODELS_LIST))
+
+        world.sandbox.reset()
+        world.log.clear()
+        bodies = [model_create_body(spec, manifest.defaults) for spec in manifest.models]
+        start = world.clock.now()
+        with world.http() as http:
+            baseline.deploy_sequentially(
+                http, world.org_id, bodies, poll_every=s.baseline_poll_seconds, sleep=world.sleep
+            )
+        baseline_seconds = world.clock.now() - start
+        baseline_gets = world.log.count("GET")
+    budget = 1.3 * d + ours.plan_seconds
+    speedup = baseline_seconds / ours.total_seconds
+    result.figures = {
+        "models": n,
+        "deploy_seconds": d,
+        "request_round_trip_ms": round_trip * 1000,
+        "plan_seconds": ours.plan_seconds,
+        "apply_seconds": ours.apply_seconds,
+        "total_seconds": ours.total_seconds,
+        "total_over_d": ours.total_seconds / d,
+        "budget_seconds": budget,
+        "real_seconds": ours.real_seconds,
+        "creates": sum(1 for c in applied if c.method == "POST"),
+        "status_list_calls": polls,
+        "http_calls": ours.stats.requests,
+        "baseline_seconds": baseline_seconds,
+        "baseline_http_calls": len(world.log.calls),
+        "baseline_gets_per_model": baseline_gets / n,
+        "speedup": speedup,
+    }
+    result.row(
+        "plan + apply, sandbox time",
+        f"{ours.total_seconds:.0f} s = {ours.total_seconds / d:.2f} D",
+        f"<= 1.3 D + list {ours.plan_seconds:.0f} s = {budget:.0f} s",
+        ours.total_seconds <= budget,
+    )
+    result.row("calls", f"{ours.stats.requests} ({n} creates, {polls} status lists)")
+    result.row("one request, round trip", f"{round_trip * 1000:.0f} ms (latency set: {s.latency_ms:g} ms)")
+    result.row(
+        "baseline: sequential create-then-poll",
+        f"{baseline_seconds:.0f} s, {len(world.log.calls)} calls",
+        f"speed-up {speedup:.1f}x >= 20x",
+        speedup >= 20,
+    )
+    return result
+
+
+# -- 3. under a rate limit ---------------------------------------------------------------------------
+
+
+def rate_limited(s: Settings) -> Result:
+    limit = s.rate_limit_per_minute
+    n = s.rate_limit_models
+    result = Result("rate_limited_apply", f"Apply of {n} new models under a {limit} requests/minute limit")
+    manifest = new_models_manifest(n)
+    runs: dict[str, Any] = {}
+    for label, client_limit in (("retry_only", None), ("client_limiter", float(limit))):
+        with served(
+            speed=s.speed, deploy_seconds=s.deploy_seconds, latency_ms=s.latency_ms, rate_limit_per_minute=limit
+        ) as world:
+            run = asyncio.run(plan_and_apply(world, manifest, requests_per_minute=client_limit))
+            received = world.log.count(status=429)
+        runs[label] = {
+            "client_requests_per_minute": client_limit,
+            "requests_sent": run.stats.requests,
+            "429_received": received,
+            "retried": run.stats.retries,
+            "surfaced_errors": len(run.surfaced),
+            "completed": run.completed,
+            "total_seconds": run.total_seconds,
+            "total_over_d": run.total_seconds / s.deploy_seconds,
+        }
+        shown = "retry on 429 only" if client_limit is None else f"client limiter {limit}/min"
+        result.row(
+            f"{shown}: sent / 429s / retried",
+            f"{run.stats.requests} / {received} / {run.stats.retries}, {run.total_seconds / s.deploy_seconds:.2f} D",
+            "0 surfaced, completes",
+            run.completed,
+        )
+        for message in run.surfaced[:3]:
+            result.row(f"{shown}: surfaced", message[:100])
+    result.figures = {"limit_per_minute": limit, "models": n, "runs": runs}
+    return result
+
+
+# -- 4. polling cost ---------------------------------------------------------------------------------
+
+
+def min_polls(schedule: PollSchedule, deploy_seconds: float, round_trip: float = 0.0) -> int:
+    """Status checks the schedule makes for a lone model until the first one at or after the deploy time.
+
+    Each wait starts when the previous check has returned, so a check costs ``round_trip`` on top of the
+    schedule's delay (both in sandbox seconds).
+    """
+    at, delay, polls = schedule.initial, schedule.initial, 1
+    while at < deploy_seconds:
+        delay = min(delay * schedule.factor, schedule.maximum)
+        at += round_trip + delay
+        polls += 1
+    return polls
+
+
+def polling_cost(s: Settings, together: Result) -> Result:
+    d = s.deploy_seconds
+    result = Result("polling_cost", f"Status polling for a model deploying D = {d:g} sandbox s")
+    default = PollSchedule()
+    schedules: list[dict[str, Any]] = []
+    for schedule in s.schedules:
+        with served(speed=s.speed, deploy_seconds=d, latency_ms=s.latency_ms) as world:
+            round_trip = asyncio.run(world.round_trip()) * s.speed
+            run = asyncio.run(plan_and_apply(world, new_models_manifest(1), schedule=schedule))
+            if not run.completed:
+                raise BenchError(f"the apply did not complete: {run.surfaced}")
+            applied = world.log.calls[run.apply_from :]
+            model = next(iter(world.sandbox.world().models.values()))
+            noticed_after = world.clock.now() - (model.audit.created_at + d)
+        polls = sum(1 for c in applied if c.method == "GET" and c.path.endswith(MODELS_LIST))
+        calls = len(applied)
+        minimum = 1 + min_polls(schedule, d, round_trip)  # the create, then the checks
+        label = _schedule_label(schedule)
+        schedules.append(
+            {
+                "schedule": label,
+                "initial": schedule.initial,
+                "factor": schedule.factor,
+                "maximum": schedule.maximum,
+                "calls": calls,
+                "status_polls": polls,
+                "minimum_calls": minimum,
+                "ratio": calls / minimum,
+                "notice_lag_seconds": noticed_after,
+                "round_trip_seconds": round_trip,
+                "is_default": schedule == default,
+            }
+        )
+        is_default = schedule == default
+        result.row(
+            f"{label}{' (default)' if is_default else ''}",
+            f"{calls} calls (min {minimum}), ratio {calls / minimum:.2f}, healthy noticed +{noticed_after:.0f} s",
+            "ratio <= 1.5" if is_default else "",
+            calls / minimum <= 1.5 if is_default else None,
+        )
+    shared = together.figures["status_list_calls"] / together.figures["models"]
+    baseline_gets = together.figures["baseline_gets_per_model"]
+    result.row(
+        f"{together.figures['models']} models at once (default)",
+        f"{shared:.2f} status calls per model (one list serves all)",
+    )
+    result.row(f"baseline: GET every {s.baseline_poll_seconds:g} s", f"{baseline_gets:.1f} GETs per model")
+    result.figures = {
+        "deploy_seconds": d,
+        "schedules": schedules,
+        "together_status_calls_per_model": shared,
+        "baseline_gets_per_model": baseline_gets,
+    }
+    return result
+
+
+def _schedule_label(schedule: PollSchedule) -> str:
+    if schedule.factor == 1 or schedule.initial == schedule.maximum:
+        return f"every {schedule.initial:g} s"
+    return f"{schedule.initial:g} s x{schedule.factor:g} up to {schedule.maximum:g} s"
+
+
+# -- 5. cold start -----------------------------------------------------------------------------------
+
+_PROBE = """
+import json, sys
+sys.argv = ["capella-deploy", *sys.argv[1:]]
+from capella_deploy.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(HEAVY)))
+heavy += ["capella_deploy.sandbox"] if "capella_deploy.sandbox" in sys.modules else []
+print("\\nLOADED " + json.dumps(heavy))
+"""
+
+SMALL_MANIFEST = """\
+apiVersion: capella-deploy/v1
+defaults: {provider: aws, region: us-east-1}
+models:
+  - {name: chat, catalogModel: mistralai/mistral-7b-instruct-v0.3, gpuMemory: 48}
+  - {name: embed, catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2, gpuMemory: 24}
+apiKeys:
+  - {name: app, expiryDays: 90, allowedCIDRs: [10.0.0.0/16], allowedModels: [chat]}
+"""
+
+
+def cold_start(s: Settings) -> Result:
+    result = Result("cold_start", "Cold start of the CLI (fresh process each run)")
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "small.yaml"
+        manifest.write_text(SMALL_MANIFEST)
+        cli = _cli_command()
+        commands: dict[str, list[str]] = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "capella-deploy --help": [*cli, "--help"],
+            "capella-deploy validate": [*cli, "validate", "-f", str(manifest)],
+        }
+        medians = {name: _median_run(command, s.cold_start_runs) for name, command in commands.items()}
+        loaded = {
+            "--help": _loaded_modules(["--help"]),
+            "validate": _loaded_modules(["validate", "-f", str(manifest)]),
+        }
+    base = medians["python -c pass"]
+    result.figures = {
+        "runs": s.cold_start_runs,
+        "median_seconds": medians,
+        "ratio_to_python": {name: value / base for name, value in medians.items()},
+        "heavy_modules_loaded": loaded,
+    }
+    for name, value in medians.items():
+        result.row(name, f"{value * 1000:.0f} ms" + ("" if name.startswith("python") else f" = {value / base:.1f}x"))
+    help_lean = not loaded["--help"]
+    result.row("heavy imports for --help", ", ".join(loaded["--help"]) or "none", "none", help_lean)
+    network = [m for m in loaded["validate"] if m not in ("pydantic", "yaml")]
+    result.row(
+        "heavy imports for validate",
+        ", ".join(loaded["validate"]) or "none",
+        "only pydantic, yaml",
+        not network,
+    )
+    return result
+
+
+def _cli_command() -> list[str]:
+    script = Path(sys.executable).parent / "capella-deploy"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from capella_deploy.cli import main; sys.exit(main())"]
+
+
+def _median_run(command: list[str], runs: int) -> float:
+    subprocess.run(command, capture_output=True, check=True)  # warm the bytecode cache
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _loaded_modules(args: list[str]) -> list[str]:
+    probe = _PROBE.replace("HEAVY", repr(json.dumps(HEAVY_MODULES)))
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True, env=_clean_env()
+    )
+    line = done.stdout.rsplit("LOADED ", 1)[1]
+    loaded: list[str] = json.loads(line)
+    return loaded
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CAPELLA_")}
+
+
+# -- 6. scaling --------------------------------------------------------------------------------------
+
+
+class _Lists:
+    """Stands in for the client: the listings as the sandbox would send them, with no HTTP in between."""
+
+    def __init__(self, models: list[dict[str, Any]], keys: list[dict[str, Any]]) -> None:
+        self._models, self._keys = models, keys
+
+    async def list_models(self, org_id: str) -> list[dict[str, Any]]:
+        return self._models
+
+    async def list_api_keys(self, org_id: str) -> list[dict[str, Any]]:
+        return self._keys
+
+
+def plan_scaling(s: Settings) -> Result:
+    result = Result("plan_scaling", "Plan CPU time against the number of live, declared resources")
+    points = [_scaling_point(n, s.repeats) for n in s.scaling_sizes]
+    for previous, point in itertools.pairwise(points):
+        # log-log slope between neighbours: 1.0 is linear, 2.0 quadratic.
+        point["slope"] = math.log(point["planner_cpu_seconds"] / previous["planner_cpu_seconds"]) / math.log(
+            point["resources"] / previous["resources"]
+        )
+    for point in points:
+        slope = point.get("slope")
+        result.row(
+            f"N = {point['resources']:,}",
+            f"plan {point['planner_cpu_seconds'] * 1000:.1f} ms ({point['planner_us_per_resource']:.0f} us each), "
+            f"snapshot {point['snapshot_cpu_seconds'] * 1000:.1f} ms"
+            + ("" if slope is None else f", slope {slope:.2f}"),
+        )
+    last = points[-1]
+    result.row(
+        "growth, last decade",
+        f"slope {last['slope']:.2f}",
+        "linear: slope <= 1.2",
+        last["slope"] <= 1.2,
+    )
+    result.figures = {"points": points}
+    return result
+
+
+def _scaling_point(n: int, repeats: int) -> dict[str, Any]:
+    models, keys = n // 2, n - n // 2
+    sandbox = Sandbox(None, clock=ScaledClock(speed=1.0))
+    seed(sandbox, models=models, keys=keys)
+    world, now = sandbox.world(), sandbox.now()
+    raw_models = [sandbox_views.model_view(m, now, "http://sandbox") for m in world.models.values()]
+    raw_keys = [sandbox_views.key_view(k, world) for k in world.api_keys.values()]
+    manifest = Manifest.model_validate(manifest_document(models=models, keys=keys))
+    lists = cast(CapellaClient, _Lists(raw_models, raw_keys))
+    snapshot = _best_cpu(repeats, lambda: asyncio.run(read_live(lists, sandbox.org_id)))
+    live = asyncio.run(read_live(lists, sandbox.org_id))
+    when = datetime.fromtimestamp(now, tz=timezone.utc)
+    planning = _best_cpu(repeats, lambda: _require_no_changes(plan(manifest, live, now=when), n))
+    return {
+        "resources": n,
+        "snapshot_cpu_seconds": snapshot,
+        "planner_cpu_seconds": planning,
+        "planner_us_per_resource": planning / n * 1e6,
+    }
+
+
+def _best_cpu(repeats: int, work: Callable[[], object]) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        started = time.thread_time()
+        work()
+        times.append(time.thread_time() - started)
+    return min(times)
+
+
+def _max_rss_mb() -> float:
+    # Linux reports kilobytes, macOS bytes.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
