@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capella_deploy.cli import ExitCode, guarded, load_manifest_files, manifest_options
+from capella_deploy.cli_common import ExitCode, guarded, load_manifest_files, manifest_options, sandbox_option
 
 if TYPE_CHECKING:
     from capella_deploy.checks import CheckReport, TransportFor
@@ -101,15 +101,7 @@ async def checks_after_apply(manifest: Manifest, outputs: Mapping[str, Any], *, 
 
 @click.command()
 @manifest_options
-@click.option(
-    "--sandbox",
-    "sandbox",
-    is_flag=False,
-    flag_value=".capella/sandbox.json",
-    default=None,
-    metavar="[STATE]",
-    help="Reach the embedded sandbox's models (state file, default .capella/sandbox.json).",
-)
+@sandbox_option("Reach the embedded sandbox's models (state file, default .capella/sandbox.json).")
 @click.option(
     "--outputs",
     "outputs_path",

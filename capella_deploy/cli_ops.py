@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capella_deploy.cli import (
+from capella_deploy.cli_common import (
     ExitCode,
     guarded,
     load_manifest_files,
     make_plan,
     make_target,
     manifest_options,
+    sandbox_option,
     target_options,
 )
 from capella_deploy.errors import ConfigError
@@ -224,15 +225,7 @@ def export(
 @click.option("--provider", type=click.Choice(["aws", "gcp", "azure"]), help="Move to this cloud provider too.")
 @click.option("--org", "org_id", metavar="ORG_ID", help="Set the clone's organizationId.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
-@click.option(
-    "--sandbox",
-    "sandbox",
-    is_flag=False,
-    flag_value=".capella/sandbox.json",
-    default=None,
-    metavar="[STATE]",
-    help="Check that the sandbox offers the models and sizes in the target region.",
-)
+@sandbox_option("Check that the sandbox offers the models and sizes in the target region.")
 @guarded
 def clone(
     files: Sequence[Path],

@@ -167,14 +167,8 @@ def _read(path: Path, fmt: OutputFormat) -> dict[str, Any]:
             f"{path}: cannot read the outputs file ({type(exc).__name__}); "
             "it holds key tokens that cannot be fetched again, so it is left untouched: repair or move it"
         ) from None
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("models"), dict)
-        or not isinstance(doc.get("apiKeys"), dict)
-    ):
-        raise OutputsError(
-            f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path"
-        )
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
+        raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
     return doc
 
 
