@@ -28,6 +28,7 @@ from capella_deploy.cli_common import (
 )
 
 if TYPE_CHECKING:
+    from capella_deploy.applier import ApplyResult
     from capella_deploy.manifest import Manifest
     from capella_deploy.outputs import Outputs
     from capella_deploy.plan import Plan
@@ -356,7 +357,7 @@ async def _apply_locked(
     store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.
-        return await _after_apply(manifest, store, request, sink, ok=True, destroy=destroy)
+        return await _after_apply(manifest, store, request, sink, result=None, destroy=destroy)
     if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
         click.echo("Nothing was changed.")
         return ExitCode.ERROR
@@ -373,7 +374,7 @@ async def _apply_locked(
     )
     result = await applier.run()
     click.echo(render_apply_result(result, outputs_path=store.path), nl=False)
-    return await _after_apply(manifest, store, request, sink, ok=result.ok, destroy=destroy)
+    return await _after_apply(manifest, store, request, sink, result=result, destroy=destroy)
 
 
 async def _after_apply(
@@ -382,20 +383,27 @@ async def _after_apply(
     request: _ApplyRequest,
     sink: Callable[[Outputs], None] | None,
     *,
-    ok: bool,
+    result: ApplyResult | None,
     destroy: bool,
 ) -> int:
-    """Publish outputs, then run the manifest's checks when everything was applied."""
+    """Publish outputs, run the manifest's checks when everything was applied, report to the CI job summary."""
+    from capella_deploy.checks import render_checks_markdown
+    from capella_deploy.cli_checks import checks_after_apply
+    from capella_deploy.render import render_apply_markdown
+
     if sink is not None:
         sink(store)
-    if not ok:
-        return ExitCode.ERROR
-    if destroy or not manifest.checks:
-        return ExitCode.OK
-    from capella_deploy.cli_checks import checks_after_apply
-
-    passed = await checks_after_apply(manifest, store.document(), sandbox_state=request.target.sandbox_state)
-    return ExitCode.OK if passed else ExitCode.ERROR
+    applied = result is None or result.ok
+    report = None
+    if applied and not destroy:
+        report = await checks_after_apply(manifest, store.document(), sandbox_state=request.target.sandbox_state)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(render_apply_markdown(result))
+            if report is not None:
+                handle.write("\n" + render_checks_markdown(report))
+    return ExitCode.OK if applied and (report is None or report.ok) else ExitCode.ERROR
 
 
 def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:

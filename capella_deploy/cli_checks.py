@@ -86,17 +86,19 @@ def _refuse_sandbox_urls(manifest: Manifest, outputs: Mapping[str, Any]) -> None
         )
 
 
-async def checks_after_apply(manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None) -> bool:
-    """Run the manifest's checks after an apply and print their table; True when none failed (or none exist)."""
+async def checks_after_apply(
+    manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None
+) -> CheckReport | None:
+    """Run the manifest's checks after an apply and print their table; None when the manifest has none."""
     from capella_deploy.checks import render_checks
 
     if not manifest.checks:
-        return True
+        return None
     report = await run_manifest_checks(manifest, outputs, sandbox_state=sandbox_state, environ=dict(os.environ))
     click.echo(render_checks(report), nl=False)
     if not report.ok:
         click.echo("The resources are kept; fix what the checks report and run `capella-deploy verify` again.")
-    return report.ok
+    return report
 
 
 @click.command()

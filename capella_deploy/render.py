@@ -133,6 +133,21 @@ def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_apply_markdown(result: ApplyResult | None) -> str:
+    """The apply outcome for a CI job summary; ``None`` means there was nothing to change."""
+    if result is None:
+        return "### capella-deploy apply\n\n**No changes.** The organization matched the manifest.\n"
+    lines = ["### capella-deploy apply", ""]
+    lines.append(
+        "**Apply complete.**" if result.ok else f"**Apply failed:** {len(result.failed)} change(s) did not complete."
+    )
+    lines += ["", "| resource | action | result |", "|---|---|---|"]
+    for item in result.results:
+        outcome = "✅ " + _md(item.detail) if item.ok else "❌ " + _md(item.detail)
+        lines.append(f"| `{item.address}` | {item.action.value} | {outcome} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- JSON ------------------------------------------------------------------------------------------
 
 JSON_FORMAT_VERSION = "1.0"

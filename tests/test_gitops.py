@@ -91,3 +91,17 @@ def test_detailed_exitcode(world: World) -> None:
     assert world.cli("plan", "-f", path, "--detailed-exitcode").exit_code == 0
     missing = world.cli("plan", "-f", str(world.root / "nope.yaml"), "--detailed-exitcode")
     assert missing.exit_code == 1
+
+
+def test_apply_writes_a_job_summary_with_the_checks(world: World) -> None:
+    summary = world.root / "summary.md"
+    world.env["GITHUB_STEP_SUMMARY"] = str(summary)
+    quickstart = Path(__file__).parent.parent / "examples" / "quickstart.yaml"
+    result = world.cli("apply", "-f", str(quickstart), "--auto-approve")
+    assert result.exit_code == 0, result.output
+    text = summary.read_text()
+    assert "**Apply complete.**" in text
+    assert "| `model.chat` | create | ✅ healthy |" in text
+    assert "chat-answers" in text and "✅ pass" in text
+    token = json.loads(world.outputs.read_text())["apiKeys"]["chat-app"]["token"]
+    assert token not in text and world.token not in text
