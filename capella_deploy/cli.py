@@ -357,7 +357,7 @@ async def _apply_locked(
     store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.
-        return await _after_apply(manifest, store, request, sink, result=None, destroy=destroy)
+        return await _after_apply(session, manifest, store, request, sink, result=None, destroy=destroy)
     if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
         click.echo("Nothing was changed.")
         return ExitCode.ERROR
@@ -374,10 +374,11 @@ async def _apply_locked(
     )
     result = await applier.run()
     click.echo(render_apply_result(result, outputs_path=store.path), nl=False)
-    return await _after_apply(manifest, store, request, sink, result=result, destroy=destroy)
+    return await _after_apply(session, manifest, store, request, sink, result=result, destroy=destroy)
 
 
 async def _after_apply(
+    session: Session,
     manifest: Manifest,
     store: Outputs,
     request: _ApplyRequest,
@@ -386,11 +387,18 @@ async def _after_apply(
     result: ApplyResult | None,
     destroy: bool,
 ) -> int:
-    """Publish outputs, run the manifest's checks when everything was applied, report to the CI job summary."""
+    """Settle and record outputs, publish them, run the checks when all was applied, report to the job summary."""
     from capella_deploy.checks import render_checks_markdown
     from capella_deploy.cli_checks import checks_after_apply
     from capella_deploy.render import render_apply_markdown
+    from capella_deploy.settle import settle_outputs
 
+    if not destroy:
+        warnings = await settle_outputs(
+            session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout
+        )
+        for warning in warnings:
+            click.echo(click.style("Warning: ", fg="yellow", bold=True) + warning, err=True)
     if sink is not None:
         sink(store)
     applied = result is None or result.ok

@@ -231,7 +231,7 @@ def test_apply_killed_at_any_point_leaves_sound_outputs_and_the_next_apply_conve
     result = recover(site)
     assert result.exit_code == 0, result.output
     assert live_names(site) == (["chat", "embed"], ["app", "ops"]), "no duplicates after the crash"
-    # What the outputs say is right (what they lack after a crash: see the xfail tests below).
+    # What the outputs say is right; what a crash kept out of them is the next two tests' business.
     outputs = check_outputs_file(site / "outputs.json")
     hashes = live_key_hashes(site)
     for name, entry in outputs["apiKeys"].items():  # type: ignore[union-attr]
@@ -241,11 +241,6 @@ def test_apply_killed_at_any_point_leaves_sound_outputs_and_the_next_apply_conve
     assert cli(site, "plan", "-f", "capella.yaml", "--sandbox=sandbox.json", "--detailed-exitcode").exit_code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py returns before writing outputs when the plan has no changes, so models created by the killed "
-    "run never reach the outputs (fix: refresh outputs from the live snapshot on every apply)",
-)
 def test_after_a_crash_the_next_apply_records_every_model_in_the_outputs(crash_site: Path) -> None:
     site = crash_site
     args = [sys.executable, "-c", "from capella_deploy.cli import main; main()", *apply_args(site)]
@@ -283,11 +278,6 @@ def test_a_stale_lock_names_its_dead_holder_and_force_unlock_removes_it(crash_si
     assert cli(site, *apply_args(site)).exit_code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the next apply plans no change for the key and says nothing about its missing token "
-    "(fix in cli.py: warn about managed keys whose token the outputs lack, offering --replace)",
-)
 def test_a_key_whose_token_never_reached_the_outputs_is_reported_by_the_next_apply(crash_site: Path) -> None:
     # The narrowest crash window: the API created the key and answered, the run died before writing the token.
     site = crash_site
