@@ -101,7 +101,7 @@ QUICK = Settings(
     rate_limit_keys=4,
     rate_limit_deploy_seconds=30.0,
     rate_limit_speed=100.0,
-    schedules=(PollSchedule(initial=15, factor=1, maximum=15), PollSchedule()),
+    schedules=(PollSchedule(),),
     scaling_sizes=(10, 100, 1_000),
     cold_start_runs=1,
     repeats=1,
@@ -311,8 +311,6 @@ def apply_new_models(s: Settings) -> Result:
     with served(speed=s.speed, deploy_seconds=d, latency_ms=s.latency_ms) as world:
         round_trip = asyncio.run(world.round_trip())
         ours = asyncio.run(plan_and_apply(world, manifest))
-        if not ours.completed:
-            raise BenchError(f"the apply did not complete: {ours.surfaced}")
         applied = world.log.calls[ours.apply_from :]
         polls = sum(1 for c in applied if c.method == "GET" and c.path.endswith(MODELS_LIST))
 
@@ -331,6 +329,8 @@ def apply_new_models(s: Settings) -> Result:
     result.figures = {
         "models": n,
         "deploy_seconds": d,
+        "completed": ours.completed,
+        "surfaced_errors": ours.surfaced,
         "request_round_trip_ms": round_trip * 1000,
         "plan_seconds": ours.plan_seconds,
         "apply_seconds": ours.apply_seconds,
@@ -346,6 +346,9 @@ def apply_new_models(s: Settings) -> Result:
         "baseline_gets_per_model": baseline_gets / n,
         "speedup": speedup,
     }
+    result.row(
+        "apply completed", "yes" if ours.completed else f"no: {'; '.join(ours.surfaced)[-100:]}", "yes", ours.completed
+    )
     result.row(
         "plan + apply, sandbox time",
         f"{ours.total_seconds:.0f} s = {ours.total_seconds / d:.2f} D",
@@ -436,8 +439,6 @@ def polling_cost(s: Settings, together: Result) -> Result:
         with served(speed=s.speed, deploy_seconds=d, latency_ms=s.latency_ms) as world:
             round_trip = asyncio.run(world.round_trip()) * s.speed
             run = asyncio.run(plan_and_apply(world, new_models_manifest(1), schedule=schedule))
-            if not run.completed:
-                raise BenchError(f"the apply did not complete: {run.surfaced}")
             applied = world.log.calls[run.apply_from :]
             model = next(iter(world.sandbox.world().models.values()))
             noticed_after = world.clock.now() - (model.audit.created_at + d)
@@ -455,17 +456,20 @@ def polling_cost(s: Settings, together: Result) -> Result:
                 "status_polls": polls,
                 "minimum_calls": minimum,
                 "ratio": calls / minimum,
+                "completed": run.completed,
                 "notice_lag_seconds": noticed_after,
                 "round_trip_seconds": round_trip,
                 "is_default": schedule == default,
             }
         )
         is_default = schedule == default
+        met = run.completed and calls / minimum <= 1.5
         result.row(
             f"{label}{' (default)' if is_default else ''}",
-            f"{calls} calls (min {minimum}), ratio {calls / minimum:.2f}, healthy noticed +{noticed_after:.0f} s",
+            f"{calls} calls (min {minimum}), ratio {calls / minimum:.2f}, healthy noticed +{noticed_after:.0f} s"
+            + ("" if run.completed else " (apply failed)"),
             "ratio <= 1.5" if is_default else "",
-            calls / minimum <= 1.5 if is_default else None,
+            met if is_default else None,
         )
     shared = together.figures["status_list_calls"] / together.figures["models"]
     baseline_gets = together.figures["baseline_gets_per_model"]
