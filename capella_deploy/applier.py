@@ -145,9 +145,11 @@ class Applier:
             self._progress(change.address, f"destroying {change.live_id} to replace it")
         if action in (Action.CREATE, Action.REPLACE):
             model_id = await self._create_model(spec, change)
-            model = await self._settle(change, model_id, "deploying", "healthy")
-            if spec.state == "paused":
-                model = await self._set_state(change, model_id, "paused")
+            wanted = "paused" if spec.state == "paused" else "healthy"
+            # A model adopted from another run of this manifest may already have been paused by that run.
+            model = await self._settle(change, model_id, "deploying", "healthy", wanted)
+            if model.status != wanted:
+                model = await self._set_state(change, model_id, wanted)
             return self._record_model(spec, model)
         assert change.live_id is not None
         model_id = change.live_id

@@ -15,11 +15,16 @@ import shlex
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from capella_deploy.errors import CapellaError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 from capella_deploy.secrets import MASK, Secret
 
 OutputFormat = Literal["json", "dotenv"]
@@ -36,6 +41,7 @@ class Outputs:
     def __init__(self, path: Path, fmt: OutputFormat = "json", org_id: str | None = None) -> None:
         self.path = path
         self.format: OutputFormat = fmt
+        self._org_id = org_id
         self._lock = threading.Lock()
         self._doc: dict[str, Any] = {
             "version": FORMAT_VERSION,
@@ -43,10 +49,7 @@ class Outputs:
             "models": {},
             "apiKeys": {},
         }
-        if path.exists():
-            self._doc = _read(path, fmt)
-            if org_id is not None:
-                self._doc["organizationId"] = org_id
+        self._reload()
 
     @property
     def models(self) -> Mapping[str, Mapping[str, Any]]:
@@ -62,31 +65,40 @@ class Outputs:
         return Secret(value) if isinstance(value, str) and value else None
 
     def record_model(self, name: str, **fields: Any) -> None:
-        with self._lock:
-            entry = dict(self._doc["models"].get(name, {}))
+        def change(doc: dict[str, Any]) -> bool:
+            entry = dict(doc["models"].get(name, {}))
             entry.update({k: v for k, v in fields.items() if v is not None})
-            self._doc["models"][name] = entry
-            self._flush()
+            doc["models"][name] = entry
+            return True
+
+        self._update(change)
 
     def record_key(self, name: str, *, key_id: str, token: Secret | None, **fields: Any) -> None:
-        with self._lock:
+        def change(doc: dict[str, Any]) -> bool:
             entry: dict[str, Any] = {"id": key_id, **{k: v for k, v in fields.items() if v is not None}}
-            # A token that was lost in transit is recorded as missing, never invented or copied.
+            # A token that was lost in transit is recorded as missing, never invented or copied. But another
+            # run of the same manifest may have written this very key's token already: that one stays.
+            previous = doc["apiKeys"].get(name) or {}
+            if token is None and previous.get("id") == key_id and previous.get("token"):
+                return False
             entry["token"] = token.reveal() if token is not None else None
-            self._doc["apiKeys"][name] = entry
-            self._flush()
+            doc["apiKeys"][name] = entry
+            return True
+
+        self._update(change)
 
     def forget_model(self, name: str) -> None:
-        with self._lock:
-            if self._doc["models"].pop(name, None) is not None:
-                self._flush()
+        self._update(lambda doc: doc["models"].pop(name, None) is not None)
 
     def forget_key(self, name: str, key_id: str | None = None) -> None:
-        with self._lock:
-            entry = self._doc["apiKeys"].get(name)
+        def change(doc: dict[str, Any]) -> bool:
+            entry = doc["apiKeys"].get(name)
             if entry is not None and (key_id is None or entry.get("id") == key_id):
-                del self._doc["apiKeys"][name]
-                self._flush()
+                del doc["apiKeys"][name]
+                return True
+            return False
+
+        self._update(change)
 
     def masked(self) -> dict[str, Any]:
         doc = json.loads(json.dumps(self._doc))
@@ -98,9 +110,24 @@ class Outputs:
     def document(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]
 
-    def _flush(self) -> None:
-        text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
-        atomic_write(self.path, text)
+    def _update(self, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Apply ``change`` to the file as it is now, and write the result if ``change`` says it changed.
+
+        Read-modify-write under a lock on the directory, rather than a rewrite from memory: two runs given the
+        same outputs path (no shared run lock: other working directories, other lock directories) would
+        otherwise each erase the tokens the other had just written.
+        """
+        with self._lock, _directory_lock(self.path.parent):
+            self._reload()
+            if change(self._doc):
+                text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
+                atomic_write(self.path, text)
+
+    def _reload(self) -> None:
+        if self.path.exists():
+            self._doc = _read(self.path, self.format)
+            if self._org_id is not None:
+                self._doc["organizationId"] = self._org_id
 
 
 def render_json(doc: Mapping[str, Any]) -> str:
@@ -170,6 +197,21 @@ def _read(path: Path, fmt: OutputFormat) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
         raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
     return doc
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory itself, so no lock file is left beside the outputs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # no flock on this platform: runs sharing one outputs file are not protected
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def atomic_write(path: Path, text: str) -> None:
