@@ -347,7 +347,10 @@ def apply_new_models(s: Settings) -> Result:
         "speedup": speedup,
     }
     result.row(
-        "apply completed", "yes" if ours.completed else f"no: {'; '.join(ours.surfaced)[-100:]}", "yes", ours.completed
+        "apply completed",
+        "yes" if ours.completed else f"no, {len(ours.surfaced)} failed: {_short(ours.surfaced[0])}",
+        "yes",
+        ours.completed,
     )
     result.row(
         "plan + apply, sandbox time",
@@ -408,7 +411,7 @@ def rate_limited(s: Settings) -> Result:
             run.completed,
         )
         for message in run.surfaced[:3]:
-            result.row(f"{shown}: surfaced", message[-100:])
+            result.row(f"{shown}: surfaced", _short(message))
     result.figures = {"limit_per_minute": limit, "models": n, "keys": k, "deploy_seconds": d, "runs": runs}
     return result
 
@@ -658,6 +661,11 @@ def _best_cpu(repeats: int, work: Callable[[], object]) -> float:
         work()
         times.append(time.thread_time() - started)
     return min(times)
+
+
+def _short(text: str, width: int = 100) -> str:
+    """Long error texts keep their start (what failed) and their end (why)."""
+    return text if len(text) <= width else f"{text[: width // 3]}...{text[-(width - width // 3 - 3) :]}"
 
 
 def _max_rss_mb() -> float:
