@@ -304,15 +304,28 @@ def new_models_manifest(count: int) -> Manifest:
 
 
 def apply_new_models(s: Settings) -> Result:
+    """Our apply, ``repeats`` times on a fresh world (the median is reported), then the baseline once.
+
+    The sandbox clock runs 100x, so a stall of the machine for 0.1 s costs 10 sandbox seconds: repeating the
+    short apply keeps one unlucky run from deciding the figure. The baseline runs for minutes and averages
+    such stalls out by itself.
+    """
     d = s.deploy_seconds
     n = s.apply_models
     result = Result("apply_new_models", f"Apply of {n} new models (deploy time D = {d:g} sandbox s)")
     manifest = new_models_manifest(n)
+    runs: list[ApplyRun] = []
+    polls: list[int] = []
     with served(speed=s.speed, deploy_seconds=d, latency_ms=s.latency_ms) as world:
         round_trip = asyncio.run(world.round_trip())
-        ours = asyncio.run(plan_and_apply(world, manifest))
-        applied = world.log.calls[ours.apply_from :]
-        polls = sum(1 for c in applied if c.method == "GET" and c.path.endswith(MODELS_LIST))
+        for _ in range(max(1, s.repeats)):
+            world.sandbox.reset()
+            world.log.clear()
+            run = asyncio.run(plan_and_apply(world, manifest))
+            runs.append(run)
+            polls.append(
+                sum(1 for c in world.log.calls[run.apply_from :] if c.method == "GET" and c.path.endswith(MODELS_LIST))
+            )
 
         world.sandbox.reset()
         world.log.clear()
@@ -323,46 +336,53 @@ def apply_new_models(s: Settings) -> Result:
                 http, world.org_id, bodies, poll_every=s.baseline_poll_seconds, sleep=world.sleep
             )
         baseline_seconds = world.clock.now() - start
+        baseline_calls = len(world.log.calls)
         baseline_gets = world.log.count("GET")
+    ours = sorted(runs, key=lambda r: r.total_seconds)[len(runs) // 2]
+    failed = [r for r in runs if not r.completed]
     budget = 1.3 * d + ours.plan_seconds
     speedup = baseline_seconds / ours.total_seconds
     result.figures = {
         "models": n,
         "deploy_seconds": d,
-        "completed": ours.completed,
-        "surfaced_errors": ours.surfaced,
+        "runs": len(runs),
+        "completed_runs": len(runs) - len(failed),
+        "surfaced_errors": [message for r in failed for message in r.surfaced],
         "request_round_trip_ms": round_trip * 1000,
         "plan_seconds": ours.plan_seconds,
         "apply_seconds": ours.apply_seconds,
         "total_seconds": ours.total_seconds,
+        "total_seconds_runs": [r.total_seconds for r in runs],
         "total_over_d": ours.total_seconds / d,
         "budget_seconds": budget,
         "real_seconds": ours.real_seconds,
-        "creates": sum(1 for c in applied if c.method == "POST"),
-        "status_list_calls": polls,
+        "creates": n,
+        "status_list_calls": statistics.median(polls),
         "http_calls": ours.stats.requests,
         "baseline_seconds": baseline_seconds,
-        "baseline_http_calls": len(world.log.calls),
+        "baseline_http_calls": baseline_calls,
         "baseline_gets_per_model": baseline_gets / n,
         "speedup": speedup,
     }
     result.row(
-        "apply completed",
-        "yes" if ours.completed else f"no, {len(ours.surfaced)} failed: {_short(ours.surfaced[0])}",
-        "yes",
-        ours.completed,
+        "applies completed",
+        f"{len(runs) - len(failed)} of {len(runs)}"
+        + (f"; {_short(failed[0].surfaced[0], 80)}" if failed and failed[0].surfaced else ""),
+        "all",
+        not failed,
     )
+    spread = ", ".join(f"{r.total_seconds:.0f}" for r in runs)
     result.row(
-        "plan + apply, sandbox time",
-        f"{ours.total_seconds:.0f} s = {ours.total_seconds / d:.2f} D",
+        "plan + apply, sandbox time (median)",
+        f"{ours.total_seconds:.0f} s = {ours.total_seconds / d:.2f} D (runs: {spread})",
         f"<= 1.3 D + list {ours.plan_seconds:.0f} s = {budget:.0f} s",
         ours.total_seconds <= budget,
     )
-    result.row("calls", f"{ours.stats.requests} ({n} creates, {polls} status lists)")
+    result.row("calls", f"{ours.stats.requests} ({n} creates, {statistics.median(polls):g} status lists)")
     result.row("one request, round trip", f"{round_trip * 1000:.0f} ms (latency set: {s.latency_ms:g} ms)")
     result.row(
         "baseline: sequential create-then-poll",
-        f"{baseline_seconds:.0f} s, {len(world.log.calls)} calls",
+        f"{baseline_seconds:.0f} s, {baseline_calls} calls",
         f"speed-up {speedup:.1f}x >= 20x",
         speedup >= 20,
     )
