@@ -53,6 +53,9 @@ DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
 USER_AGENT = f"capella-deploy/{__version__} (+python-httpx/{httpx.__version__})"
 PER_PAGE = 100
 # Pages after the first are fetched concurrently, this many at a time per listing.
+# A bound on what a listing may claim, so a broken or hostile cursor cannot make the client spin: a million
+# resources at the largest page size.
+MAX_PAGES = 10_000
 PAGE_CONCURRENCY = 8
 
 log = logging.getLogger("capella_deploy.http")
@@ -332,6 +335,10 @@ class CapellaClient:
     async def _list(self, path: str, *, first_params: Mapping[str, str | int] | None = None) -> list[dict[str, Any]]:
         params = {"page": 1, "perPage": PER_PAGE} if first_params is None else first_params
         first = await self._page(path, 1, params)
+        if first.last > MAX_PAGES:
+            raise self._unexpected(
+                _Call("GET", path), 200, f"the listing claims {first.last} pages (more than {MAX_PAGES})"
+            )
         pages = [first]
         current = 1
         if first.last > 1 and first.next == 2:
@@ -341,6 +348,8 @@ class CapellaClient:
             current = first.last
         # Without `last`, or when items arrived while listing, walk on one page at a time.
         while pages[-1].next > current:
+            if len(pages) >= MAX_PAGES:
+                raise self._unexpected(_Call("GET", path), 200, f"the listing goes on past {MAX_PAGES} pages")
             current = pages[-1].next
             pages.append(await self._page(path, current, _paging(current, pages[-1].per_page)))
         return _deduplicated(item for page in pages for item in page.items)

@@ -157,7 +157,7 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
     cloud = _mapping(item.get("cloudConfig"))
     compute = _mapping(cloud.get("compute"))
     config = _mapping(item.get("config"))
-    actions = item.get("actions") or []
+    actions = _list(item.get("actions"))
     keyword = config.get("keywordFiltering")
     return LiveModel(
         id=model_id,
@@ -188,18 +188,18 @@ def parse_key(raw: Mapping[str, Any]) -> LiveKey:
     if not isinstance(key_id, str) or not isinstance(name, str):
         raise LiveStateError("an API key entry has no keyId or name")
     allowed: list[tuple[str, str]] = []
-    for entry in raw.get("allowedModels") or []:
+    for entry in _list(raw.get("allowedModels")):
         if isinstance(entry, Mapping):
             allowed.append((str(entry.get("id", "")), str(entry.get("name", entry.get("id", "")))))
         elif isinstance(entry, str):
             allowed.append((entry, entry))
-    cidrs = raw.get("allowedCIDRs") or []
+    cidrs = _list(raw.get("allowedCIDRs"))
     return LiveKey(
         id=key_id,
         name=name,
         description=_str(raw.get("description")) or None,
         region=_str(raw.get("region")),
-        expiry_days=_int(raw.get("expiry")),
+        expiry_days=_expiry(raw.get("expiry")),
         allowed_cidrs=tuple(str(c) for c in cidrs if isinstance(c, str)),
         allowed_models=tuple(allowed) or (("*", "*"),),
         created_at=_time(_mapping(raw.get("audit")).get("createdAt")),
@@ -233,6 +233,17 @@ async def read_live(client: CapellaClient, org_id: str) -> LiveState:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """A field that should hold a list; anything else reads as empty, like a missing field."""
+    return value if isinstance(value, list) else []
+
+
+def _expiry(value: Any) -> int | None:
+    # Keys live at most 365 days; a value far outside that is garbage, not a date to compute with.
+    days = _int(value)
+    return days if days is not None and 0 <= days <= 36_500 else None
 
 
 def _str(value: Any) -> str | None:

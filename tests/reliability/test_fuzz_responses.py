@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capella_deploy.client import CapellaClient
@@ -33,8 +33,6 @@ from capella_deploy.render import RENDERERS
 from capella_deploy.secrets import Secret
 
 PROFILE = settings.get_profile("reliability")
-# While a test is expected to fail, shrinking its failure only costs time; drop this with the xfail marker.
-UNSHRUNK = (Phase.explicit, Phase.reuse, Phase.generate)
 MANIFEST = """\
 apiVersion: capella-deploy/v1
 defaults: {provider: aws, region: us-east-1}
@@ -175,24 +173,14 @@ def test_any_json_where_a_page_belongs_is_a_clear_error_or_a_plan(models_page: A
     plan_against(transport)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live.parse_model iterates 'actions' without checking it is a list: 'actions': 5 raises TypeError "
-    "out of read_live (fix in live.py: treat a non-list like a missing field)",
-)
-@settings(PROFILE, max_examples=300, phases=UNSHRUNK)
+@settings(PROFILE, max_examples=300)
 @given(items=st.lists(models(), max_size=4))
 def test_model_entries_with_missing_or_wrong_fields_never_crash_the_plan(items: list[dict[str, Any]]) -> None:
     transport = serve({"/models": response(200, {"data": items}), "/apiKeys": response(200, {"data": []})})
     plan_against(transport)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live.parse_key iterates allowedCIDRs/allowedModels without checking they are lists, and a huge "
-    "expiry overflows timedelta in LiveKey.expires_at (fix in live.py)",
-)
-@settings(PROFILE, max_examples=300, phases=UNSHRUNK)
+@settings(PROFILE, max_examples=300)
 @given(items=st.lists(keys(), max_size=4))
 def test_key_entries_with_missing_or_wrong_fields_never_crash_the_plan(items: list[dict[str, Any]]) -> None:
     transport = serve({"/models": response(200, {"data": []}), "/apiKeys": response(200, {"data": items})})
@@ -264,11 +252,6 @@ def test_a_huge_page_is_read() -> None:
     assert "Unmanaged" in printed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client._list trusts cursor.pages.last and schedules every page at once: a server claiming "
-    "last=10**9 makes it spin for ever and exhaust memory (fix in client.py: bound the page count)",
-)
 def test_a_page_count_of_a_billion_is_refused_quickly_with_bounded_memory(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
