@@ -89,7 +89,7 @@ class Settings:
 
 
 FULL = Settings()
-# The CI smoke: tiny N, a faster clock, and a rate limit low enough that the smoke still meets it.
+# The CI smoke: tiny N, a faster clock, and a rate limit low enough that its few requests still hit it.
 QUICK = Settings(
     latency_ms=5.0,
     speed=1000.0,
