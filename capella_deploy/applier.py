@@ -23,7 +23,7 @@ from capella_deploy.live import FAILED_STATUSES, LiveModel, LiveStateError, pars
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Action, Kind, Plan, ResourceChange
-from capella_deploy.watcher import PollSchedule, StatusWatcher, WaitFailed
+from capella_deploy.watcher import PollSchedule, StatusWatcher, WaitFailed, WaitTimedOut
 
 log = logging.getLogger("capella_deploy.apply")
 
@@ -234,6 +234,12 @@ class Applier:
             model = await self._watcher.wait(
                 model_id, until=set(statuses), failing=_DEPLOY_FAILED, timeout=self._options.timeout
             )
+        except WaitTimedOut as exc:
+            # Say what happens next: nothing is deleted or made again, the next apply waits for it.
+            raise ApplyError(
+                f"model {model_id}: {exc} ({self._options.timeout:g} s, --timeout); it is left in place "
+                "and the next apply waits for it again"
+            ) from None
         except WaitFailed as exc:
             raise ApplyError(f"model {model_id}: {exc}") from None
         assert model is not None
