@@ -22,6 +22,7 @@ from reliability_support import (
 )
 
 from capella_deploy.cli import main
+from capella_deploy.sandbox import Sandbox
 
 ORG = "/v4/organizations/#0"
 MODELS = ORG + "/aiServices/models"
@@ -202,6 +203,7 @@ def test_the_cli_reports_a_lost_token_plainly(tmp_path: Path) -> None:
     )
     manifest = tmp_path / "capella.yaml"
     manifest.write_text(one_model())
+    Sandbox(tmp_path / "s.json", token="cbrel-cli-token-1").set_speed(20_000)
     env = {"CAPELLA_API_TOKEN": "cbrel-cli-token-1", "CAPELLA_SANDBOX_FAULTS": str(faults), "CAPELLA_ORG_ID": ""}
     args = ["apply", "-f", str(manifest), "--auto-approve", f"--sandbox={tmp_path / 's.json'}"]
     args += ["--outputs", str(tmp_path / "out.json")]

@@ -55,8 +55,8 @@ def chaos_then_calm(seed: int, root: Path) -> None:
     outputs = read_outputs(world.outputs_path)
     for name, key_id in lost.items():
         assert outputs["apiKeys"][name] == {**outputs["apiKeys"][name], "id": key_id, "token": None}
+    world.use(CALM)  # what follows are claims about the organization, not about the weather
     if lost:
-        world.use(CALM)
         rotated = world.apply(replace=frozenset(f"apiKey.{name}" for name in lost))
         assert rotated.exit_code == 0, rotated.stdout
         assert untruths(world, rotated) == []

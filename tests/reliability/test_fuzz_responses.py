@@ -173,14 +173,14 @@ def test_any_json_where_a_page_belongs_is_a_clear_error_or_a_plan(models_page: A
     plan_against(transport)
 
 
-@settings(PROFILE, max_examples=300)
+@settings(PROFILE, max_examples=150)
 @given(items=st.lists(models(), max_size=4))
 def test_model_entries_with_missing_or_wrong_fields_never_crash_the_plan(items: list[dict[str, Any]]) -> None:
     transport = serve({"/models": response(200, {"data": items}), "/apiKeys": response(200, {"data": []})})
     plan_against(transport)
 
 
-@settings(PROFILE, max_examples=300)
+@settings(PROFILE, max_examples=150)
 @given(items=st.lists(keys(), max_size=4))
 def test_key_entries_with_missing_or_wrong_fields_never_crash_the_plan(items: list[dict[str, Any]]) -> None:
     transport = serve({"/models": response(200, {"data": []}), "/apiKeys": response(200, {"data": items})})
