@@ -300,7 +300,10 @@ def _mapping_changes(prefix: str, have: Mapping[str, Any], wanted: Mapping[str, 
 
 
 def _differs(have: Any, wanted: Any) -> bool:
-    # deepdiff so that 0.85 vs 0.8500000001 from a JSON round trip is not a change.
+    # Equal values of one type are the common case and cheap to see; deepdiff is for the rest, so that
+    # 0.85 vs 0.8500000001 from a JSON round trip, or 48 vs 48.0, is not a change.
+    if type(have) is type(wanted) and have == wanted:
+        return False
     return bool(DeepDiff(have, wanted, significant_digits=9, ignore_numeric_type_changes=True))
 
 

@@ -57,6 +57,7 @@ class _Waiter:
     next_check: float
     delay: float
     future: asyncio.Future[LiveModel | None] = field(repr=False)
+    seen: bool = False  # listed at least once: only then does its absence mean it is gone
 
 
 class StatusWatcher:
@@ -127,6 +128,9 @@ class StatusWatcher:
 
     async def _poll(self) -> None:
         self.list_calls += 1
+        # A model created while this list call is in flight cannot be in its answer; judge only the waiters
+        # that were there when the call went out.
+        asked = list(self._waiters)
         try:
             raw: list[dict[str, Any]] | None = await self._list_models()
         except CapellaError as exc:
@@ -140,15 +144,16 @@ class StatusWatcher:
             except LiveStateError:
                 continue
             seen[parsed.id] = parsed
-        for waiter in list(self._waiters):
+        for waiter in asked:
             if waiter.future.done():
                 continue
             model = seen.get(waiter.model_id)
-            if raw is not None and model is None:
-                if waiter.gone_ok:
-                    waiter.future.set_result(None)
-                else:
-                    waiter.future.set_exception(WaitFailed(f"model {waiter.model_id} disappeared"))
+            if model is not None:
+                waiter.seen = True
+            if raw is not None and model is None and waiter.gone_ok:
+                waiter.future.set_result(None)
+            elif raw is not None and model is None and waiter.seen:
+                waiter.future.set_exception(WaitFailed(f"model {waiter.model_id} disappeared"))
             elif model is not None and model.status in waiter.until:
                 waiter.future.set_result(model)
             elif model is not None and model.status in waiter.failing:
