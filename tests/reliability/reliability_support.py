@@ -254,6 +254,7 @@ class RunReport:
     plan: Plan | None = None
     result: ApplyResult | None = None
     warnings: list[str] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -363,14 +364,16 @@ async def apply_run(world: ChaosWorld, *, timeout: float, replace: frozenset[str
             lines.append(render_apply_result(result, outputs_path=world.outputs_path))
         # As the CLI does after every apply: settle what still moves, record every model, name tokenless keys.
         try:
-            warnings = await settle_outputs(
+            settled = await settle_outputs(
                 client, world.sandbox.org_id, world.manifest, store, clock=world.clock, timeout=timeout
             )
         except CapellaError as exc:
             return RunReport(1, "".join(lines), error=str(exc), plan=plan, result=result)
-        lines += [f"Warning: {w}\n" for w in warnings]
-        code = 0 if result is None or result.ok else 1
-        return RunReport(code, "".join(lines), plan=plan, result=result, warnings=warnings)
+        lines += [f"Warning: {w}\n" for w in settled.warnings] + [f"Error: {p}\n" for p in settled.unsettled]
+        code = 0 if (result is None or result.ok) and not settled.unsettled else 1
+        return RunReport(
+            code, "".join(lines), plan=plan, result=result, warnings=settled.warnings, unsettled=settled.unsettled
+        )
 
 
 def apply_together(worlds: list[ChaosWorld]) -> list[RunReport]:
@@ -466,7 +469,7 @@ def untruths(world: ChaosWorld, report: RunReport, *, alone: bool = True) -> lis
     """
     problems: list[str] = []
     result = report.result
-    says_ok = report.error is None and (result is None or result.ok)
+    says_ok = report.error is None and (result is None or result.ok) and not report.unsettled
     if (report.exit_code == 0) != says_ok:
         problems.append(f"exit code {report.exit_code} but the run {'succeeded' if says_ok else 'failed'}")
     if "Traceback" in report.stdout or (report.error and "Traceback" in report.error):

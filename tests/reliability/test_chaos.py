@@ -1,9 +1,10 @@
 """Chaos convergence: repeated apply under injected faults ends where the manifest says, with no duplicates.
 
-The weather (see ``ChaosProfile``): 20% of all calls answer 502/503/504 without acting, creates start 429
-storms with Retry-After, the per-token rate limit adds more 429s, 15% of creates are carried out and then
-lose their answer, 3% of connections die before acting, 10% of answers are slow and 3% time out (half of
-those after the server acted), and 15% of deployments end in deployFailed.
+The weather (see ``ChaosProfile``): 20% of all calls answer 502/503/504 without acting, 2% of calls start a
+45 s storm in which every call answers 429 with Retry-After, a 20-a-minute per-token limit adds more 429s,
+15% of creates are carried out and then lose their answer, 3% of connections die before acting, 10% of
+answers are slow and 3% time out (half of those after the server acted), and 15% of deployments end in
+deployFailed.
 
 Two properties, each over 50 seeds here and 500 more in the slow job:
 
