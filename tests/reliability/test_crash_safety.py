@@ -234,7 +234,9 @@ def test_apply_killed_at_any_point_leaves_sound_outputs_and_the_next_apply_conve
     # What the outputs say is right; what a crash kept out of them is the next two tests' business.
     outputs = check_outputs_file(site / "outputs.json")
     hashes = live_key_hashes(site)
-    for name, entry in outputs["apiKeys"].items():  # type: ignore[union-attr]
+    keys = outputs["apiKeys"]
+    assert isinstance(keys, dict)
+    for name, entry in keys.items():
         assert entry["id"] in hashes, name
         if entry.get("token"):
             assert sha256(entry["token"]) == hashes[entry["id"]]

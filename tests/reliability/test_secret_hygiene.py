@@ -213,7 +213,7 @@ def echoing(status: int, body: Callable[[httpx.Request], bytes], **headers: str)
 
 
 def auth_of(request: httpx.Request) -> str:
-    return request.headers.get("Authorization", "")
+    return str(request.headers.get("Authorization", ""))
 
 
 HOSTILE = {
