@@ -393,15 +393,18 @@ async def _after_apply(
     from capella_deploy.render import render_apply_markdown
     from capella_deploy.settle import settle_outputs
 
+    applied = result is None or result.ok
     if not destroy:
-        warnings = await settle_outputs(
+        settled = await settle_outputs(
             session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout
         )
-        for warning in warnings:
+        for warning in settled.warnings:
             click.echo(click.style("Warning: ", fg="yellow", bold=True) + warning, err=True)
+        for problem in settled.unsettled:
+            click.echo(click.style("Error: ", fg="red", bold=True) + problem, err=True)
+        applied = applied and not settled.unsettled
     if sink is not None:
         sink(store)
-    applied = result is None or result.ok
     report = None
     if applied and not destroy:
         report = await checks_after_apply(manifest, store.document(), sandbox_state=request.target.sandbox_state)

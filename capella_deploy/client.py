@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -220,6 +221,9 @@ class CapellaClient:
         self._token = token
         self._clock: Clock = clock or SystemClock()
         self._max_attempts = max_attempts
+        # httpx's timeout bounds each read; a server trickling bytes could hold a call for ever, so one
+        # attempt as a whole gets twice the per-read limit.
+        self._attempt_limit = 2 * timeout
         self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_max)
         self._gate = RetryGate(self._clock)
         self._bucket: TokenBucket | None = None
@@ -438,9 +442,13 @@ class CapellaClient:
         started = time.perf_counter()
         failure: tuple[str, bool, bool] | None = None
         try:
-            response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.body, headers=call.headers
-            )
+            # A cancel scope, not asyncio.wait_for: no extra task, so calls keep the order they were made in.
+            with anyio.fail_after(self._attempt_limit):
+                response = await self._http.request(
+                    call.method, call.path, params=call.params, json=call.body, headers=call.headers
+                )
+        except TimeoutError:
+            failure = (f"no complete answer within {self._attempt_limit:g} s", True, True)
         except httpx.TransportError as exc:
             # Only strings leave this block: the httpx exception holds the request, and its headers the token.
             failure = (

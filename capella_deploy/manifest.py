@@ -107,7 +107,10 @@ RoutingStrategy = Literal[
     "round-robin", "least-latency", "throughput", "least-requests", "least-cache-usage", "prefix-aware"
 ]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
-Region = Annotated[str | None, BeforeValidator(_blank_is_unset), Field(max_length=64, pattern=REGION_PATTERN)]
+# The constraints sit on the text arm: a blank value is turned into None first, and None has no length.
+Region = Annotated[
+    Annotated[str, Field(max_length=64, pattern=REGION_PATTERN)] | None, BeforeValidator(_blank_is_unset)
+]
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
 ModelRef = Annotated[str, Field(pattern=MODEL_REF_PATTERN)]
 

@@ -10,6 +10,7 @@ outputs lack (a token is shown once, to the run that created the key, and cannot
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 
 from capella_deploy.client import CapellaClient
 from capella_deploy.clock import Clock
@@ -19,6 +20,15 @@ from capella_deploy.live import FAILED_STATUSES, LiveModel, read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.watcher import PollSchedule, StatusWatcher
+
+
+@dataclass
+class Settled:
+    """What settling found: notes for people, and the managed models still not where they should be."""
+
+    warnings: list[str] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
+
 
 # Statuses a model passes through on its own; anything else is where it will stay.
 TRANSITIONAL = frozenset({"pending", "deploying", "pausing", "resuming"})
@@ -33,13 +43,13 @@ async def settle_outputs(
     clock: Clock,
     timeout: float,
     schedule: PollSchedule | None = None,
-) -> list[str]:
-    """Wait for managed models in transition, record all managed models; return warnings for people."""
+) -> Settled:
+    """Wait for managed models in transition and record all managed models in the outputs."""
     live = await read_live(client, org_id)
     wanted = {spec.name: spec for spec in manifest.models}
     models = {m.name: m for m in live.models if m.name in wanted and m.status != "destroying"}
     watcher = StatusWatcher(lambda: client.list_models(org_id), clock, schedule or PollSchedule())
-    warnings: list[str] = []
+    found = Settled()
 
     async def settle(model: LiveModel) -> LiveModel:
         if model.status not in TRANSITIONAL:
@@ -49,7 +59,7 @@ async def settle_outputs(
                 model.id, until={"healthy", "paused"}, failing=FAILED_STATUSES, timeout=timeout
             )
         except CapellaError as exc:
-            warnings.append(f"model.{model.name}: {exc}")
+            found.unsettled.append(f"model.{model.name}: {exc}")
             return model
         return settled or model
 
@@ -73,8 +83,8 @@ async def settle_outputs(
             continue
         entry = outputs.api_keys.get(spec.name)
         if entry is None or entry.get("id") != key.id or not entry.get("token"):
-            warnings.append(
+            found.warnings.append(
                 f"apiKey.{spec.name}: the outputs hold no token for live key {key.id}; a token is shown only to "
                 f"the run that created the key. Rotate it with `capella-deploy apply --replace apiKey.{spec.name}`"
             )
-    return warnings
+    return found

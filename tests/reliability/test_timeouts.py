@@ -97,12 +97,6 @@ def test_a_server_that_never_answers_times_out_every_kind_of_call() -> None:
     assert elapsed < 4, f"{elapsed:.1f} s: six 0.3 s timeouts and nothing more"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="httpx's read timeout bounds each read, not the whole answer: a server sending a byte every 0.1 s "
-    "holds a call with a 0.3 s timeout for as long as it likes (fix in client.py: bound each attempt as a "
-    "whole, e.g. asyncio.wait_for(..., timeout) around the request)",
-)
 def test_an_answer_trickled_a_byte_at_a_time_is_still_bounded() -> None:
     trickle = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 24  # 1.6 s of bytes, each within the read timeout
 
@@ -226,11 +220,6 @@ def test_a_hung_deployment_ends_at_the_timeout_and_is_picked_up_by_the_next_run(
     assert outputs["models"]["chat"] == {**outputs["models"]["chat"], "id": model_id, "status": "healthy"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settle_outputs only warns when a managed model is still in transition at --timeout, and the run "
-    "exits 0 (fix in cli.py/settle.py: a model that did not settle makes apply exit 1)",
-)
 def test_a_run_that_ends_with_a_model_still_deploying_does_not_exit_0(tmp_path: Path) -> None:
     sandbox = Sandbox(tmp_path / "sandbox.json", token=TOKEN)
     sandbox.set_speed(20_000)
