@@ -17,19 +17,27 @@ Two properties, each over 50 seeds here and 500 more in the slow job:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from reliability_support import (
+    API_TOKEN,
     CALM,
+    MANIFEST,
     ChaosProfile,
     converged,
     duplicates,
     live_keys,
+    live_models,
     new_world,
     read_outputs,
     untruths,
 )
+
+from capella_deploy.cli import main
+from capella_deploy.sandbox import Sandbox
 
 PROFILE = ChaosProfile()
 SEEDS = range(50)
@@ -134,3 +142,32 @@ def test_chaos_then_calm_converges_without_duplicates_slow(seed: int, tmp_path: 
 def test_unending_chaos_slow(tmp_path: Path) -> None:
     converging = sum(chaos_throughout(seed, tmp_path) for seed in SLOW_SEEDS)
     assert converging >= 480
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chaos_through_the_cli_tells_the_truth_and_converges(seed: int, tmp_path: Path) -> None:
+    """The same weather (bar the client-side slow answers) through the real CLI and its in-process sandbox."""
+    state, outputs, manifest = tmp_path / "sandbox.json", tmp_path / "outputs.json", tmp_path / "capella.yaml"
+    manifest.write_text(MANIFEST)
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps(PROFILE.faults(seed).to_dict()))
+    Sandbox(state, token=API_TOKEN, seed=seed).set_speed(20_000)
+    env = {"CAPELLA_API_TOKEN": API_TOKEN, "CAPELLA_ORG_ID": "", "CAPELLA_SANDBOX_FAULTS": str(faults)}
+    args = ["apply", "-f", str(manifest), "--auto-approve", f"--sandbox={state}", "--outputs", str(outputs)]
+    for run in range(1, MAX_RUNS + 1):
+        if run == MAX_RUNS:
+            env["CAPELLA_SANDBOX_FAULTS"] = ""
+        result = CliRunner().invoke(main, args, env=env)
+        printed = result.stdout + result.stderr
+        assert "Traceback" not in printed and API_TOKEN not in printed
+        sandbox = Sandbox(state, token=API_TOKEN)
+        assert duplicates(sandbox) == [], f"run {run}"
+        failed = "Apply failed:" in printed or "Error:" in printed
+        assert result.exit_code == (1 if failed else 0), printed
+        assert failed or "Apply complete!" in printed or "No changes." in printed, printed
+        if result.exit_code == 0:
+            break
+    assert result.exit_code == 0, printed
+    names = sorted((m[0], m[2]) for m in live_models(sandbox))
+    assert names == [("chat", "healthy"), ("embed", "healthy"), ("guard", "paused")]
+    assert sorted(k[0] for k in live_keys(sandbox)) == ["app-key", "ops-key"]
