@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -37,15 +36,16 @@ if TYPE_CHECKING:
 
 
 class _LazyGroup(click.Group):
-    """Keeps the sandbox's server stack out of start-up until its commands are asked for."""
+    """Commands kept in other modules load only when run, so `--help` and `validate` start fast."""
 
+    # name -> (module, attribute, the one-line help `--help` shows without importing the module)
     lazy = {
-        "sandbox": ("capella_deploy.sandbox.cli", "sandbox_group"),
-        "drift": ("capella_deploy.cli_ops", "drift"),
-        "export": ("capella_deploy.cli_ops", "export"),
-        "clone": ("capella_deploy.cli_ops", "clone"),
-        "verify": ("capella_deploy.cli_checks", "verify"),
-        "env": ("capella_deploy.cli_checks", "env"),
+        "sandbox": ("capella_deploy.sandbox.cli", "sandbox_group", "Run or reset the embedded Capella sandbox."),
+        "drift": ("capella_deploy.cli_ops", "drift", "Report how the organization differs from the manifest."),
+        "export": ("capella_deploy.cli_ops", "export", "Write a manifest of what is live."),
+        "clone": ("capella_deploy.cli_ops", "clone", "Write the manifest for the same deployment in another region."),
+        "verify": ("capella_deploy.cli_checks", "verify", "Run the manifest's checks against the deployed models."),
+        "env": ("capella_deploy.cli_checks", "env", "Print OPENAI_BASE_URL and OPENAI_API_KEY for a model."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -53,10 +53,16 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module, attr = self.lazy[cmd_name]
+            module, attr, _ = self.lazy[cmd_name]
             command: click.Command = getattr(importlib.import_module(module), attr)
             return command
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items() if not cmd.hidden]
+        rows += [(name, short) for name, (_, _, short) in self.lazy.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,6 +125,8 @@ def plan(
 
         async with open_session(target, manifest.organizationId or None) as session:
             return await make_plan(session, manifest, replace)
+
+    import asyncio
 
     result = asyncio.run(run())
     click.echo(RENDERERS["json" if as_json else "markdown" if as_markdown else "human"](result), nl=False)
@@ -211,6 +219,8 @@ def apply(
         planfile=planfile,
     )
     manifest = load_manifest_files(files, variables) if planfile is None else None
+    import asyncio
+
     sys.exit(asyncio.run(_apply(manifest, request, destroy=False)))
 
 
@@ -244,6 +254,8 @@ def destroy(
         allow_mass_change=True,
         lock_timeout=parse_duration(lock_timeout),
     )
+    import asyncio
+
     sys.exit(asyncio.run(_apply(load_manifest_files(files, variables), request, destroy=True)))
 
 
