@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capella_deploy.errors import CapellaError
+from capella_deploy.secrets import MASK, Secret
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-from capella_deploy.secrets import MASK, Secret
 
 OutputFormat = Literal["json", "dotenv"]
 FORMAT_VERSION = 1
