@@ -22,7 +22,6 @@ from capella_deploy.checks import (
     render_checks_markdown,
     run_checks,
 )
-from capella_deploy.cli import _LazyGroup
 from capella_deploy.cli_checks import read_outputs, render_env, sandbox_transport_for
 from capella_deploy.desired import header_profile
 from capella_deploy.manifest import Manifest, load_manifest
@@ -64,13 +63,6 @@ ALL_KINDS = """\
   - {name: completion-ok, model: chat, kind: completion}
   - {name: embed-ok, model: embed, kind: embedding, prompt: a document, expect: {dimensions: declared}}
 """
-
-
-@pytest.fixture(autouse=True)
-def check_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reach `verify` and `env` through the real command group, whether or not it lists them yet."""
-    monkeypatch.setitem(_LazyGroup.lazy, "verify", ("capella_deploy.cli_checks", "verify"))
-    monkeypatch.setitem(_LazyGroup.lazy, "env", ("capella_deploy.cli_checks", "env"))
 
 
 def deploy(world: World, checks: str = ALL_KINDS, *, cidr: str = "127.0.0.1/32", expiry: int = 90) -> Path:
