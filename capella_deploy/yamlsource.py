@@ -49,6 +49,8 @@ MAX_ALIASES = 100
 MAX_DEPTH = 64
 # Size of the document with every alias expanded; a real manifest is a few thousand nodes at most.
 MAX_NODES = 100_000
+# Values written out in one file, counted while reading so a huge flat file stops early: about 3,000 models.
+MAX_FILE_NODES = 50_000
 
 MERGED_LISTS = ("models", "apiKeys")
 DELETE_KEY = "$delete"
@@ -132,6 +134,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._aliases = 0
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
@@ -140,6 +143,9 @@ class _BoundedLoader(yaml.SafeLoader):
             if self._aliases > MAX_ALIASES:
                 raise _Refused(line, f"more than {MAX_ALIASES} aliases (*name); refusing to expand the file")
             return super().compose_node(parent, index)
+        self._nodes += 1
+        if self._nodes > MAX_FILE_NODES:
+            raise _Refused(line, f"more than {MAX_FILE_NODES} values in one file; split the manifest into overlays")
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
