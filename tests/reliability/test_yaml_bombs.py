@@ -82,7 +82,7 @@ def values_to_the_size_limit() -> str:
     return HEAD + "junk: [" + ",".join("1" for _ in range((5 * MIB - 200) // 2)) + "]\n"
 
 
-# (the bomb, what the refusal must say); the slow ones are refused, but only after building every node.
+# (the bomb, what the refusal must say)
 BOMBS: dict[str, tuple[Callable[[], str], str]] = {
     "billion laughs": (billion_laughs, "aliases expand to more than 100000 values"),
     "few aliases, wide fan-out": (few_aliases_wide_fanout, "aliases expand to more than"),
