@@ -9,6 +9,7 @@ applier moves on.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shlex
@@ -118,6 +119,7 @@ class Outputs:
         otherwise each erase the tokens the other had just written.
         """
         with self._lock, _directory_lock(self.path.parent):
+            _remove_leftovers(self.path)
             self._reload()
             if change(self._doc):
                 text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
@@ -212,6 +214,17 @@ def _directory_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files a killed writer left beside ``path``: they may hold tokens.
+
+    Called under the directory lock, which every writer holds while its temporary file exists, so any
+    such file found then belongs to a writer that died.
+    """
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def atomic_write(path: Path, text: str) -> None:

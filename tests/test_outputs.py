@@ -1,0 +1,45 @@
+"""The outputs store: formats that round-trip, 0600 files, and no token left behind in temporary files."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from capella_deploy.outputs import Outputs, OutputsError
+from capella_deploy.secrets import Secret
+
+
+def test_json_and_dotenv_round_trip(tmp_path: Path) -> None:
+    for fmt, name in (("json", "out.json"), ("dotenv", "out.env")):
+        path = tmp_path / name
+        store = Outputs(path, fmt, org_id="org-1")  # type: ignore[arg-type]
+        store.record_model("chat-prod", id="m-1", status="healthy", region="us-east-1", connectionString="https://x")
+        store.record_key("app key", key_id="k-1", token=Secret("tok'en-1"), region="us-east-1")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        again = Outputs(path, fmt)  # type: ignore[arg-type]
+        assert again.models["chat-prod"]["connectionString"] == "https://x"
+        assert again.token("app key") == Secret("tok'en-1")
+        assert again.document()["organizationId"] == "org-1"
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    leftover = tmp_path / ".outputs.json.abc123.tmp"
+    leftover.write_text('{"apiKeys": {"app": {"token": "left-behind"}}}')
+    unrelated = tmp_path / ".other.json.abc123.tmp"
+    unrelated.write_text("{}")
+    Outputs(path).record_model("chat", id="m-1", status="healthy")
+    assert not leftover.exists()
+    assert unrelated.exists()
+    assert json.loads(path.read_text())["models"]["chat"]["id"] == "m-1"
+
+
+def test_a_damaged_outputs_file_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    path.write_text("{not json")
+    with pytest.raises(OutputsError, match="left untouched"):
+        Outputs(path)
+    assert path.read_text() == "{not json"
