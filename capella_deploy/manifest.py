@@ -70,12 +70,15 @@ _DEFER_CROSS_CHECKS = "defer_cross_checks"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # aws us-east-1, gcp us-central1 / europe-west4, azure eastus / westeurope: lowercase words and digits.
 REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+# Capella ids are UUIDs. The id becomes part of every API path, so only letters, digits and '-' may pass.
+ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
 MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
     MODEL_REF_PATTERN: 'name a model of this manifest, or "*" for all of them',
+    ORG_ID_PATTERN: "an organization id is a UUID such as 6af08c0a-8cab-4c1c-b257-b521575c16d0 (letters, digits, '-')",
     ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
 }
 
@@ -90,6 +93,13 @@ def _int_from_text(value: object) -> object:
 def _blank_is_unset(value: object) -> object:
     """``${VAR:-}`` yields "", which means "not set" for optional text such as a region."""
     return None if value == "" else value
+
+
+def _check_org_id(value: str | None) -> str | None:
+    # A check rather than a schema pattern: the schema also validates raw files, where `${CAPELLA_ORG_ID}` stands.
+    if value is not None and not re.fullmatch(ORG_ID_PATTERN, value):
+        raise ValueError(f"{_show(value)} is not valid: {_PATTERN_HINTS[ORG_ID_PATTERN]}")
+    return value
 
 
 def _check_cidr(value: str) -> str:
@@ -340,7 +350,7 @@ class Manifest(_Spec):
     """A capella-deploy manifest: the models and API keys an organization should have."""
 
     apiVersion: Literal["capella-deploy/v1"] = Field(description="Always capella-deploy/v1.")
-    organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset)] = Field(
+    organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_org_id)] = Field(
         default=None,
         description="Organization id; when unset or empty, CAPELLA_ORG_ID or the token's only organization.",
     )
@@ -706,7 +716,8 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"'{value}'"
+        # A message quotes enough of a value to recognise it, never a whole file's worth.
+        return f"'{value}'" if len(value) <= 80 else f"'{value[:60]}…' ({len(value)} characters)"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):

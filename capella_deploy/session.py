@@ -8,6 +8,7 @@ for a deployment costs sandbox time, not wall time.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import Secret
 
 SANDBOX_TOKEN = "sandbox-token"
+# Capella ids are UUIDs; what becomes part of every API path must at least be letters, digits and '-'.
+_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 DEFAULT_SANDBOX_STATE = ".capella/sandbox.json"
 
 
@@ -59,7 +62,8 @@ async def open_session(target: Target, manifest_org: str | None) -> AsyncIterato
             clock=sandbox.clock,
         )
         async with client:
-            yield Session(client, sandbox.clock, manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id)
+            org_id = manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id
+            yield Session(client, sandbox.clock, _checked_org(org_id))
         return
 
     token = load_token(token_file=target.token_file, environ=target.environ)
@@ -67,7 +71,17 @@ async def open_session(target: Target, manifest_org: str | None) -> AsyncIterato
     client = CapellaClient(base_url=base_url, token=token, requests_per_minute=target.requests_per_minute)
     async with client:
         org_id = manifest_org or target.environ.get("CAPELLA_ORG_ID") or await _only_org(client)
-        yield Session(client, SystemClock(), org_id)
+        yield Session(client, SystemClock(), _checked_org(org_id))
+
+
+def _checked_org(org_id: str) -> str:
+    # The id becomes part of every API path: anything but a UUID is refused before a call is made.
+    if not _ORG_ID.fullmatch(org_id):
+        raise ConfigError(
+            f"organization id {org_id[:70]!r} is not an id (letters, digits and '-'); "
+            "check CAPELLA_ORG_ID or organizationId"
+        )
+    return org_id
 
 
 async def _only_org(client: CapellaClient) -> str:
