@@ -181,3 +181,11 @@ def test_apply_refuses_to_prompt_without_a_terminal(world: World) -> None:
     assert result.exit_code == 1
     assert "--auto-approve" in result.stderr
     assert not world.sandbox.world().models
+
+
+def test_an_organization_id_that_is_not_an_id_is_refused_before_any_call(world: World) -> None:
+    world.env["CAPELLA_ORG_ID"] = "../../v4/organizations"
+    result = world.cli("plan", "-f", manifest(world))
+    assert result.exit_code == 1
+    assert "is not an id" in result.stderr and "CAPELLA_ORG_ID" in result.stderr
+    assert "Traceback" not in result.output
