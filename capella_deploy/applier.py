@@ -95,6 +95,8 @@ class Applier:
         self._keys = {spec.name: spec for spec in manifest.apiKeys}
         self._semaphore = asyncio.Semaphore(max(1, options.parallelism))
         self._watcher = StatusWatcher(lambda: client.list_models(self._org), clock, options.schedule)
+        # The changes under way, by address, with the clock time each started: for a live progress display.
+        self.active: dict[str, float] = {}
         # Model ids known so far, by manifest name; keys naming a model wait until its id is known.
         self._model_ids: dict[str, str] = {}
         self._id_known: dict[str, asyncio.Event] = {}
@@ -114,6 +116,13 @@ class Applier:
 
     async def _run_one(self, change: ResourceChange) -> ResourceResult:
         started = self._clock.now()
+        self.active[change.address] = started
+        try:
+            return await self._run_one_tracked(change, started)
+        finally:
+            del self.active[change.address]
+
+    async def _run_one_tracked(self, change: ResourceChange, started: float) -> ResourceResult:
         try:
             if change.kind is Kind.MODEL:
                 detail = await self._apply_model(change)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from capella_deploy.cli_common import (
 
 if TYPE_CHECKING:
     from capella_deploy.applier import ApplyResult
+    from capella_deploy.clock import Clock
     from capella_deploy.manifest import Manifest
     from capella_deploy.outputs import Outputs
     from capella_deploy.plan import Plan
@@ -375,6 +377,7 @@ async def _apply_locked(
         return ExitCode.ERROR
     if saved is not None and request.planfile is not None:
         planfile.mark_applied(request.planfile, saved)
+    progress = _Progress(session.clock, live=sys.stdout.isatty())
     applier = Applier(
         session.client,
         manifest,
@@ -382,9 +385,10 @@ async def _apply_locked(
         store,
         clock=session.clock,
         options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
-        progress=_progress_printer(session),
+        progress=progress.report,
     )
-    result = await applier.run()
+    with progress.ticking(applier.active):
+        result = await applier.run()
     click.echo(render_apply_result(result, outputs_path=store.path), nl=False)
     return await _after_apply(session, manifest, store, request, sink, result=result, destroy=destroy)
 
@@ -460,11 +464,42 @@ def _confirm(verb: str, org_id: str | None) -> bool:
     return answer.strip() == expected
 
 
-def _progress_printer(session: Session) -> Callable[[str, str], None]:
-    started = session.clock.now()
+class _Progress:
+    """Apply's progress: a line per event and, on a terminal, a 'still ...' line for long waits."""
 
-    def report(address: str, message: str) -> None:
-        elapsed = int(session.clock.now() - started)
-        click.echo(f"{address}: {message} [{elapsed // 60}m{elapsed % 60:02d}s]")
+    TICK_SECONDS = 10.0  # wall time between reminders of what is still under way
 
-    return report
+    def __init__(self, clock: Clock, *, live: bool) -> None:
+        self._clock = clock
+        self._started = clock.now()
+        self._live = live
+        self._doing: dict[str, str] = {}
+
+    def report(self, address: str, message: str) -> None:
+        self._doing[address] = message
+        click.echo(f"{address}: {message} [{self._elapsed(self._started)}]")
+
+    @contextlib.contextmanager
+    def ticking(self, active: Mapping[str, float]) -> Iterator[None]:
+        """While the block runs, remind a person at a terminal every few seconds of what is still going on."""
+        if not self._live:
+            yield
+            return
+        import asyncio
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.TICK_SECONDS)
+                for address, since in sorted(active.items()):
+                    doing = self._doing.get(address, "working")
+                    click.echo(click.style(f"{address}: still {doing}... [{self._elapsed(since)} elapsed]", dim=True))
+
+        task = asyncio.ensure_future(tick())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    def _elapsed(self, since: float) -> str:
+        seconds = int(self._clock.now() - since)
+        return f"{seconds // 60}m{seconds % 60:02d}s"

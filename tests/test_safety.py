@@ -8,6 +8,8 @@ import select
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import World
 
 
@@ -83,3 +85,37 @@ def test_destroy_asks_for_the_organization_id(world: World) -> None:
     code, screen = run_in_terminal(world, args, world.sandbox.org_id)
     assert code == 0, screen
     assert all(m.status == "destroying" for m in world.sandbox.world().models.values())
+
+
+def test_a_terminal_is_reminded_of_what_is_still_under_way(capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from capella_deploy.cli import _Progress
+    from capella_deploy.clock import ManualClock
+
+    clock = ManualClock()
+    progress = _Progress(clock, live=True)
+    progress.TICK_SECONDS = 0.01
+    active = {"model.chat": clock.now()}
+
+    async def apply() -> None:
+        progress.report("model.chat", "deploying")
+        with progress.ticking(active):
+            clock.advance(125)
+            await asyncio.sleep(0.05)
+        active.clear()
+
+    asyncio.run(apply())
+    printed = capsys.readouterr().out
+    assert "model.chat: deploying [0m00s]" in printed
+    assert "model.chat: still deploying... [2m05s elapsed]" in printed
+
+    quiet = _Progress(clock, live=False)
+    quiet.TICK_SECONDS = 0.01
+
+    async def apply_quietly() -> None:
+        with quiet.ticking({"model.chat": clock.now()}):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(apply_quietly())
+    assert "still" not in capsys.readouterr().out
