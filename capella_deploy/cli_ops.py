@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import shlex
 import sys
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 DEFAULT_IGNORE_FILE = Path(".capella/drift-ignore")
 WEBHOOK_ENV = "CAPELLA_DRIFT_WEBHOOK"
-NOTIFY_TIMEOUT = 10.0
 SCHEMA_FILE = Path("schemas/manifest.schema.json")
 
 
@@ -109,7 +107,13 @@ def drift(
         atomic_write(report_path, render_json(report))
         click.echo(f"Wrote the drift report to {report_path}.", err=True)
     if notify and not report.in_sync:
-        _post_webhook(notify, slack_payload(report))
+        from capella_deploy.notify import post_report
+
+        outcome, delivered = post_report(notify, slack_payload(report))
+        if delivered:
+            click.echo(outcome, err=True)
+        else:
+            _warn(outcome)
     sys.exit(ExitCode.OK if report.in_sync else ExitCode.CHANGES)
 
 
@@ -124,43 +128,6 @@ def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRu
         return rules + IgnoreRules.parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the ignore file ({type(exc).__name__})") from None
-
-
-def _post_webhook(url: str, payload: dict[str, Any]) -> None:
-    """Deliver the report; a failure is a warning, since the drift itself is what the exit code reports."""
-    import httpx
-
-    # A Slack webhook URL is itself a credential: messages show its scheme and host only.
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        _warn("--notify: not a URL; the report was not sent")
-        return
-    where = f"{parsed.scheme}://{parsed.host}"
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        _warn(f"--notify: {where} is not an http(s) URL; the report was not sent")
-        return
-    if parsed.scheme == "http" and not _is_loopback(parsed.host):
-        _warn(f"--notify: {where} is plain http; use https (plain http is allowed only for localhost)")
-        return
-    try:
-        response = httpx.post(url, json=payload, timeout=NOTIFY_TIMEOUT)
-    except httpx.HTTPError as exc:
-        _warn(f"could not post the drift report to {where}: {type(exc).__name__}")
-        return
-    if response.status_code >= 400:
-        _warn(f"the webhook at {where} refused the drift report: HTTP {response.status_code}")
-        return
-    click.echo(f"Posted the drift report to {where}.", err=True)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- export --------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
         raise ConfigError("CAPELLA_API_URL must not carry credentials; set CAPELLA_API_TOKEN instead")
     if url.query or url.fragment:
         raise ConfigError(f"CAPELLA_API_URL {base_url!r} must not have a query or fragment")
-    if url.scheme == "http" and not custom_transport and not _is_loopback(url.host):
+    if url.scheme == "http" and not custom_transport and not is_loopback(url.host):
         raise ConfigError(
             f"CAPELLA_API_URL {base_url!r} is plain http: the API token would cross the network "
             "unencrypted; use https (plain http is allowed only for localhost)"
@@ -154,7 +154,8 @@ def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
     return base_url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine, where plain http cannot be overheard."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

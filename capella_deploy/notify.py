@@ -1,0 +1,35 @@
+"""Posting a report to a webhook (Slack-compatible JSON): the one HTTP call the drift command makes.
+
+A webhook URL is itself a credential, so messages name its scheme and host only. Delivery problems are
+reported to the caller, never raised: the drift itself is what a run's exit code says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from capella_deploy.client import is_loopback
+
+TIMEOUT_SECONDS = 10.0
+
+
+def post_report(url: str, payload: dict[str, Any]) -> tuple[str, bool]:
+    """POST ``payload`` as JSON to ``url``; return a message for people and whether it was delivered."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "--notify: not a URL; the report was not sent", False
+    where = f"{parsed.scheme}://{parsed.host}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return f"--notify: {where} is not an http(s) URL; the report was not sent", False
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
+        return f"--notify: {where} is plain http; use https (plain http is allowed only for localhost)", False
+    try:
+        response = httpx.post(url, json=payload, timeout=TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        return f"could not post the drift report to {where}: {type(exc).__name__}", False
+    if response.status_code >= 400:
+        return f"the webhook at {where} refused the drift report: HTTP {response.status_code}", False
+    return f"Posted the drift report to {where}.", True
