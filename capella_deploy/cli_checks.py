@@ -40,16 +40,10 @@ def sandbox_transport_for(state: Path, environ: Mapping[str, str]) -> TransportF
     """
     import httpx
 
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, Sandbox
-    from capella_deploy.session import SANDBOX_TOKEN
+    from capella_deploy.sandbox import IN_PROCESS_BASE_URL
+    from capella_deploy.session import embedded_sandbox
 
-    faults_file = environ.get("CAPELLA_SANDBOX_FAULTS")
-    try:
-        faults = Faults.load(Path(faults_file)) if faults_file else None
-    except ValueError as exc:
-        raise ConfigError(f"CAPELLA_SANDBOX_FAULTS: {exc}") from None
-    sandbox = Sandbox(state, token=environ.get("CAPELLA_API_TOKEN") or SANDBOX_TOKEN, faults=faults)
+    sandbox = embedded_sandbox(state, environ)
     host = httpx.URL(IN_PROCESS_BASE_URL).host
 
     def transport_for(base_url: str) -> httpx.AsyncBaseTransport | None:

@@ -12,11 +12,15 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from capella_deploy.client import DEFAULT_API_URL, CapellaClient, load_token
 from capella_deploy.clock import Clock, SystemClock
 from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import Secret
+
+if TYPE_CHECKING:
+    from capella_deploy.sandbox import Sandbox
 
 SANDBOX_TOKEN = "sandbox-token"
 # Capella ids are UUIDs; what becomes part of every API path must at least be letters, digits and '-'.
@@ -41,19 +45,29 @@ class Session:
     org_id: str
 
 
+def embedded_sandbox(state: Path, environ: Mapping[str, str]) -> Sandbox:
+    """The in-process sandbox kept in ``state``, with the fault file CAPELLA_SANDBOX_FAULTS names, if any.
+
+    Every command that reaches the embedded sandbox builds it here, so a failure drill set up through the
+    environment reaches the Management API and the Model Service alike.
+    """
+    from capella_deploy.sandbox import Faults, Sandbox
+
+    faults_file = environ.get("CAPELLA_SANDBOX_FAULTS")
+    try:
+        faults = Faults.load(Path(faults_file)) if faults_file else None
+    except ValueError as exc:
+        raise ConfigError(f"CAPELLA_SANDBOX_FAULTS: {exc}") from None
+    return Sandbox(state, token=environ.get("CAPELLA_API_TOKEN") or SANDBOX_TOKEN, faults=faults)
+
+
 @contextlib.asynccontextmanager
 async def open_session(target: Target, manifest_org: str | None) -> AsyncIterator[Session]:
     if target.sandbox_state is not None:
-        from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, Sandbox
+        from capella_deploy.sandbox import IN_PROCESS_BASE_URL
 
+        sandbox = embedded_sandbox(target.sandbox_state, target.environ)
         token_text = target.environ.get("CAPELLA_API_TOKEN") or SANDBOX_TOKEN
-        # Fault injection for the in-process sandbox, so failure drills run through the real CLI.
-        faults_file = target.environ.get("CAPELLA_SANDBOX_FAULTS")
-        try:
-            faults = Faults.load(Path(faults_file)) if faults_file else None
-        except ValueError as exc:
-            raise ConfigError(f"CAPELLA_SANDBOX_FAULTS: {exc}") from None
-        sandbox = Sandbox(target.sandbox_state, token=token_text, faults=faults)
         client = CapellaClient(
             base_url=IN_PROCESS_BASE_URL,
             token=Secret(token_text),
