@@ -170,6 +170,17 @@ class Cache(_Spec):
     conversational: bool | None = Field(default=None, description="Enable the conversational cache.")
     semantic: SemanticCache | None = None
 
+    @model_validator(mode="after")
+    def _threshold_the_model_accepts(self) -> Cache:
+        # The header takes 0..1, but a semantic threshold also becomes the model's caching.semantic.scoreThreshold,
+        # which the Management API takes strictly between 0 and 1: refuse here, not halfway through an apply.
+        if self.type == "semantic" and self.threshold in (0, 1):
+            raise ValueError(
+                f"threshold {self.threshold:g} is not allowed for a semantic cache: "
+                "use a value strictly between 0 and 1 (the model's scoreThreshold)"
+            )
+        return self
+
 
 class Jailbreak(_Spec):
     """Jailbreak detection."""

@@ -220,9 +220,10 @@ def test_defaults_ranges_and_enums_are_enforced(tmp_path: Path, snippet: str, pa
     assert (issue.path, issue.line) == (path, 4)
 
 
-def test_cache_threshold_bounds_are_inclusive(tmp_path: Path) -> None:
+def test_cache_threshold_bounds_are_inclusive_for_the_header(tmp_path: Path) -> None:
+    # X-cb-cache-threshold takes 0..1; a semantic cache is stricter (test_manifest_checks.py).
     for threshold in (0, 1):
-        path = write(tmp_path, HEADER + f"defaults: {{cache: {{type: semantic, threshold: {threshold}}}}}\n")
+        path = write(tmp_path, HEADER + f"defaults: {{cache: {{type: standard, threshold: {threshold}}}}}\n")
         assert load_manifest([path], environ={}).defaults.cache is not None
 
 

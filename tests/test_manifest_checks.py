@@ -342,3 +342,17 @@ def test_models_take_the_defaults_field_by_field(tmp_path: Path) -> None:
         "enableStandard": False,
         "enableConversational": False,
     }
+
+
+def test_a_semantic_cache_threshold_must_fit_the_models_score_threshold(tmp_path: Path) -> None:
+    path = tmp_path / "cache.yaml"
+    path.write_text(
+        "apiVersion: capella-deploy/v1\ndefaults:\n  region: us-east-1\n  cache: {type: semantic, threshold: 1}\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest([path], environ={})
+    assert f"{path}:4: defaults.cache: threshold 1 is not allowed for a semantic cache" in str(caught.value)
+    path.write_text(
+        "apiVersion: capella-deploy/v1\ndefaults:\n  region: us-east-1\n  cache: {type: standard, threshold: 1}\n"
+    )
+    assert load_manifest([path], environ={}).defaults.cache is not None
