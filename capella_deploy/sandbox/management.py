@@ -61,14 +61,16 @@ async def list_models(request: Request) -> Response:
     if kind_filter is not None and kind_filter not in catalog.MODEL_KINDS:
         raise bodies.bad_request(f"modelKind must be one of {', '.join(catalog.MODEL_KINDS)}")
     world, now, base = sandbox.world(), sandbox.now(), base_url(request)
-    shown = [
-        views.model_view(m, now, base)
-        for m in sorted(world.models.values(), key=lambda m: m.audit.created_at)
-        if lifecycle.visible(m, now)
-    ]
+    records = [m for m in sorted(world.models.values(), key=lambda m: m.audit.created_at) if lifecycle.visible(m, now)]
+    if status_filter is None and kind_filter is None:
+        # Render only the page asked for: rendering every model for every page made listing N models cost N²/perPage.
+        page_records, cursor = views.paginate(records, base + request.url.path, params)
+        return JSONResponse(
+            {"cursor": cursor, "data": [{"model": views.model_view(m, now, base)} for m in page_records]}
+        )
     shown = [
         v
-        for v in shown
+        for v in (views.model_view(m, now, base) for m in records)
         if (status_filter is None or v["status"] == status_filter)
         and (kind_filter is None or v["config"]["type"] == kind_filter)
     ]
