@@ -136,7 +136,13 @@ def render_json(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-_MODEL_FIELDS = (("id", "ID"), ("status", "STATUS"), ("region", "REGION"), ("connectionString", "URL"))
+_MODEL_FIELDS = (
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("region", "REGION"),
+    ("connectionString", "URL"),
+    ("headers", "HEADERS"),  # the X-cb-* header profile, as a JSON object
+)
 _KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), ("token", "TOKEN"))
 
 
@@ -151,7 +157,7 @@ def render_dotenv(doc: Mapping[str, Any]) -> str:
             lines.append(f"# {section} {name}")
             for field, suffix in fields:
                 if entry.get(field) is not None:
-                    lines.append(f"{prefix}{env_name(name)}_{suffix}={_quote(str(entry[field]))}")
+                    lines.append(f"{prefix}{env_name(name)}_{suffix}={_quote(_text(entry[field]))}")
     return "\n".join(lines) + "\n"
 
 
@@ -174,9 +180,14 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         elif entry is not None:
             for field, suffix in fields:
                 if var.endswith("_" + suffix):
-                    entry[field] = value
+                    entry[field] = json.loads(value) if field == "headers" else value
                     break
     return doc
+
+
+def _text(value: Any) -> str:
+    """A field as one line of text: mappings (the header profile) as compact JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, Mapping) else str(value)
 
 
 def env_name(name: str) -> str:
@@ -258,7 +269,7 @@ def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
     for name, entry in sorted(doc["models"].items()):
         for field, suffix in _MODEL_FIELDS:
             if entry.get(field) is not None:
-                lines.append(f"model_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
+                lines.append(f"model_{env_name(name).lower()}_{suffix.lower()}={_text(entry[field])}")
     for name, entry in sorted(doc["apiKeys"].items()):
         token = entry.get("token")
         if token:

@@ -16,11 +16,19 @@ def test_json_and_dotenv_round_trip(tmp_path: Path) -> None:
     for fmt, name in (("json", "out.json"), ("dotenv", "out.env")):
         path = tmp_path / name
         store = Outputs(path, fmt, org_id="org-1")  # type: ignore[arg-type]
-        store.record_model("chat-prod", id="m-1", status="healthy", region="us-east-1", connectionString="https://x")
+        store.record_model(
+            "chat-prod",
+            id="m-1",
+            status="healthy",
+            region="us-east-1",
+            connectionString="https://x",
+            headers={"X-cb-cache": "semantic", "X-cb-cache-threshold": "0.85"},
+        )
         store.record_key("app key", key_id="k-1", token=Secret("tok'en-1"), region="us-east-1")
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         again = Outputs(path, fmt)  # type: ignore[arg-type]
         assert again.models["chat-prod"]["connectionString"] == "https://x"
+        assert again.models["chat-prod"]["headers"] == {"X-cb-cache": "semantic", "X-cb-cache-threshold": "0.85"}
         assert again.token("app key") == Secret("tok'en-1")
         assert again.document()["organizationId"] == "org-1"
 
