@@ -269,19 +269,26 @@ def destroy(
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
-@click.option("--format", "output_format", type=click.Choice(["json", "dotenv"]), default="json", show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "dotenv"]),
+    default="json",
+    show_default=True,
+    help="Print as.",
+)
 @click.option("--show-secrets", is_flag=True, help="Print key tokens instead of a mask.")
 @guarded
 def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
-    """Print the outputs of the last apply (tokens masked)."""
+    """Print the outputs of the last apply (tokens masked); the file may be JSON or dotenv."""
     from capella_deploy.errors import ConfigError
-    from capella_deploy.outputs import Outputs, render_json
+    from capella_deploy.outputs import Outputs, render_dotenv, render_json
 
     if not outputs_path.exists():
         raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
-    fmt = "dotenv" if output_format == "dotenv" or outputs_path.suffix == ".env" else "json"
-    store = Outputs(outputs_path, fmt)  # type: ignore[arg-type]
-    click.echo(render_json(store.document() if show_secrets else store.masked()), nl=False)
+    store = Outputs(outputs_path)
+    doc = store.document() if show_secrets else store.masked()
+    click.echo((render_json if output_format == "json" else render_dotenv)(doc), nl=False)
 
 
 @main.command(name="force-unlock")
@@ -346,7 +353,7 @@ async def _apply_locked(
     from capella_deploy.applier import Applier, ApplyOptions
     from capella_deploy.errors import ConfigError
     from capella_deploy.live import read_live
-    from capella_deploy.outputs import Outputs
+    from capella_deploy.outputs import Outputs, format_for
     from capella_deploy.render import render_apply_result, render_plan
 
     if saved is not None and request.planfile is not None:
@@ -368,7 +375,7 @@ async def _apply_locked(
         return ExitCode.ERROR
     sink = _outputs_sink(request.outputs_target)
     path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
-    store = Outputs(path, request.output_format or manifest.outputs.format, org_id=plan.org_id)  # type: ignore[arg-type]
+    store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.
         return await _after_apply(session, manifest, store, request, sink, result=None, destroy=destroy)

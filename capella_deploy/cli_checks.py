@@ -24,12 +24,11 @@ if TYPE_CHECKING:
 DEFAULT_OUTPUTS = Path(".capella/outputs.json")
 
 
-def read_outputs(path: Path, fmt: str = "json") -> dict[str, Any]:
-    """The outputs document at ``path``; an empty one when there is no file yet."""
+def read_outputs(path: Path) -> dict[str, Any]:
+    """The outputs document at ``path`` (JSON or dotenv); an empty one when there is no file yet."""
     from capella_deploy.outputs import Outputs
 
-    chosen = "dotenv" if fmt == "dotenv" or path.suffix == ".env" else "json"
-    return Outputs(path, chosen).document()  # type: ignore[arg-type]
+    return Outputs(path).document()
 
 
 def sandbox_transport_for(state: Path, environ: Mapping[str, str]) -> TransportFor:
@@ -121,7 +120,7 @@ def verify(
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
     manifest = load_manifest_files(files, variables)
-    outputs = read_outputs(outputs_path or Path(manifest.outputs.path), manifest.outputs.format)
+    outputs = read_outputs(outputs_path or Path(manifest.outputs.path))
     report = asyncio.run(
         run_manifest_checks(
             manifest, outputs, sandbox_state=Path(sandbox) if sandbox else None, environ=dict(os.environ)

@@ -127,7 +127,7 @@ class Outputs:
 
     def _reload(self) -> None:
         if self.path.exists():
-            self._doc = _read(self.path, self.format)
+            self._doc = _read(self.path)
             if self._org_id is not None:
                 self._doc["organizationId"] = self._org_id
 
@@ -146,9 +146,12 @@ _MODEL_FIELDS = (
 _KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), ("token", "TOKEN"))
 
 
+DOTENV_HEADER = "# capella-deploy outputs"
+
+
 def render_dotenv(doc: Mapping[str, Any]) -> str:
     # The comment before each group names the resource, so a later run can read the file back.
-    lines = ["# capella-deploy outputs", f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
+    lines = [DOTENV_HEADER, f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
     for section, prefix, fields in (
         ("models", "CAPELLA_MODEL_", _MODEL_FIELDS),
         ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS),
@@ -198,10 +201,23 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def _read(path: Path, fmt: OutputFormat) -> dict[str, Any]:
+def format_for(path: Path, explicit: str | None, default: OutputFormat = "json") -> OutputFormat:
+    """The format to write: the one asked for, else dotenv for a `.env` path, else ``default``."""
+    if explicit in ("json", "dotenv"):
+        return explicit  # type: ignore[return-value]
+    return "dotenv" if path.suffix == ".env" else default
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Read an outputs file in whichever format it is in, so a change of format converts it, never empties it."""
     try:
         text = path.read_text()
-        doc = json.loads(text) if fmt == "json" else parse_dotenv(text)
+        if text.lstrip().startswith("{"):
+            doc = json.loads(text)
+        elif text.startswith(DOTENV_HEADER):
+            doc = parse_dotenv(text)
+        else:
+            raise ValueError("neither JSON nor capella-deploy dotenv")
     except (OSError, ValueError) as exc:
         raise OutputsError(
             f"{path}: cannot read the outputs file ({type(exc).__name__}); "

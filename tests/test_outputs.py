@@ -51,3 +51,22 @@ def test_a_damaged_outputs_file_is_left_alone(tmp_path: Path) -> None:
     with pytest.raises(OutputsError, match="left untouched"):
         Outputs(path)
     assert path.read_text() == "{not json"
+
+
+def test_switching_the_format_converts_the_file_and_keeps_every_token(tmp_path: Path) -> None:
+    path = tmp_path / "outputs"
+    Outputs(path, "json").record_key("app", key_id="k-1", token=Secret("tok-1"))
+    as_dotenv = Outputs(path, "dotenv")
+    assert as_dotenv.token("app") == Secret("tok-1")
+    as_dotenv.record_model("chat", id="m-1", status="healthy")
+    assert path.read_text().startswith("# capella-deploy outputs")
+    back = Outputs(path, "json")
+    assert back.token("app") == Secret("tok-1") and back.models["chat"]["id"] == "m-1"
+
+
+def test_a_file_that_is_not_an_outputs_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("KEY=value\n")
+    with pytest.raises(OutputsError, match="left untouched"):
+        Outputs(path, "dotenv")
+    assert path.read_text() == "KEY=value\n"
