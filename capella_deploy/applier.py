@@ -128,8 +128,8 @@ class Applier:
                 detail = await self._apply_model(change)
             else:
                 detail = await self._apply_key(change)
-        except (CapellaError, KeyError) as exc:
-            message = str(exc) if isinstance(exc, CapellaError) else f"missing manifest entry {exc}"
+        except (CapellaError, KeyError, OSError) as exc:
+            message = str(exc) if not isinstance(exc, KeyError) else f"missing manifest entry {exc}"
             self._progress(change.address, f"failed: {message}")
             if change.kind is Kind.MODEL and change.name in self._id_known:
                 self._id_known[change.name].set()  # let dependants fail fast instead of waiting

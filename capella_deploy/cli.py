@@ -382,6 +382,8 @@ async def _apply_locked(
     if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
         click.echo("Nothing was changed.")
         return ExitCode.ERROR
+    # A token the API returns must have somewhere to go: find out now, before anything is created.
+    store.save()
     if saved is not None and request.planfile is not None:
         planfile.mark_applied(request.planfile, saved)
     progress = _Progress(session.clock, live=sys.stdout.isatty())

@@ -84,6 +84,11 @@ def guarded(func: F) -> F:
         except CapellaError as exc:
             click.echo(click.style("Error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(ExitCode.ERROR)
+        except OSError as exc:
+            # A file that cannot be written or read (outputs, plan, report, lock): name it, no traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(click.style("Error: ", fg="red", bold=True) + f"{where}{exc.strerror or exc}", err=True)
+            sys.exit(ExitCode.ERROR)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(ExitCode.INTERRUPTED)

@@ -88,6 +88,10 @@ class Outputs:
 
         self._update(change)
 
+    def save(self) -> None:
+        """Write the document as it is: proves the file can be written before anything is created."""
+        self._update(lambda doc: True)
+
     def forget_model(self, name: str) -> None:
         self._update(lambda doc: doc["models"].pop(name, None) is not None)
 

@@ -189,3 +189,13 @@ def test_an_organization_id_that_is_not_an_id_is_refused_before_any_call(world: 
     assert result.exit_code == 1
     assert "is not an id" in result.stderr and "CAPELLA_ORG_ID" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_an_outputs_path_that_cannot_be_written_stops_apply_before_anything_is_created(world: World) -> None:
+    blocker = world.write("not-a-dir", "a file where a directory should be")
+    result = world.run(
+        "apply", "-f", manifest(world), f"--sandbox={world.state}", "--auto-approve", "--outputs", f"{blocker}/out.json"
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "not-a-dir" in result.stderr
+    assert not world.sandbox.world().models and not world.sandbox.world().api_keys
