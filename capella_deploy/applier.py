@@ -287,7 +287,8 @@ class Applier:
         """Create the key and record its token; also say whether the key it replaces is already gone."""
         model_ids = await self._wait_for_models(spec)
         body = key_create_body(spec, self._manifest.defaults, model_ids)
-        known = {change.live_id} if change.live_id else set()
+        # Every key of this name the plan knows of; any other one found after a lost answer is this run's.
+        known = {c.live_id for c in self._plan.changes if c.kind is Kind.API_KEY and c.name == spec.name and c.live_id}
         old_gone = False
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
@@ -306,6 +307,14 @@ class Applier:
                 continue
             except AmbiguousCreate as exc:
                 orphan = await self._find_new_key(spec.name, known)
+                if orphan is not None and change.live_id is not None and not old_gone:
+                    # A rotation whose new key came back without its token: that key is of no use to anyone,
+                    # while the old one still works and its token is in the outputs. Keep the old, drop the new.
+                    await self._call(self._client.delete_api_key(self._org, orphan))
+                    raise ApplyError(
+                        f"the new key's token was lost in transit, so that key ({orphan}) was deleted again; "
+                        "the old key and its token are kept: run apply again to rotate"
+                    ) from None
                 if orphan is not None:
                     self._outputs.record_key(spec.name, key_id=orphan, token=None, region=body["region"])
                     raise ApplyError(

@@ -199,3 +199,21 @@ def test_an_outputs_path_that_cannot_be_written_stops_apply_before_anything_is_c
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "not-a-dir" in result.stderr
     assert not world.sandbox.world().models and not world.sandbox.world().api_keys
+
+
+def test_a_rotation_whose_new_token_is_lost_keeps_the_old_key_and_token(world: World) -> None:
+    with world.sandbox.mutate() as state:
+        state.reject_duplicate_names = False  # an API that lets the new key exist beside the old one
+    path = manifest(world)
+    assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
+    old = json.loads(world.outputs.read_text())["apiKeys"]["app"]
+    faults = world.write(
+        "faults.yaml",
+        'routes:\n  - {match: "POST /v4/organizations/*/aiServices/models/apiKeys", drop_after: 1.0}\n',
+    )
+    world.env["CAPELLA_SANDBOX_FAULTS"] = str(faults)
+    result = world.cli("apply", "-f", path, "--auto-approve", "--replace", "apiKey.app")
+    assert result.exit_code == 1
+    assert "token was lost" in result.stdout and "old key and its token are kept" in result.stdout
+    assert json.loads(world.outputs.read_text())["apiKeys"]["app"] == old
+    assert [k.id for k in world.sandbox.world().api_keys.values()] == [old["id"]]
