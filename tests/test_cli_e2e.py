@@ -217,3 +217,10 @@ def test_a_rotation_whose_new_token_is_lost_keeps_the_old_key_and_token(world: W
     assert "token was lost" in result.stdout and "old key and its token are kept" in result.stdout
     assert json.loads(world.outputs.read_text())["apiKeys"]["app"] == old
     assert [k.id for k in world.sandbox.world().api_keys.values()] == [old["id"]]
+
+
+def test_a_usage_error_exits_1_not_the_changes_code(world: World) -> None:
+    for args in (["plan", "--bogus"], ["plan", "-f", manifest(world), "--json", "--markdown"], ["nope"]):
+        result = world.run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Traceback" not in result.output

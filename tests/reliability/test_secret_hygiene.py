@@ -320,7 +320,7 @@ def test_the_outputs_file_is_0600_from_creation_whatever_the_umask(
 )
 def test_the_token_is_refused_on_the_command_line(args: list[str], tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args, env={"CAPELLA_API_TOKEN": ""})
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "No such option" in result.output
     assert API_TOKEN not in result.output
 
