@@ -131,7 +131,7 @@ class Applier:
         except (CapellaError, KeyError, OSError) as exc:
             message = str(exc) if not isinstance(exc, KeyError) else f"missing manifest entry {exc}"
             self._progress(change.address, f"failed: {message}")
-            if change.kind is Kind.MODEL and change.name in self._id_known:
+            if change.kind is Kind.MODEL and change.after is not None and change.name in self._id_known:
                 self._id_known[change.name].set()  # let dependants fail fast instead of waiting
             return ResourceResult(change.address, change.action, False, message, self._clock.now() - started)
         self._progress(change.address, detail)
@@ -145,9 +145,13 @@ class Applier:
             assert change.live_id is not None
             await self._delete_model(change.live_id)
             self._progress(change.address, "destroying")
-            await self._watcher.wait(change.live_id, until=set(), gone_ok=True, timeout=self._options.timeout)
-            if change.name not in self._models:
-                self._outputs.forget_model(change.name)
+            try:
+                await self._watcher.wait(
+                    change.live_id, until=set(), failing={"destroyFailed"}, gone_ok=True, timeout=self._options.timeout
+                )
+            except WaitFailed as exc:
+                raise ApplyError(f"model {change.live_id}: {exc}") from None
+            self._outputs.forget_model(change.name, change.live_id)
             return "destroyed"
         spec = self._models[change.name]
         if action is Action.REPLACE:
@@ -165,9 +169,14 @@ class Applier:
         assert change.live_id is not None
         model_id = change.live_id
         if action is Action.UPDATE:
-            await self._call(
-                self._client.update_model(self._org, model_id, model_update_body(spec, self._manifest.defaults))
-            )
+            update = model_update_body(spec, self._manifest.defaults)
+            try:
+                await self._call(self._client.update_model(self._org, model_id, update))
+            except Conflict:
+                # Still deploying, pausing or resuming (an earlier run may have timed out waiting): an edit is
+                # taken only when healthy or paused, so let it settle and ask again.
+                await self._settle(change, model_id, "waiting to settle before the edit", "healthy", "paused")
+                await self._call(self._client.update_model(self._org, model_id, update))
         wanted = "paused" if spec.state == "paused" else "healthy"
         state_changed = any(c.path == "state" for c in change.attribute_changes)
         if state_changed:

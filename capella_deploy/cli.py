@@ -432,8 +432,13 @@ async def _after_apply(
 
     applied = result is None or result.ok
     if not destroy:
+        failed = frozenset(
+            r.address.removeprefix("model.")
+            for r in (result.failed if result else ())
+            if r.address.startswith("model.")
+        )
         settled = await settle_outputs(
-            session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout
+            session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout, failed=failed
         )
         for warning in settled.warnings:
             click.echo(click.style("Warning: ", fg="yellow", bold=True) + warning, err=True)

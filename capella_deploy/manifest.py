@@ -224,7 +224,7 @@ class ApiKeySpec(_Spec):
     """A Model API key, identified by its name. Any change means a new key."""
 
     name: Name = Field(description="Identity of the key: unique in the organization.")
-    description: str | None = Field(default=None, max_length=250)
+    description: Annotated[str | None, BeforeValidator(_blank_is_unset)] = Field(default=None, max_length=250)
     region: Region = Field(
         default=None, description="The key works for models of this region only; defaults.region when unset."
     )

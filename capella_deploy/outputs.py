@@ -92,8 +92,17 @@ class Outputs:
         """Write the document as it is: proves the file can be written before anything is created."""
         self._update(lambda doc: True)
 
-    def forget_model(self, name: str) -> None:
-        self._update(lambda doc: doc["models"].pop(name, None) is not None)
+    def forget_model(self, name: str, model_id: str | None = None) -> None:
+        """Drop the model's entry (only if it is for ``model_id``, when given: a successor's entry stays)."""
+
+        def change(doc: dict[str, Any]) -> bool:
+            entry = doc["models"].get(name)
+            if entry is not None and (model_id is None or entry.get("id") == model_id):
+                del doc["models"][name]
+                return True
+            return False
+
+        self._update(change)
 
     def forget_key(self, name: str, key_id: str | None = None) -> None:
         def change(doc: dict[str, Any]) -> bool:

@@ -43,8 +43,12 @@ async def settle_outputs(
     clock: Clock,
     timeout: float,
     schedule: PollSchedule | None = None,
+    failed: frozenset[str] = frozenset(),
 ) -> Settled:
-    """Wait for managed models in transition and record all managed models in the outputs."""
+    """Wait for managed models in transition and record all managed models in the outputs.
+
+    ``failed`` names the models whose change this run already reported as failed.
+    """
     live = await read_live(client, org_id)
     wanted = {spec.name: spec for spec in manifest.models}
     models = {m.name: m for m in live.models if m.name in wanted and m.status != "destroying"}
@@ -52,7 +56,8 @@ async def settle_outputs(
     found = Settled()
 
     async def settle(model: LiveModel) -> LiveModel:
-        if model.status not in TRANSITIONAL:
+        # A model whose change already failed (a timeout included) is not waited for a second time.
+        if model.status not in TRANSITIONAL or model.name in failed:
             return model
         try:
             settled = await watcher.wait(

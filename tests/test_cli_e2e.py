@@ -135,6 +135,7 @@ def test_destroy_removes_what_the_manifest_manages(world: World) -> None:
         world.sandbox.world().models
     )
     assert json.loads(world.outputs.read_text())["apiKeys"] == {}
+    assert json.loads(world.outputs.read_text())["models"] == {}
 
 
 def test_a_failed_deployment_fails_the_run_but_not_the_rest(world: World) -> None:
