@@ -457,6 +457,9 @@ class CapellaClient:
                 not isinstance(exc, _NOT_SENT),
                 isinstance(exc, _TRANSIENT),
             )
+        except httpx.HTTPError as exc:
+            # The rest (an undecodable body, a redirect loop): the request went out, and trying again won't help.
+            failure = (self._scrub(_describe_exception(exc)), True, False)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if failure is not None:
             detail, sent, transient = failure

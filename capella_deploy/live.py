@@ -10,9 +10,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -260,23 +261,23 @@ def _int(value: Any) -> int | None:
     return None
 
 
+_RFC3339 = re.compile(r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?")
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # The seed shows nanosecond precision, which fromisoformat on 3.10 does not take.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None
+    # The seed shows nanoseconds, which datetime (and fromisoformat on 3.10) does not take: keep microseconds.
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0") if match["fraction"] else ""
+    zone = match["zone"] or "Z"
+    text = match["base"] + (f".{fraction}" if fraction else "") + ("+00:00" if zone == "Z" else zone)
     try:
-        parsed = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -113,6 +113,15 @@ class StatusWatcher:
                 await self._task
 
     async def _run(self) -> None:
+        try:
+            await self._watch()
+        except Exception as exc:
+            # Nothing else would ever resolve the waiters: hand them the failure rather than hang the run.
+            for waiter in self._waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(WaitFailed(f"status polling stopped: {type(exc).__name__}: {exc}"))
+
+    async def _watch(self) -> None:
         while self._waiters:
             now = self._clock.now()
             due_at = min(min(w.next_check, w.deadline) for w in self._waiters)
