@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from capella_deploy.client import is_loopback
 from capella_deploy.desired import header_profile
 from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec
 from capella_deploy.secrets import MASK, Secret
@@ -215,21 +216,33 @@ async def run_checks(
     env = os.environ if environ is None else environ
     results: list[CheckResult | None] = [None] * len(manifest.checks)
     calls: list[tuple[int, _Call]] = []
+    transports: dict[str, httpx.AsyncBaseTransport | None] = {}
     for index, spec in enumerate(manifest.checks):
         try:
-            calls.append((index, _resolve(spec, manifest, outputs, env)))
+            call = _resolve(spec, manifest, outputs, env)
+            if call.base_url not in transports:
+                transports[call.base_url] = transport_for(call.base_url)
+            _refuse_plain_http(call.base_url, in_process=transports[call.base_url] is not None)
+            calls.append((index, call))
         except _Unrunnable as exc:
             results[index] = CheckResult(spec.name, spec.kind, _target_of(spec), exc.status, reason=exc.reason)
     async with contextlib.AsyncExitStack() as stack:
         clients: dict[str, httpx.AsyncClient] = {}
         for _, call in calls:
             if call.base_url not in clients:
-                client = httpx.AsyncClient(base_url=call.base_url, transport=transport_for(call.base_url))
+                client = httpx.AsyncClient(base_url=call.base_url, transport=transports[call.base_url])
                 clients[call.base_url] = await stack.enter_async_context(client)
         finished = await asyncio.gather(*(_run(call, clients[call.base_url], timer) for _, call in calls))
     for (index, _), result in zip(calls, finished, strict=True):
         results[index] = result
     return CheckReport(tuple(result for result in results if result is not None))
+
+
+def _refuse_plain_http(base_url: str, *, in_process: bool) -> None:
+    """A key token goes in every request: never over plain http to another machine."""
+    url = httpx.URL(base_url)
+    if url.scheme == "http" and not in_process and not is_loopback(url.host):
+        raise _Unrunnable(f"{url.scheme}://{url.host} is plain http: the key would cross the network unencrypted")
 
 
 def _target_of(spec: CheckSpec) -> str:

@@ -558,3 +558,16 @@ def test_verify_markdown_and_no_checks(world: World) -> None:
     )
     empty = verify(world, none)
     assert empty.exit_code == 0 and "No checks declared." in empty.stdout
+
+
+def test_a_key_is_never_sent_over_plain_http_to_another_machine(world: World) -> None:
+    checks = """\
+  - {name: remote, endpoint: "http://gateway.example/v1/ai/hunyuan", endpointModel: hy3-preview,
+     apiKeyEnv: GATEWAY_KEY, kind: chat}
+"""
+    path = deploy(world, checks)
+    report = by_name(check_in_process(world, path, environ={"GATEWAY_KEY": "gk-123"}))
+    assert report["remote"].status == "fail"
+    assert (
+        report["remote"].reason == "http://gateway.example is plain http: the key would cross the network unencrypted"
+    )
