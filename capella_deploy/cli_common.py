@@ -109,12 +109,21 @@ def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Mani
 
 
 def make_target(sandbox: str | None, token_file: Path | None) -> Target:
+    from capella_deploy.errors import ConfigError
     from capella_deploy.session import Target
 
+    limit = os.environ.get("CAPELLA_RATE_LIMIT")  # requests per minute the client keeps under, e.g. 100
+    try:
+        requests_per_minute = float(limit) if limit else None
+    except ValueError:
+        raise ConfigError(f"CAPELLA_RATE_LIMIT={limit!r} is not a number of requests per minute") from None
+    if requests_per_minute is not None and requests_per_minute <= 0:
+        raise ConfigError("CAPELLA_RATE_LIMIT must be a positive number of requests per minute")
     return Target(
         sandbox_state=Path(sandbox) if sandbox is not None else None,
         token_file=token_file,
         environ=dict(os.environ),
+        requests_per_minute=requests_per_minute,
     )
 
 

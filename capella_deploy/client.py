@@ -53,10 +53,10 @@ from capella_deploy.secrets import MASK, Secret
 DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
 USER_AGENT = f"capella-deploy/{__version__} (+python-httpx/{httpx.__version__})"
 PER_PAGE = 100
-# Pages after the first are fetched concurrently, this many at a time per listing.
 # A bound on what a listing may claim, so a broken or hostile cursor cannot make the client spin: a million
 # resources at the largest page size.
 MAX_PAGES = 10_000
+# Pages after the first are fetched concurrently, this many at a time per listing.
 PAGE_CONCURRENCY = 8
 
 log = logging.getLogger("capella_deploy.http")

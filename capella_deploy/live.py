@@ -130,7 +130,13 @@ class LiveState:
             "org": self.org_id,
             # A model already being destroyed is about to vanish and plays no part in any plan.
             "models": sorted(
-                ({"id": m.id, "name": m.name, **m.attributes} for m in self.models if m.status != "destroying"),
+                (
+                    # Whether a model failed matters to the planner (it replaces failed deployments); the
+                    # passing statuses of a healthy lifecycle do not, so a deploy finishing leaves a plan fresh.
+                    {"id": m.id, "name": m.name, "failed": m.status in FAILED_STATUSES, **m.attributes}
+                    for m in self.models
+                    if m.status != "destroying"
+                ),
                 key=lambda d: d["id"],
             ),
             "keys": sorted(

@@ -89,7 +89,7 @@ async def open_session(target: Target, manifest_org: str | None) -> AsyncIterato
 
 
 def _checked_org(org_id: str) -> str:
-    # The id becomes part of every API path: anything but a UUID is refused before a call is made.
+    # The id becomes part of every API path: only letters, digits and '-' (a UUID's alphabet) get through.
     if not _ORG_ID.fullmatch(org_id):
         raise ConfigError(
             f"organization id {org_id[:70]!r} is not an id (letters, digits and '-'); "

@@ -225,3 +225,11 @@ def test_a_usage_error_exits_1_not_the_changes_code(world: World) -> None:
         result = world.run(*args)
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_client_side_rate_limit_from_the_environment(world: World) -> None:
+    world.env["CAPELLA_RATE_LIMIT"] = "lots"
+    bad = world.cli("plan", "-f", manifest(world))
+    assert bad.exit_code == 1 and "CAPELLA_RATE_LIMIT" in bad.stderr
+    world.env["CAPELLA_RATE_LIMIT"] = "6000"
+    assert world.cli("apply", "-f", manifest(world), "--auto-approve").exit_code == 0
