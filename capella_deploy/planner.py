@@ -86,6 +86,12 @@ def plan(
             )
         changes.append(key_change)
         for older in candidates[:-1]:
+            if key_spec.preventDestroy:
+                warnings.append(
+                    f"apiKey.{key_spec.name}: an older live key {older.id} has the same name; "
+                    "left alone because preventDestroy is set"
+                )
+                continue
             changes.append(
                 _delete(
                     Kind.API_KEY,
@@ -117,7 +123,8 @@ def plan(
                     unmanaged.append(Unmanaged(kind, name, resource.id))
 
     for change in changes:
-        if change.prevent_destroy and change.destroys:
+        # A rotation deletes the old key too, so a protected key is not rotated either.
+        if change.prevent_destroy and (change.destroys or change.action is Action.ROTATE):
             errors.append(
                 f"{change.address}: this plan would {change.action.value} it ({change.reason}), "
                 "but it has preventDestroy: true; change the manifest or remove preventDestroy first"

@@ -20,7 +20,7 @@ _SYMBOL = {
     Action.PAUSE: ("~", "yellow", "will be paused"),
     Action.RESUME: ("~", "yellow", "will be resumed"),
     Action.DELETE: ("-", "red", "will be destroyed"),
-    Action.ROTATE: ("+/-", "yellow", "will be rotated (new key first, then the old one deleted)"),
+    Action.ROTATE: ("+/-", "yellow", "will be rotated (a new key, and the old one deleted)"),
 }
 
 _SUMMARY_ORDER = (

@@ -203,3 +203,19 @@ def test_forced_replacement() -> None:
     assert actions(result) == {"model.chat": Action.REPLACE, "apiKey.app": Action.ROTATE}
     bad = plan(manifest(), live, now=NOW, force_replace=frozenset({"model.nope"}))
     assert bad.errors
+
+
+def test_prevent_destroy_on_a_key_blocks_rotation_and_keeps_duplicates() -> None:
+    doc = manifest(
+        apiKeys=[
+            {"name": "app", "allowedCIDRs": ["10.0.0.0/16"], "rotateBeforeDays": 30, "preventDestroy": True},
+        ]
+    )
+    old = live_key(created_at=NOW - timedelta(days=170))
+    result = plan(doc, LiveState("org", (live_model(),), (old,)), now=NOW)
+    assert actions(result)["apiKey.app"] is Action.ROTATE
+    assert any("apiKey.app" in e and "preventDestroy" in e for e in result.errors)
+    older = live_key(id="k-0", created_at=NOW - timedelta(days=20))
+    newer = live_key(id="k-1", created_at=NOW - timedelta(days=1))
+    kept = plan(doc, LiveState("org", (live_model(),), (newer, older)), now=NOW)
+    assert not kept.has_changes and any("k-0" in w for w in kept.warnings)
