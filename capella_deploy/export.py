@@ -10,8 +10,7 @@ export.
 from __future__ import annotations
 
 import fnmatch
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +18,11 @@ import yaml
 from pydantic import ValidationError
 
 from capella_deploy.desired import caching_body
-from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState, state_of
+from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState, by_name, key_age, model_rank, state_of
 from capella_deploy.manifest import ApiKeySpec, Cache, ModelSpec
 
 API_VERSION = "capella-deploy/v1"
 DEFAULT_SCHEMA_REF = "schemas/manifest.schema.json"
-# The planner manages the first of these among live models sharing a name; export picks the same one.
-_REPLACED_STATUSES = frozenset({"deployFailed", "destroyFailed"})
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,8 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
     models: list[dict[str, Any]] = []
     exported_ids: dict[str, str] = {}
     present = [m for m in live.models if m.status != "destroying" and wanted(m.name, m.region)]
-    for name, group in sorted(_by_name(present).items()):
-        chosen = sorted(group, key=_model_rank)[0]
+    for name, group in sorted(by_name(present).items()):
+        chosen = sorted(group, key=model_rank)[0]
         if len(group) > 1:
             others = ", ".join(m.id for m in group if m is not chosen)
             notes.warnings.append(f"model {name!r}: exported {chosen.id}; other live models share the name ({others})")
@@ -62,8 +59,8 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
             exported_ids[chosen.id] = name
 
     keys: list[dict[str, Any]] = []
-    for name, key_group in sorted(_by_name(k for k in live.keys if wanted(k.name, k.region)).items()):
-        newest = sorted(key_group, key=_key_age)[-1]
+    for name, key_group in sorted(by_name(k for k in live.keys if wanted(k.name, k.region)).items()):
+        newest = sorted(key_group, key=key_age)[-1]
         if len(key_group) > 1:
             notes.warnings.append(f"apiKey {name!r}: exported the newest key {newest.id}; older keys share the name")
         key_entry = _key_entry(newest, exported_ids, notes)
@@ -190,18 +187,3 @@ def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg']} (got {error.get('input')!r})"
-
-
-def _by_name(resources: Iterable[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = defaultdict(list)
-    for resource in resources:
-        grouped[resource.name].append(resource)
-    return grouped
-
-
-def _model_rank(model: LiveModel) -> tuple[bool, bool, str]:
-    return (model.status in _REPLACED_STATUSES, model.status in FAILED_STATUSES, model.id)
-
-
-def _key_age(key: LiveKey) -> tuple[float, str]:
-    return (key.created_at.timestamp() if key.created_at else 0.0, key.id)

@@ -11,10 +11,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from capella_deploy.client import CapellaClient
@@ -42,6 +43,14 @@ FAILED_STATUSES = frozenset({"deployFailed", "pauseFailed", "resumeFailed", "des
 
 # The seed says destroy/edit, the spec says delete; keep one vocabulary inside the tool.
 _ACTION_ALIASES = {"destroy": "delete", "edit": "edit", "delete": "delete"}
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Named)
 
 
 class LiveStateError(ValueError):
@@ -145,6 +154,28 @@ class LiveState:
             ),
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# Failed deployments are not repaired in place: the planner replaces them.
+REPLACE_STATUSES = frozenset({"deployFailed", "destroyFailed"})
+
+
+def by_name(resources: Iterable[R]) -> dict[str, list[R]]:
+    """Live resources grouped by name: a name is the identity, but the API may hold several of one name."""
+    grouped: dict[str, list[R]] = defaultdict(list)
+    for resource in resources:
+        grouped[resource.name].append(resource)
+    return grouped
+
+
+def model_rank(model: LiveModel) -> tuple[bool, bool, str]:
+    """Sort key: among live models of one name, the one to manage (the healthiest) sorts first."""
+    return (model.status in REPLACE_STATUSES, model.status in FAILED_STATUSES, model.id)
+
+
+def key_age(key: LiveKey) -> tuple[float, str]:
+    """Sort key: among live keys of one name, the newest (the one to keep) sorts last."""
+    return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
 
 
 def state_of(status: str) -> str:

@@ -8,8 +8,7 @@ edited, so any difference replaces them, and a key close to expiry is rotated (n
 from __future__ import annotations
 
 import fnmatch
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,13 +16,20 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from capella_deploy.desired import REPLACE_ATTRIBUTES, key_attributes, model_attributes
-from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState
+from capella_deploy.live import (
+    FAILED_STATUSES,
+    REPLACE_STATUSES,
+    LiveKey,
+    LiveModel,
+    LiveState,
+    by_name,
+    key_age,
+    model_rank,
+)
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
 from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, Unmanaged
 
 _GONE_STATUSES = frozenset({"destroying"})
-# Failed deployments are not repaired in place: the model is deleted and deployed again.
-_REPLACE_STATUSES = frozenset({"deployFailed", "destroyFailed"})
 
 
 def plan(
@@ -42,8 +48,8 @@ def plan(
     errors: list[str] = [f"{address}: --replace names nothing the manifest declares" for address in unknown]
     warnings: list[str] = list(live.warnings)
 
-    live_models = _by_name(m for m in live.models if m.status not in _GONE_STATUSES)
-    live_keys = _by_name(live.keys)
+    live_models = by_name(m for m in live.models if m.status not in _GONE_STATUSES)
+    live_keys = by_name(live.keys)
 
     model_changes: dict[str, ResourceChange] = {}
     for spec in manifest.models:
@@ -77,15 +83,15 @@ def plan(
         name for name, change in model_changes.items() if change.action in (Action.CREATE, Action.REPLACE)
     }
     for key_spec in manifest.apiKeys:
-        candidates = sorted(live_keys.pop(key_spec.name, []), key=_key_age)
-        current = candidates[-1] if candidates else None
-        key_change = _plan_key(key_spec, manifest, current, renewed_models, now)
+        keys_of_name = sorted(live_keys.pop(key_spec.name, []), key=key_age)
+        current_key = keys_of_name[-1] if keys_of_name else None
+        key_change = _plan_key(key_spec, manifest, current_key, renewed_models, now)
         if f"apiKey.{key_spec.name}" in force_replace and key_change.action is Action.NOOP:
             key_change = replace(
                 key_change, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request"
             )
         changes.append(key_change)
-        for older in candidates[:-1]:
+        for older in keys_of_name[:-1]:
             if key_spec.preventDestroy:
                 warnings.append(
                     f"apiKey.{key_spec.name}: an older live key {older.id} has the same name; "
@@ -182,7 +188,7 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
     diffs = tuple(_attribute_changes(before, after))
     base = _unchanged(Kind.MODEL, spec, current.id, before, after, diffs)
     forcing = [d.path for d in diffs if d.forces_replace]
-    if current.status in _REPLACE_STATUSES:
+    if current.status in REPLACE_STATUSES:
         return replace(
             base, action=Action.REPLACE, reason=f"live status is {current.status}", cause="replace_because_failed"
         )
@@ -314,23 +320,12 @@ def _differs(have: Any, wanted: Any) -> bool:
     return bool(DeepDiff(have, wanted, significant_digits=9, ignore_numeric_type_changes=True))
 
 
-def _by_name(resources: Iterable[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = defaultdict(list)
-    for resource in resources:
-        grouped[resource.name].append(resource)
-    return grouped
-
-
 def _pick_model(candidates: list[LiveModel]) -> tuple[LiveModel | None, list[LiveModel]]:
     """Among live models sharing a name, manage the healthiest one and report the rest."""
     if not candidates:
         return None, []
-    ranked = sorted(candidates, key=lambda m: (m.status in _REPLACE_STATUSES, m.status in FAILED_STATUSES, m.id))
+    ranked = sorted(candidates, key=model_rank)
     return ranked[0], ranked[1:]
-
-
-def _key_age(key: LiveKey) -> tuple[float, str]:
-    return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
 
 
 def _delete(kind: Kind, name: str, live_id: str, before: dict[str, Any], reason: str, cause: str) -> ResourceChange:
