@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
 
 REPORT_FORMAT_VERSION = "1.0"
 MARKDOWN_MARKER = "<!-- capella-deploy-drift -->"
@@ -295,7 +295,7 @@ def _sections(report: DriftReport, *, bullets: tuple[str, str], code: Callable[[
         for item in report.drifted:
             lines.append(f"{bullet}{code(item.address)}: apply would {item.action.value} it ({item.reason})")
             for attr in item.attributes:
-                lines.append(f"{sub}{code(attr.path)}: live {_value(attr.before)}, manifest {_value(attr.after)}")
+                lines.append(f"{sub}{code(attr.path)}: live {display(attr.before)}, manifest {display(attr.after)}")
     if report.missing:
         lines += ["", "Missing (declared, not live; apply would create):"]
         lines += [f"{bullet}{code(item.address)}" for item in report.missing]
@@ -305,7 +305,3 @@ def _sections(report: DriftReport, *, bullets: tuple[str, str], code: Callable[[
             planned = f"; the plan deletes it: {unmanaged.planned}" if unmanaged.planned else ""
             lines.append(f"{bullet}{code(unmanaged.address)} ({unmanaged.live_id}){planned}")
     return lines
-
-
-def _value(value: Any) -> str:
-    return "(unset)" if value is None else json.dumps(value, sort_keys=True)

@@ -13,6 +13,11 @@ from enum import Enum
 from typing import Any
 
 
+def display(value: Any) -> str:
+    """An attribute value as people read it in a plan or a drift report."""
+    return "(unset)" if value is None else json.dumps(value, sort_keys=True)
+
+
 class Action(str, Enum):
     CREATE = "create"
     UPDATE = "update"

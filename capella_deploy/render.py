@@ -11,7 +11,7 @@ import click
 
 from capella_deploy import __version__
 from capella_deploy.applier import ApplyResult
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
 
 _SYMBOL = {
     Action.CREATE: ("+", "green", "will be created"),
@@ -100,16 +100,10 @@ def _change_line(change: AttributeChange) -> str:
 def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
     mark = click.style(symbol, fg=colour)
     if symbol == "+":
-        return f"      {mark} {key} = {_value(after)}"
+        return f"      {mark} {key} = {display(after)}"
     if symbol == "-":
-        return f"      {mark} {key} = {_value(before)}"
-    return f"      {mark} {key} = {_value(before)} -> {_value(after)}"
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "(unset)"
-    return json.dumps(value, sort_keys=True)
+        return f"      {mark} {key} = {display(before)}"
+    return f"      {mark} {key} = {display(before)} -> {display(after)}"
 
 
 def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
@@ -274,11 +268,11 @@ def render_markdown(plan: Plan) -> str:
 def _diff_lines(change: ResourceChange) -> list[str]:
     out = [f"# {change.address}: {change.action.value}" + (f" ({change.reason})" if change.reason else "")]
     if change.action is Action.CREATE:
-        out += [f"+ {k} = {_value(v)}" for k, v in sorted((change.after or {}).items())]
+        out += [f"+ {k} = {display(v)}" for k, v in sorted((change.after or {}).items())]
     elif change.action is Action.DELETE:
-        out += [f"- {k} = {_value(v)}" for k, v in sorted((change.before or {}).items())]
+        out += [f"- {k} = {display(v)}" for k, v in sorted((change.before or {}).items())]
     for c in change.attribute_changes:
-        out += [f"- {c.path} = {_value(c.before)}", f"+ {c.path} = {_value(c.after)}"]
+        out += [f"- {c.path} = {display(c.before)}", f"+ {c.path} = {display(c.after)}"]
     return out
 
 
