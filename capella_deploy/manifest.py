@@ -413,8 +413,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         if key.get("region") in (None, "") and written_default in (None, ""):
             problems.append((("apiKeys", index, "region"), "no region: set region here or defaults.region"))
         region = _effective_region(key.get("region"), default_region)
-        expiry, rotate = key.get("expiryDays", 180), key.get("rotateBeforeDays", 0)
-        if _is_int(expiry) and _is_int(rotate) and rotate >= expiry:
+        # Digit text (from a ${VAR}) counts as the number pydantic will make of it.
+        expiry = _int_from_text(key.get("expiryDays", 180))
+        rotate = _int_from_text(key.get("rotateBeforeDays", 0))
+        if type(expiry) is int and type(rotate) is int and 1 <= expiry <= 365 and rotate >= expiry:
             problems.append(
                 (
                     ("apiKeys", index, "rotateBeforeDays"),
@@ -593,10 +595,6 @@ def _region(value: object) -> str | None:
     """A region fit to compare: malformed ones are reported by field validation, not compared."""
     text = _text(value)
     return text if text is not None and re.fullmatch(REGION_PATTERN, text) else None
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- loading ------------------------------------------------------------------------------------------

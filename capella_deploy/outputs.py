@@ -140,9 +140,17 @@ class Outputs:
 
     def _reload(self) -> None:
         if self.path.exists():
-            self._doc = _read(self.path)
+            doc = _read(self.path)
+            recorded = doc.get("organizationId")
+            # One file, one organization: mixing would hand one organization's tokens to the other's apps.
+            if self._org_id is not None and recorded not in (None, self._org_id):
+                raise OutputsError(
+                    f"{self.path} holds the outputs of organization {recorded}, not {self._org_id}; "
+                    "pass another --outputs path for this organization"
+                )
             if self._org_id is not None:
-                self._doc["organizationId"] = self._org_id
+                doc["organizationId"] = self._org_id
+            self._doc = doc
 
 
 def render_json(doc: Mapping[str, Any]) -> str:

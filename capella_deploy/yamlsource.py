@@ -374,6 +374,11 @@ def _expand(text: str, lookup: Mapping[str, str]) -> tuple[str, list[str]]:
             problems.append("'${' without a closing '}'; write $${ for a literal ${")
             return match.group(0)
         name, has_default, default = body.partition(":-")
+        if "${" in default:
+            problems.append(
+                f"'${{{body}}}': a default cannot hold another ${{...}}; set {name} or give a plain default"
+            )
+            return match.group(0)
         if not _VARIABLE.fullmatch(name):
             problems.append(f"'${{{body}}}' is not a variable reference; use ${{NAME}} or ${{NAME:-default}}")
             return match.group(0)

@@ -356,3 +356,20 @@ def test_a_semantic_cache_threshold_must_fit_the_models_score_threshold(tmp_path
         "apiVersion: capella-deploy/v1\ndefaults:\n  region: us-east-1\n  cache: {type: standard, threshold: 1}\n"
     )
     assert load_manifest([path], environ={}).defaults.cache is not None
+
+
+def test_rotation_and_expiry_are_compared_after_interpolation(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "apiVersion: capella-deploy/v1\ndefaults: {region: us-east-1}\napiKeys:\n"
+        '  - {name: k, allowedCIDRs: [10.0.0.0/8], expiryDays: "${EXP}", rotateBeforeDays: 40}\n'
+    )
+    with pytest.raises(ManifestError, match=r"rotateBeforeDays: must be less than expiryDays \(30\)"):
+        load_manifest([path], environ={}, variables={"EXP": "30"})
+
+
+def test_a_default_cannot_hold_another_reference(tmp_path: Path) -> None:
+    path = tmp_path / "nested.yaml"
+    path.write_text('apiVersion: capella-deploy/v1\norganizationId: "${A:-${B}}"\n')
+    with pytest.raises(ManifestError, match="a default cannot hold another"):
+        load_manifest([path], environ={})

@@ -70,3 +70,11 @@ def test_a_file_that_is_not_an_outputs_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputsError, match="left untouched"):
         Outputs(path, "dotenv")
     assert path.read_text() == "KEY=value\n"
+
+
+def test_one_outputs_file_serves_one_organization(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    Outputs(path, org_id="org-a").record_key("app", key_id="k-1", token=Secret("tok-a"))
+    with pytest.raises(OutputsError, match="holds the outputs of organization org-a, not org-b"):
+        Outputs(path, org_id="org-b")
+    assert Outputs(path, org_id="org-a").token("app") == Secret("tok-a")

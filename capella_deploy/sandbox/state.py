@@ -24,12 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capella_deploy.errors import CapellaError
+
 SCHEMA_VERSION = 1
 DEFAULT_SPEED = 100.0
 ORG_NAME = "Sandbox Organization"
 
 
-class StateError(Exception):
+class StateError(CapellaError):
     """The state file exists but is not a sandbox world this version can read."""
 
 
