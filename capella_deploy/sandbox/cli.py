@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from capella_deploy.cli_common import guarded
+
 DEFAULT_STATE = Path(".capella/sandbox.json")
 DEFAULT_PORT = 8480
 TOKEN_ENV = "CAPELLA_API_TOKEN"
@@ -34,7 +36,7 @@ def sandbox_group() -> None:
     "--faults",
     "faults_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML or JSON fault file (see the sandbox README).",
+    help="YAML or JSON fault file (see 'The sandbox' in README.md).",
 )
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True), help="Sandbox seconds per real second.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of responses and fault dice.")
@@ -49,6 +51,7 @@ def sandbox_group() -> None:
 @click.option("--rate-limit", type=click.IntRange(min=1), help="Requests per minute per token before 429.")
 @click.option("--deploy-fail-rate", type=click.FloatRange(0, 1), help="Share of deployments that fail.")
 @click.option("--deploy-hang-rate", type=click.FloatRange(0, 1), help="Share of deployments that never finish.")
+@guarded
 def serve_command(
     port: int,
     state_path: Path,
@@ -72,7 +75,7 @@ def serve_command(
     elif os.environ.get(TOKEN_ENV):
         token, token_source = os.environ[TOKEN_ENV], f"from ${TOKEN_ENV}"
     else:
-        token, token_source = DEFAULT_TOKEN, "the default sandbox token (see the sandbox README)"
+        token, token_source = DEFAULT_TOKEN, "the default sandbox token (see 'The sandbox' in README.md)"
     try:
         faults = Faults.load(faults_path) if faults_path else Faults()
         routes = list(faults.routes)
@@ -99,6 +102,7 @@ def serve_command(
 
 @sandbox_group.command("reset")
 @_state_option
+@guarded
 def reset_command(state_path: Path) -> None:
     """Empty the sandbox world (models, keys, files, batches); the organization id stays."""
     from capella_deploy.sandbox import Sandbox
