@@ -3,7 +3,7 @@
 It reads an organization the obvious way (list a collection to learn the ids, then GET each resource for
 its details) and deploys models one after another: create, poll that model's GET until it is healthy,
 then the next. Synchronous httpx, no concurrency, no retries: a faithful first script, written from
-shared/capella-api.md alone. The benchmark runs it side by side with capella-deploy.
+the public API documentation alone. The benchmark runs it side by side with capella-deploy.
 
 Standalone use (against the real API or a served sandbox)::
 

@@ -316,7 +316,7 @@ def force_unlock(lock_id: str, org_id: str) -> None:
     click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
 
 
-# -- helpers ----------------------------------------------------------------------------------------
+# -- internals ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

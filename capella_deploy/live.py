@@ -1,7 +1,7 @@
 """A read-only snapshot of what exists in a Capella organization.
 
 The snapshot is built from list calls only (one per page, no per-resource GET), and parsed
-defensively: the seed documents and the OpenAPI spec disagree on a few names, so both are accepted.
+defensively: the documentation's examples and the OpenAPI spec disagree on a few names, so both are accepted.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ KNOWN_STATUSES = frozenset(
 )
 FAILED_STATUSES = frozenset({"deployFailed", "pauseFailed", "resumeFailed", "destroyFailed", "unhealthy"})
 
-# The seed says destroy/edit, the spec says delete; keep one vocabulary inside the tool.
+# The documented examples say destroy/edit, the spec says delete; keep one vocabulary inside the tool.
 _ACTION_ALIASES = {"destroy": "delete", "edit": "edit", "delete": "delete"}
 
 
@@ -307,7 +307,7 @@ def _time(value: Any) -> datetime | None:
     match = _RFC3339.fullmatch(value.strip())
     if match is None:
         return None
-    # The seed shows nanoseconds, which datetime (and fromisoformat on 3.10) does not take: keep microseconds.
+    # The documented examples show nanoseconds, which datetime does not take: keep microseconds.
     fraction = (match["fraction"] or "")[:6].ljust(6, "0") if match["fraction"] else ""
     zone = match["zone"] or "Z"
     text = match["base"] + (f".{fraction}" if fraction else "") + ("+00:00" if zone == "Z" else zone)

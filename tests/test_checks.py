@@ -281,7 +281,7 @@ def test_the_sandbox_accepts_every_header_of_every_profile(served: tuple[World, 
         assert echoed.status_code == 200, echoed.text
         for header, value in profile.items():
             assert echoed.headers[header] == value
-    # The acceptance above means something: a value outside the seed's range is refused.
+    # The acceptance above means something: a value outside the documented range is refused.
     refused = httpx.get(
         doc["models"]["chat"]["connectionString"] + "/v1/models",
         headers={"X-cb-cache-threshold": "1.5", "Authorization": f"Bearer {token}"},

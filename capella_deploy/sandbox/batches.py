@@ -1,6 +1,6 @@
-"""Files and batches of the Model Service API (``/v1/files``, ``/v1/batches``), shaped like the seed.
+"""Files and batches of the Model Service API (``/v1/files``, ``/v1/batches``), shaped like the documented examples.
 
-The seed lists files and batches grouped by model name (``{"<model>": [...]}``) and reports a batch's
+The documentation lists files and batches grouped by model name (``{"<model>": [...]}``) and reports a batch's
 ``completion_window`` as ``"immediate"`` although a request must say ``"168h"``; the sandbox answers the same.
 
 ASSUMED timeline, in sandbox seconds: a batch is ``validating`` when created, ``in_progress`` one second later,

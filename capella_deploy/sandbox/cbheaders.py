@@ -1,4 +1,4 @@
-"""The Model Service's ``X-cb-*`` request headers, checked as the seed (capella-model-service-api.txt) types them.
+"""The Model Service's ``X-cb-*`` request headers, checked as the Model Service API reference types them.
 
 A value outside its enum or range answers 400 naming the header. Valid headers are echoed back as response
 headers when ``X-cb-debug: true`` asks for "more response headers". Unknown ``X-cb-*`` names are ignored.

@@ -336,7 +336,7 @@ def embeddings_response(
 
 
 def moderation_response(text: str, kind: str) -> dict[str, Any]:
-    """The seed's flat moderation shape; flags text holding an obviously unsafe word or a jailbreak phrase."""
+    """The documented flat moderation shape; flags text holding an obviously unsafe word or a jailbreak phrase."""
     lowered = text.lower()
     if kind == "prompt-injection":
         hits = {"jailbreak": any(p in lowered for p in _JAILBREAK)}

@@ -10,7 +10,7 @@ sandbox ASSUMES the following, and the durations come from ``Timings``::
     delete   any status but destroying ->  destroying --destroy_seconds--> gone (404)
     edit     healthy or paused (PUT; other statuses answer 409)
 
-A model's ``actions`` list uses the seed's vocabulary: ``pause``/``resume``, ``destroy``, ``edit``.
+A model's ``actions`` list uses the documented examples' vocabulary: ``pause``/``resume``, ``destroy``, ``edit``.
 """
 
 from __future__ import annotations

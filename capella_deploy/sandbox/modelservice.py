@@ -9,8 +9,8 @@ The target model is the one at the path, unless ``X-cb-model-ref``, ``deployment
 picks another deployment of the organization; a request's ``model`` field must name the target (its catalog
 name, optionally with a NIM ``-query``/``-passage`` suffix, or its id or deployment name).
 
-ASSUMED: the service information document is served at ``GET <connection string>/v1/info``; the seed
-documents its shape but not its path.
+ASSUMED: the service information document is served at ``GET <connection string>/v1/info``; the reference
+shows its shape but not its path.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ async def embeddings(request: Request) -> Response:
 
 async def moderations(request: Request) -> Response:
     body = await service_json(request)
-    # The seed makes ``model`` optional here: without it, the model at the path moderates.
+    # The reference makes ``model`` optional here: without it, the model at the path moderates.
     call = open_call(request, body, kinds=(catalog.MODERATION, catalog.PROMPT_INJECTION))
     text = body.get("input")
     if not isinstance(text, str) or not text:

@@ -1,4 +1,4 @@
-"""The Management API's read shapes, exactly as the seed and shared/capella-api.md show them."""
+"""The Management API's read shapes, exactly as the Management API documentation shows them."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def paginate(items: Sequence[T], url: str, params: Mapping[str, str]) -> tuple[S
         "hrefs": {
             "first": href(1),
             "last": href(last),
-            # As the seed shows: past the last page "next" still names page 0, while "previous" before the
+            # As the documentation shows: past the last page "next" still names page 0, while "previous" before the
             # first page is an empty string.
             "next": href(following),
             "previous": href(preceding) if preceding else "",

@@ -1,4 +1,4 @@
-"""Helpers for the sandbox tests: a synchronous in-process client and the names the tests share."""
+"""Support code for the sandbox tests: a synchronous in-process client and the names the tests share."""
 
 from __future__ import annotations
 

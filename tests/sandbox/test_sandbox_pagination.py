@@ -39,7 +39,7 @@ def test_hrefs_are_absolute_and_can_be_followed(api) -> None:
     assert [i["model"]["name"] for i in middle["data"]] == ["m-2", "m-3"]
     assert middle["cursor"]["hrefs"]["previous"] == first["first"]
     end = api.get(first["last"]).json()["cursor"]["hrefs"]
-    assert parse_qs(urlsplit(end["next"]).query) == {"page": ["0"], "perPage": ["2"]}  # as the seed shows
+    assert parse_qs(urlsplit(end["next"]).query) == {"page": ["0"], "perPage": ["2"]}  # as the documentation shows
 
 
 def test_defaults_and_limits_of_page_parameters(api) -> None:

@@ -64,7 +64,7 @@ def test_models_list_matches_the_seed_field_by_field(api, clock, seeds) -> None:
     listed = api.get(api.models_url).json()
     assert_conforms(seeds["models"], listed)
 
-    # The values the seed shows for these deployments are the sandbox's too.
+    # The values the documentation shows for these deployments are the sandbox's too.
     for seed_item, item in zip(seeds["models"]["data"], listed["data"], strict=True):
         seed_model, model = seed_item["model"], item["model"]
         for field in ("actions", "cloudConfig", "config", "name", "status"):
