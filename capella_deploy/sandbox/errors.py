@@ -2,8 +2,8 @@
 
 The Management API answers every failure with ``{"code", "hint", "httpStatusCode", "message"}`` (all four
 always present, codes as the Management API reference lists them). The Model Service API and the gateway are
-OpenAI-compatible, so they answer ``{"error": {"message", "type", "param", "code"}}``: that is the body the ``openai`` SDK reads to
-raise its usual exceptions.
+OpenAI-compatible, so they answer ``{"error": {"message", "type", "param", "code"}}``: that is the body the
+``openai`` SDK reads to raise its usual exceptions.
 """
 
 from __future__ import annotations
