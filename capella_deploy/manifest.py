@@ -601,10 +601,13 @@ def _region(value: object) -> str | None:
 
 
 class ManifestError(Exception):
-    """Every problem found in the manifest files, sorted by file then line."""
+    """Every problem found in the manifest files, in the order the files were given, then by line."""
 
-    def __init__(self, issues: Sequence[ManifestIssue]) -> None:
-        self.issues: list[ManifestIssue] = sorted(issues, key=lambda i: (i.file, i.line or 0, i.path))
+    def __init__(self, issues: Sequence[ManifestIssue], files: Sequence[str] = ()) -> None:
+        rank = {name: index for index, name in enumerate(files)}
+        self.issues: list[ManifestIssue] = sorted(
+            issues, key=lambda i: (rank.get(i.file, len(rank)), i.file, i.line or 0, i.path)
+        )
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
@@ -634,7 +637,7 @@ def load_manifest(
         else:
             trees.append(source.tree)
     if unreadable:  # validating what is left would only add noise about the missing parts
-        raise ManifestError(issues)
+        raise ManifestError(issues, [str(path) for path in paths])
 
     tree, merge_issues = merge_sources(trees)
     issues.extend(merge_issues)
@@ -652,7 +655,7 @@ def load_manifest(
         if issue is not None:
             issues.append(issue)
     if issues or manifest is None:
-        raise ManifestError(issues)
+        raise ManifestError(issues, [str(path) for path in paths])
     return manifest
 
 

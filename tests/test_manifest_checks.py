@@ -373,3 +373,16 @@ def test_a_default_cannot_hold_another_reference(tmp_path: Path) -> None:
     path.write_text('apiVersion: capella-deploy/v1\norganizationId: "${A:-${B}}"\n')
     with pytest.raises(ManifestError, match="a default cannot hold another"):
         load_manifest([path], environ={})
+
+
+def test_problems_are_listed_in_the_order_the_files_were_given(tmp_path: Path) -> None:
+    base = tmp_path / "z-base.yaml"
+    overlay = tmp_path / "a-overlay.yaml"
+    base.write_text(
+        "apiVersion: capella-deploy/v1\ndefaults: {region: us-east-1}\nmodels:\n  - {name: m, gpuMemory: 24}\n"
+    )
+    overlay.write_text("bogus: 1\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest([base, overlay], environ={})
+    files = [issue.file for issue in caught.value.issues]
+    assert files.index(str(base)) < files.index(str(overlay))

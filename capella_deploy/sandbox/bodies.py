@@ -250,7 +250,11 @@ def parse_key_create(data: Any) -> KeySpec:
     expiry = body.number("expiry", 0, EXPIRY_MAX_DAYS, required=True)
     cidrs = body.strings("allowedCIDRs", required=True)
     region = body.string("region", required=True)
-    models = body.strings("allowedModels") or ["*"]
+    listed = body.strings("allowedModels")
+    # Absent means every model; an empty list is no model at all, which no key is for.
+    if listed is not None and not listed:
+        raise bad_request('allowedModels must name at least one model id, or "*" for all; leave it out for all')
+    models = listed or ["*"]
     assert name is not None and expiry is not None and cidrs is not None and region is not None
     if expiry <= 0:
         raise bad_request(f"expiry must be a number of days above 0 and at most {EXPIRY_MAX_DAYS}")

@@ -201,3 +201,9 @@ def test_undocumented_statuses_never_carry_code_zero(api) -> None:
     wrong_method = api.request("PATCH", api.models_url)
     assert wrong_method.status_code == 405
     assert wrong_method.json()["code"] == 1000
+
+
+def test_an_empty_allowed_models_list_is_refused_not_widened(api) -> None:
+    body = {"name": "k", "expiry": 30, "allowedCIDRs": ["10.0.0.0/8"], "region": "us-east-1", "allowedModels": []}
+    answer = api.post(api.keys_url, json=body)
+    assert answer.status_code == 400 and "allowedModels" in answer.json()["hint"] + answer.json()["message"]
