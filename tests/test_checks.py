@@ -132,6 +132,7 @@ def test_wrong_dimensions_fail_and_exit_1(world: World) -> None:
 
 
 def test_an_expired_key_fails_with_the_services_message(world: World) -> None:
+    world.sandbox.set_speed(2_000)  # a one-day key must outlive a slow machine's apply and first verify (43 s)
     path = deploy(world, "  - {name: chat-ok, model: chat, kind: chat}\n", expiry=1)
     assert verify(world, path).exit_code == 0
     world.sandbox.advance_clock(2 * DAY)

@@ -54,7 +54,7 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
 def test_serve_prints_the_org_and_url_but_never_the_token(serve, tmp_path) -> None:
     state = tmp_path / "served.json"
-    base, printed = serve("--state", str(state), "--speed", "50", "--rate-limit", "1")
+    base, printed = serve("--state", str(state), "--speed", "5", "--rate-limit", "1")
     org_id = Sandbox(state).org_id
     assert f"organization {org_id}" in printed
     assert f"CAPELLA_ORG_ID={org_id}" in printed
@@ -64,7 +64,7 @@ def test_serve_prints_the_org_and_url_but_never_the_token(serve, tmp_path) -> No
     assert httpx.get(f"{base}/v4/organizations", headers=headers).json()["data"][0]["id"] == org_id
     assert httpx.get(f"{base}/v4/organizations", headers={"Authorization": "Bearer sandbox-token"}).status_code == 401
     assert httpx.get(f"{base}/v4/organizations", headers=headers).status_code == 429
-    assert Sandbox(state).clock.speed == 50  # type: ignore[attr-defined]
+    assert Sandbox(state).clock.speed == 5  # type: ignore[attr-defined]
 
 
 def test_serve_loads_a_fault_file(serve, tmp_path) -> None:
