@@ -177,7 +177,6 @@ def apply_options(func: F) -> F:
             click.option(
                 "--format", "output_format", type=click.Choice(["json", "dotenv"]), help="Outputs file format."
             ),
-            click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30%."),
             click.option(
                 "--lock-timeout", default="0s", show_default=True, help="How long to wait for another run's lock."
             ),
@@ -197,6 +196,7 @@ def apply_options(func: F) -> F:
 @click.option(
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
+@click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
 @guarded
 def apply(
     planfile: Path | None,
@@ -204,30 +204,20 @@ def apply(
     variables: Sequence[str],
     sandbox: str | None,
     token_file: Path | None,
-    auto_approve: bool,
-    parallelism: int,
-    timeout: str,
-    outputs_target: str | None,
-    output_format: str | None,
-    allow_mass_change: bool,
-    lock_timeout: str,
     checksum: str | None,
     replace: Sequence[str],
+    allow_mass_change: bool,
+    **options: Any,
 ) -> None:
     """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs."""
     if planfile is not None and (files or variables or replace):
         raise click.UsageError("a saved plan already holds its manifest: give PLANFILE or -f, not both")
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
-    request = _ApplyRequest(
-        target=make_target(sandbox, token_file),
-        auto_approve=auto_approve,
-        parallelism=parallelism,
-        timeout=parse_duration(timeout),
-        outputs_target=outputs_target,
-        output_format=output_format,
+    request = _ApplyRequest.of(
+        make_target(sandbox, token_file),
+        options,
         allow_mass_change=allow_mass_change,
-        lock_timeout=parse_duration(lock_timeout),
         checksum=checksum,
         replace=tuple(replace),
         planfile=planfile,
@@ -244,30 +234,11 @@ def apply(
 @apply_options
 @guarded
 def destroy(
-    files: Sequence[Path],
-    variables: Sequence[str],
-    sandbox: str | None,
-    token_file: Path | None,
-    auto_approve: bool,
-    parallelism: int,
-    timeout: str,
-    outputs_target: str | None,
-    output_format: str | None,
-    allow_mass_change: bool,
-    lock_timeout: str,
+    files: Sequence[Path], variables: Sequence[str], sandbox: str | None, token_file: Path | None, **options: Any
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
-    request = _ApplyRequest(
-        target=make_target(sandbox, token_file),
-        auto_approve=auto_approve,
-        parallelism=parallelism,
-        timeout=parse_duration(timeout),
-        outputs_target=outputs_target,
-        output_format=output_format,
-        # Destroying everything the manifest names is the point of the command.
-        allow_mass_change=True,
-        lock_timeout=parse_duration(lock_timeout),
-    )
+    # Destroying everything the manifest names is the point of the command: no mass-change guard.
+    request = _ApplyRequest.of(make_target(sandbox, token_file), options, allow_mass_change=True)
     import asyncio
 
     sys.exit(asyncio.run(_apply(load_manifest_files(files, variables), request, destroy=True)))
@@ -332,6 +303,20 @@ class _ApplyRequest:
     checksum: str | None = None
     replace: tuple[str, ...] = ()
     planfile: Path | None = None
+
+    @classmethod
+    def of(cls, target: Target, options: Mapping[str, Any], **extra: Any) -> _ApplyRequest:
+        """A request from the options `apply_options` adds to a command, plus the command's own."""
+        return cls(
+            target=target,
+            auto_approve=options["auto_approve"],
+            parallelism=options["parallelism"],
+            timeout=parse_duration(options["timeout"]),
+            outputs_target=options["outputs_target"],
+            output_format=options["output_format"],
+            lock_timeout=parse_duration(options["lock_timeout"]),
+            **extra,
+        )
 
 
 def _blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
