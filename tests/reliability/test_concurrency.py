@@ -112,10 +112,11 @@ def env() -> dict[str, str]:
 
 
 def spawn(site: Path, *extra: str, slow: bool = False) -> subprocess.Popen[str]:
-    """An apply in a child process; a ``slow`` one takes 0.4 s per read, so it holds the lock for seconds."""
+    """An apply in a child process; a ``slow`` one takes 1.2 s per read, so it holds the lock for several
+    seconds, long enough for a second child to start and meet it even on a loaded machine."""
     args = ["apply", "-f", "capella.yaml", "--auto-approve", "--sandbox=sandbox.json", "--outputs", "outputs.json"]
     faults = site / "slow-reads.json"
-    faults.write_text(json.dumps({"routes": [{"match": "GET /v4/**", "latency_ms": 400}]}))
+    faults.write_text(json.dumps({"routes": [{"match": "GET /v4/**", "latency_ms": 1200}]}))
     return subprocess.Popen(
         [sys.executable, "-c", "from capella_deploy.cli import main; main()", *args, *extra],
         cwd=site,
