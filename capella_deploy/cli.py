@@ -353,9 +353,9 @@ async def _apply_locked(
     from capella_deploy.outputs import Outputs, format_for
     from capella_deploy.render import render_apply_result, render_plan
 
-    if saved is not None and request.planfile is not None:
+    if saved is not None:
         live = await read_live(session.client, session.org_id)
-        planfile.check_fresh(saved, request.planfile, live.fingerprint())
+        planfile.check_fresh(saved, live.fingerprint())
         plan = saved.plan
     else:
         plan = await make_plan(session, manifest, request.replace, destroy=destroy)
@@ -381,8 +381,8 @@ async def _apply_locked(
         return ExitCode.ERROR
     # A token the API returns must have somewhere to go: find out now, before anything is created.
     store.save()
-    if saved is not None and request.planfile is not None:
-        planfile.mark_applied(request.planfile, saved)
+    if saved is not None:
+        planfile.mark_applied(saved)
     progress = _Progress(session.clock, live=sys.stdout.isatty())
     applier = Applier(
         session.client,

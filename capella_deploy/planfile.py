@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ class SavedPlan:
     tool_version: str
     created_at: str
     applied_at: str | None = None
+    path: Path | None = None  # where it was saved or loaded from; not part of the document
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,8 +58,8 @@ class SavedPlan:
 
 
 def save(path: Path, plan: Plan, manifest: Manifest) -> SavedPlan:
-    saved = SavedPlan(plan, manifest, __version__, datetime.now(timezone.utc).replace(microsecond=0).isoformat())
-    atomic_write(path, json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n")
+    saved = SavedPlan(plan, manifest, __version__, _now(), path=path)
+    _write(saved)
     return saved
 
 
@@ -84,10 +85,13 @@ def load(path: Path) -> SavedPlan:
         raise PlanFileError(f"{path}: the saved plan's checksum does not match its content; it was edited or damaged")
     if manifest_digest(manifest) != plan.manifest_digest:
         raise PlanFileError(f"{path}: the saved plan's manifest does not match the plan; it was edited or damaged")
-    return SavedPlan(plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt"))
+    return SavedPlan(
+        plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt"), path=path
+    )
 
 
-def check_fresh(saved: SavedPlan, path: Path, live_fingerprint: str) -> None:
+def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
+    path = saved.path
     if saved.applied_at:
         raise PlanFileError(
             f"{path}: this plan was already applied at {saved.applied_at}; run `capella-deploy plan` again"
@@ -102,12 +106,14 @@ def check_fresh(saved: SavedPlan, path: Path, live_fingerprint: str) -> None:
         )
 
 
-def mark_applied(path: Path, saved: SavedPlan) -> None:
-    stamped = SavedPlan(
-        saved.plan,
-        saved.manifest,
-        saved.tool_version,
-        saved.created_at,
-        datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-    )
-    atomic_write(path, json.dumps(stamped.to_dict(), indent=2, sort_keys=True) + "\n")
+def mark_applied(saved: SavedPlan) -> None:
+    _write(replace(saved, applied_at=_now()))
+
+
+def _write(saved: SavedPlan) -> None:
+    assert saved.path is not None
+    atomic_write(saved.path, json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
