@@ -6,6 +6,7 @@ A fault file (YAML or JSON) looks like::
     rate_limit_per_minute: 100     # per bearer token, in sandbox minutes -> 429 + Retry-After
     deploy_fail_rate: 0.1          # a new deployment ends in deployFailed
     deploy_hang_rate: 0.05         # a new deployment stays deploying forever
+    update_visibility_delay_seconds: 300   # a model update (PUT) shows in reads only this long after its 204
     routes:                        # every rule whose pattern matches a request applies, in order
       - match: "POST /v4/organizations/*/aiServices/models"   # [METHOD] path; * = one segment, ** = any
         error_rate: 0.2            # answer error_status (5xx, or 429) without doing anything
@@ -88,10 +89,13 @@ class Faults:
     rate_limit_per_minute: int | None = None
     deploy_fail_rate: float = 0.0
     deploy_hang_rate: float = 0.0
+    update_visibility_delay_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             raise ValueError("rate_limit_per_minute must be at least 1")
+        if not self.update_visibility_delay_seconds >= 0:
+            raise ValueError("update_visibility_delay_seconds must be a number of seconds, 0 or more")
         _check_rate("deploy_fail_rate", self.deploy_fail_rate)
         _check_rate("deploy_hang_rate", self.deploy_hang_rate)
         if self.deploy_fail_rate + self.deploy_hang_rate > 1:

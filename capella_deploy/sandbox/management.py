@@ -6,6 +6,7 @@ Duplicate names (a model or key named like another in the organization that is n
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import secrets
@@ -134,6 +135,11 @@ async def update_model(request: Request) -> Response:
         if new_name != model.name:
             _check_unique_model_name(world, new_name)
             model.name = new_name
+        delay = sandbox.faults.update_visibility_delay_seconds
+        if delay > 0:
+            # "Model updates may take up to a few minutes to take effect": reads keep showing what was there.
+            model.shown_options = copy.deepcopy(model.visible_options(now))
+            model.shown_until = now + delay
         model.options.update(changes)
         model.audit.touch(world.actor_id, now)
     return Response(status_code=204)

@@ -101,6 +101,14 @@ class ModelRecord:
     target_status: str | None = None
     transition_ends_at: float | None = None
     usage: Usage = field(default_factory=Usage)
+    # Reads show ``shown_options`` instead of ``options`` until ``shown_until``: an update not yet visible.
+    shown_options: dict[str, Any] | None = None
+    shown_until: float | None = None
+
+    def visible_options(self, now: float) -> dict[str, Any]:
+        if self.shown_options is not None and self.shown_until is not None and now < self.shown_until:
+            return self.shown_options
+        return self.options
 
 
 @dataclass

@@ -63,9 +63,10 @@ def model_view(model: ModelRecord, now: float, base_url: str) -> dict[str, Any]:
     if dimensions is not None:
         config["dimensions"] = dimensions
     # Guardrails and jailbreak settings are write-only: Capella does not return them.
+    options = model.visible_options(now)
     for key in ("quantization", "optimization", "caching", "enableBatching", "keywordFiltering"):
-        if key in model.options:
-            config[key] = model.options[key]
+        if key in options:
+            config[key] = options[key]
     status = lifecycle.status_at(model, now)
     return {
         "id": model.id,

@@ -170,3 +170,21 @@ def test_admin_routes_drive_a_sandbox_from_outside(api, clock) -> None:
     assert api.post("/_sandbox/reset").status_code == 204
     assert api.get(api.models_url).json()["data"] == []
     assert api.sandbox.org_id == org
+
+
+def test_a_delayed_update_is_read_back_only_after_the_delay(api, clock) -> None:
+    model_id = api.deploy("chat", keywordFiltering=["a"])
+    clock.advance(api.sandbox.timings.deploy_seconds)
+    api.sandbox.faults = Faults(update_visibility_delay_seconds=120)
+    url = f"{api.models_url}/{model_id}"
+    assert api.put(url, json={"keywordFiltering": ["b"]}).status_code == 204
+    assert api.model(model_id)["config"]["keywordFiltering"] == ["a"]
+    clock.advance(60)
+    assert api.put(url, json={"enableBatching": True}).status_code == 204  # a second update restarts the wait
+    clock.advance(100)
+    assert api.model(model_id)["config"].get("enableBatching") is None
+    clock.advance(20)
+    config = api.model(model_id)["config"]
+    assert config["keywordFiltering"] == ["b"] and config["enableBatching"] is True
+    with pytest.raises(ValueError, match="update_visibility_delay_seconds"):
+        Faults.from_dict({"update_visibility_delay_seconds": -1})
