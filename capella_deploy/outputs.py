@@ -3,7 +3,9 @@
 The outputs file is the only place a key token is ever stored. It is rewritten whole on every
 change, atomically (temporary file, fsync, rename) and created with mode 0600 from the first byte,
 so a crash can never leave it truncated, and a token returned by the API is on disk before the
-applier moves on.
+applier moves on. A writer killed between its fsync and its rename leaves the token only in its
+temporary file: the next reader takes such tokens in, and the next writer saves them before it removes
+the file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -59,6 +62,12 @@ class Outputs:
     @property
     def api_keys(self) -> Mapping[str, Mapping[str, Any]]:
         return self._doc["apiKeys"]  # type: ignore[no-any-return]
+
+    def held_key_ids(self) -> frozenset[str]:
+        """The ids of the keys whose token this file holds: the input the planner keeps keys by."""
+        return frozenset(
+            entry["id"] for entry in self.api_keys.values() if isinstance(entry.get("id"), str) and entry.get("token")
+        )
 
     def token(self, key_name: str) -> Secret | None:
         entry = self.api_keys.get(key_name)
@@ -132,13 +141,27 @@ class Outputs:
         otherwise each erase the tokens the other had just written.
         """
         with self._lock, _directory_lock(self.path.parent):
-            _remove_leftovers(self.path)
-            self._reload()
-            if change(self._doc):
+            # Under the lock every temporary file beside the outputs is a dead writer's (a live one holds the
+            # lock while its file exists): their tokens are saved with this write before the files go.
+            leftovers, absorbed = self._reload()
+            if change(self._doc) or absorbed:
                 text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
                 atomic_write(self.path, text)
+            for leftover in leftovers:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
-    def _reload(self) -> None:
+    def _reload(self) -> tuple[list[Path], bool]:
+        """Read the file and take in the tokens of the temporary files beside it, oldest first.
+
+        Returns those files, and whether a token was taken in.
+        """
+        self._load()
+        leftovers = sorted(self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"), key=_modified)
+        absorbed = [_absorb(self._doc, leftover) for leftover in leftovers]
+        return leftovers, any(absorbed)
+
+    def _load(self) -> None:
         if self.path.exists():
             doc = _read(self.path)
             recorded = doc.get("organizationId")
@@ -264,15 +287,70 @@ def _directory_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Delete temporary files a killed writer left beside ``path``: they may hold tokens.
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
-    Called under the directory lock, which every writer holds while its temporary file exists, so any
-    such file found then belongs to a writer that died.
+
+def _absorb(doc: dict[str, Any], leftover: Path) -> bool:
+    """Take into ``doc`` each key token of ``leftover`` for a key id ``doc`` lacks or holds without a token.
+
+    A leftover is the document a killed writer was about to put in place: what the file held then, and one
+    change. No write has happened since (each write removes leftovers), so its key entries are the newer.
     """
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+    try:
+        text = leftover.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    held = {entry.get("id") for entry in doc["apiKeys"].values() if entry.get("token")}
+    changed = False
+    for name, entry in _key_entries(text).items():
+        if entry["id"] not in held:
+            doc["apiKeys"][name] = entry
+            held.add(entry["id"])
+            changed = True
+    return changed
+
+
+# A key entry as render_json writes it (keys sorted, so "id" comes before "token"); used only on a file cut
+# short, where nothing after the cut can be parsed.
+_JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
+_JSON_KEY_ENTRY = re.compile(_JSON_STRING + r":\s*\{(?=(?P<body>[^{}]*))")
+_JSON_FIELD = re.compile(_JSON_STRING + r":\s*" + _JSON_STRING)
+
+
+def _key_entries(text: str) -> dict[str, dict[str, Any]]:
+    """The key entries holding an id and a token in a leftover, complete or cut short, in either format."""
+    entries: dict[str, Any] = {}
+    if text.startswith(DOTENV_HEADER):
+        with contextlib.suppress(ValueError):
+            entries = parse_dotenv(_complete_lines(text))["apiKeys"]
+    else:
+        try:
+            doc = json.loads(text)
+            entries = doc["apiKeys"] if isinstance(doc, dict) and isinstance(doc.get("apiKeys"), dict) else {}
+        except ValueError:
+            section = text.split('\n  "models": {', 1)[0]  # the top-level section after apiKeys
+            for match in _JSON_KEY_ENTRY.finditer(section):
+                with contextlib.suppress(ValueError):
+                    fields = {json.loads(f'"{k}"'): json.loads(f'"{v}"') for k, v in _JSON_FIELD.findall(match["body"])}
+                    entries[json.loads(f'"{match[1]}"')] = fields
+    return {
+        name: dict(entry)
+        for name, entry in entries.items()
+        if isinstance(name, str)
+        and isinstance(entry, dict)
+        and isinstance(entry.get("id"), str)
+        and isinstance(entry.get("token"), str)
+        and entry["token"]
+    }
+
+
+def _complete_lines(text: str) -> str:
+    """Drop a last line cut short: its value may be a token's first half."""
+    return text if text.endswith("\n") else text.rsplit("\n", 1)[0]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capella_deploy.outputs import Outputs, OutputsError
+from capella_deploy.outputs import Outputs, OutputsError, render_dotenv, render_json
 from capella_deploy.secrets import Secret
 
 
@@ -36,13 +36,74 @@ def test_json_and_dotenv_round_trip(tmp_path: Path) -> None:
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
     path = tmp_path / "outputs.json"
     leftover = tmp_path / ".outputs.json.abc123.tmp"
-    leftover.write_text('{"apiKeys": {"app": {"token": "left-behind"}}}')
+    leftover.write_text('{"apiKeys": {"app": {"token": "left-behind"}}}')  # no key id: nothing to take in
     unrelated = tmp_path / ".other.json.abc123.tmp"
     unrelated.write_text("{}")
     Outputs(path).record_model("chat", id="m-1", status="healthy")
     assert not leftover.exists()
     assert unrelated.exists()
     assert json.loads(path.read_text())["models"]["chat"]["id"] == "m-1"
+    assert json.loads(path.read_text())["apiKeys"] == {}
+
+
+def killed_between_fsync_and_rename(path: Path, doc: dict[str, object], fmt: str = "json") -> Path:
+    """The temporary file a writer leaves when it dies after its fsync and before its rename."""
+    leftover = path.with_name(f".{path.name}.k1ll3d.tmp")
+    leftover.write_text(render_json(doc) if fmt == "json" else render_dotenv(doc))
+    leftover.chmod(0o600)
+    return leftover
+
+
+def test_a_token_only_a_leftover_holds_is_taken_in_before_the_leftover_goes(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    store = Outputs(path, org_id="org")
+    store.record_key("app", key_id="k-old", token=Secret("tok-old"), region="us-east-1")
+    store.record_key("ops", key_id="k-ops", token=None, region="us-east-1")  # its token was lost in transit
+    doc = store.document()
+    # The dead writer was recording a rotated key, and another run had given it the token of "ops".
+    doc["apiKeys"]["app"] = {"id": "k-new", "token": "tok-new", "region": "us-east-1"}
+    doc["apiKeys"]["ops"] = {"id": "k-ops", "token": "tok-ops", "region": "us-east-1"}
+    leftover = killed_between_fsync_and_rename(path, doc)
+
+    # A reader (plan) sees the tokens without touching the files.
+    reader = Outputs(path, org_id="org")
+    assert reader.token("app") == Secret("tok-new") and reader.token("ops") == Secret("tok-ops")
+    assert reader.held_key_ids() == {"k-new", "k-ops"}
+    assert leftover.exists() and json.loads(path.read_text())["apiKeys"]["app"]["token"] == "tok-old"
+
+    # The next write saves them, then removes the leftover.
+    Outputs(path, org_id="org").record_model("chat", id="m-1", status="healthy")
+    assert not leftover.exists()
+    saved = json.loads(path.read_text())["apiKeys"]
+    assert saved["app"] == {"id": "k-new", "token": "tok-new", "region": "us-east-1"}
+    assert saved["ops"]["token"] == "tok-ops"
+
+
+def test_a_leftover_never_replaces_a_token_the_outputs_hold(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    Outputs(path).record_key("app", key_id="k-1", token=Secret("tok-1"))
+    killed_between_fsync_and_rename(path, {"apiKeys": {"app": {"id": "k-1", "token": "other"}}, "models": {}})
+    Outputs(path).save()
+    assert json.loads(path.read_text())["apiKeys"]["app"]["token"] == "tok-1"
+
+
+def test_a_leftover_cut_short_still_gives_up_its_complete_tokens(tmp_path: Path) -> None:
+    for name, fmt in (("outputs.json", "json"), ("outputs.env", "dotenv")):
+        path = tmp_path / name
+        doc = {
+            "version": 1,
+            "organizationId": "org",
+            "apiKeys": {"a": {"id": "k-a", "token": "tok-a"}, "b": {"id": "k-b", "token": "tok-b-complete"}},
+            "models": {"chat": {"id": "m-1", "headers": {"X-cb-cache": "semantic"}}},
+        }
+        leftover = killed_between_fsync_and_rename(path, doc, fmt)
+        text = leftover.read_text()
+        leftover.write_text(text[: text.index("tok-b-complete") + 5])  # the writer died mid-token
+        store = Outputs(path, fmt)  # type: ignore[arg-type]
+        assert store.token("a") == Secret("tok-a"), fmt
+        assert store.token("b") is None, fmt
+        store.save()
+        assert not leftover.exists() and Outputs(path, fmt).token("a") == Secret("tok-a")  # type: ignore[arg-type]
 
 
 def test_a_damaged_outputs_file_is_left_alone(tmp_path: Path) -> None:
