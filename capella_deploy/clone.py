@@ -71,6 +71,18 @@ def clone_manifest(
         renamed[model["name"]] = model["name"] + name_suffix
         model["name"] = renamed[model["name"]]
         _move(model, region, provider)
+    # A semantic cache embeds with a model of the manifest (which follows its rename) or a deployed model's id,
+    # which names a model of the original region.
+    for where, holder in [("defaults", defaults), *((f"model {m['name']!r}", m) for m in doc.get("models", []))]:
+        semantic = (holder.get("cache") or {}).get("semantic") or {}
+        embedding = semantic.get("embeddingModel")
+        if embedding in renamed:
+            semantic["embeddingModel"] = renamed[embedding]
+        elif embedding is not None:
+            warnings.append(
+                f"{where}: the semantic cache embeds with the deployed model {embedding}, which is not part of the "
+                f"clone; name an embedding model deployed in {region} instead"
+            )
     renamed_keys: dict[str, str] = {}
     for key in doc.get("apiKeys", []):
         renamed_keys[key["name"]] = key["name"] + name_suffix
@@ -115,9 +127,6 @@ def unavailable(document: Mapping[str, Any], offering: Offering) -> list[str]:
             problems.append(f"{where}: gpuMemory {model['gpuMemory']} GB is not offered there")
         if model.get("cpu") is not None and model["cpu"] not in offering.cpu_sizes:
             problems.append(f"{where}: cpu {model['cpu']} is not offered there")
-        embedding = ((model.get("cache") or {}).get("semantic") or {}).get("embeddingModel")
-        if embedding is not None and embedding not in offering.catalog_models:
-            problems.append(f"{where}: the semantic cache's embedding model {embedding!r} is not offered there")
     return problems
 
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from capella_deploy.desired import caching_body
 from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState, by_name, key_age, model_rank, state_of
-from capella_deploy.manifest import ApiKeySpec, Cache, ModelSpec
+from capella_deploy.manifest import UUID_PATTERN, ApiKeySpec, Cache, ModelSpec
 
 API_VERSION = "capella-deploy/v1"
 DEFAULT_SCHEMA_REF = "schemas/manifest.schema.json"
@@ -46,17 +46,22 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
         return (match is None or fnmatch.fnmatchcase(name, match)) and (region is None or where == region)
 
     models: list[dict[str, Any]] = []
-    exported_ids: dict[str, str] = {}
     present = [m for m in live.models if m.status != "destroying" and wanted(m.name, m.region)]
+    chosen_models: list[LiveModel] = []
     for name, group in sorted(by_name(present).items()):
         chosen = sorted(group, key=model_rank)[0]
         if len(group) > 1:
             others = ", ".join(m.id for m in group if m is not chosen)
             notes.warnings.append(f"model {name!r}: exported {chosen.id}; other live models share the name ({others})")
-        entry = _model_entry(chosen, notes)
+        chosen_models.append(chosen)
+    # A semantic cache names its embedding model by id; in the manifest, a model of the export goes by its name.
+    names = {m.id: m.name for m in chosen_models}
+    exported_ids: dict[str, str] = {}
+    for chosen in chosen_models:
+        entry = _model_entry(chosen, names, notes)
         if entry is not None:
             models.append(entry)
-            exported_ids[chosen.id] = name
+            exported_ids[chosen.id] = chosen.name
 
     keys: list[dict[str, Any]] = []
     for name, key_group in sorted(by_name(k for k in live.keys if wanted(k.name, k.region)).items()):
@@ -97,7 +102,7 @@ def manifest_yaml(
     return "\n".join(header) + "\n" + body
 
 
-def _model_entry(model: LiveModel, notes: _Notes) -> dict[str, Any] | None:
+def _model_entry(model: LiveModel, names: Mapping[str, str], notes: _Notes) -> dict[str, Any] | None:
     entry: dict[str, Any] = {
         "name": model.name,
         "catalogModel": model.catalog_model,
@@ -114,12 +119,22 @@ def _model_entry(model: LiveModel, notes: _Notes) -> dict[str, Any] | None:
     }
     if model.caching is not None:
         cache = cache_block(model.caching)
-        if cache is None:
+        semantic = cache.get("semantic") if cache is not None else None
+        embedding = semantic.get("embeddingModel") if isinstance(semantic, dict) else None
+        if isinstance(semantic, dict) and isinstance(embedding, str) and embedding in names:
+            semantic["embeddingModel"] = names[embedding]
+        elif isinstance(embedding, str) and not UUID_PATTERN.fullmatch(embedding):
+            notes.omitted.append(
+                f"model {model.name!r}: its semantic cache names the embedding model {embedding!r}, which is neither "
+                "an exported model nor a model id; the exported manifest leaves its caching as it is"
+            )
+            cache = None
+        elif cache is None:
             notes.omitted.append(
                 f"model {model.name!r}: its caching settings have no exact manifest equivalent; "
                 "the exported manifest leaves them as they are"
             )
-        else:
+        if cache is not None:
             entry["cache"] = cache
     entry = {key: value for key, value in entry.items() if value is not None}
     try:
@@ -148,7 +163,7 @@ def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> 
         "name": key.name,
         "description": key.description,
         "region": key.region,
-        "expiryDays": key.expiry_days,
+        "expiryDays": _whole_days(key.expiry_days),
         "allowedCIDRs": list(key.allowed_cidrs),
         "allowedModels": allowed,
     }
@@ -159,6 +174,11 @@ def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> 
         notes.omitted.append(f"apiKey {key.name!r}: {_first_problem(exc)}")
         return None
     return entry
+
+
+def _whole_days(days: float | None) -> float | int | None:
+    """A lifetime in whole days, as the manifest takes it; anything else is left for validation to refuse."""
+    return int(days) if days is not None and float(days).is_integer() else days
 
 
 def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:

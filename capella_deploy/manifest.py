@@ -73,6 +73,8 @@ REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 # Capella ids are UUIDs. The id becomes part of every API path, so only letters, digits and '-' may pass.
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
 MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
+# A deployed model's id, as the API gives it.
+UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -146,7 +148,11 @@ class Routing(_Spec):
 class SemanticCache(_Spec):
     """Settings of the semantic cache (the create body's caching.semantic)."""
 
-    embeddingModel: str | None = Field(default=None, description="Embedding model the cache compares prompts with.")
+    embeddingModel: str | None = Field(
+        default=None,
+        description="The embedding model the cache compares prompts with: the name of a model of this manifest, "
+        "or the id of a deployed model (not a catalog name).",
+    )
     dimensions: int | None = Field(default=None, ge=1, description="Embedding dimensions.")
     distanceMetric: Literal["dot_product", "cosine", "l2_norm"] | None = None
 
@@ -440,8 +446,90 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                         "a key works only for models of its own region",
                     )
                 )
+    problems += _embedding_problems(defaults if isinstance(defaults, Mapping) else {}, models)
     problems += _check_problems(_entries(data.get("checks")), models, keys, default_region)
     return problems
+
+
+_EMBEDDING = ("cache", "semantic", "embeddingModel")
+
+
+def _embedding_problems(
+    defaults: Mapping[str, Any], models: list[tuple[int, Mapping[str, Any]]]
+) -> list[tuple[Loc, str]]:
+    """A semantic cache's embeddingModel is a deployed model: one of this manifest (by name) or an id."""
+    names = {name: index for index, model in models if (name := _text(model.get("name"))) is not None}
+    problems: list[tuple[Loc, str]] = []
+    written: list[tuple[Loc, object]] = [(("defaults", *_EMBEDDING), _dig(defaults, _EMBEDDING))]
+    written += [(("models", index, *_EMBEDDING), _dig(model, _EMBEDDING)) for index, model in models]
+    for loc, ref in written:
+        if isinstance(ref, str) and ref not in names and not UUID_PATTERN.fullmatch(ref):
+            problems.append((loc, _embedding_hint(ref, models, names)))
+
+    # Which model each model's effective cache embeds with, and where that is written; no model may wait
+    # for itself, directly or through others.
+    depends: dict[str, tuple[str, Loc]] = {}
+    default_cache = _mapping_at(defaults, "cache")
+    for index, model in models:
+        name = _text(model.get("name"))
+        own = _mapping_at(model, "cache")
+        kind = own.get("type", default_cache.get("type", "standard"))
+        ref, loc = _dig(own, _EMBEDDING[1:]), ("models", index, *_EMBEDDING)
+        if ref is None:
+            ref, loc = _dig(default_cache, _EMBEDDING[1:]), ("defaults", *_EMBEDDING)
+        if name is not None and kind == "semantic" and isinstance(ref, str) and ref in names:
+            depends[name] = (ref, loc)
+    for name, (ref, loc) in depends.items():
+        path, current = [name], ref
+        while current in depends and current not in path:
+            path.append(current)
+            current = depends[current][0]
+        if current == name:
+            loop = " -> ".join([*path, name])
+            how = "would cache with itself" if len(path) == 1 else f"is in a loop of semantic caches ({loop})"
+            problems.append(
+                (
+                    loc,
+                    f"model '{name}' {how}: an embedding model must be ready before the model that caches "
+                    "with it; give the embedding model its own cache (e.g. cache: {type: none})",
+                )
+            )
+    return problems
+
+
+def _embedding_hint(ref: str, models: list[tuple[int, Mapping[str, Any]]], names: Mapping[str, int]) -> str:
+    """Why ``ref`` is not an embedding model the API takes, and what to write instead."""
+    if "/" in ref:
+        deploying = sorted(
+            name for index, model in models if (name := _text(model.get("name"))) and model.get("catalogModel") == ref
+        )
+        if deploying:
+            suggestion = f"; name '{deploying[0]}', the model of this manifest that deploys it"
+        else:
+            suggestion = "; declare a model that deploys it and name that model here"
+        return (
+            f"'{ref}' is a catalog model name, but the cache needs a deployed embedding model: the name of a model "
+            f"of this manifest or a deployed model's id{suggestion}"
+        )
+    declared = ", ".join(sorted(names)) or "none"
+    return (
+        f"no model named '{ref}' in the manifest (models: {declared}); name a model of this manifest or give a "
+        "deployed model's id (a UUID)"
+    )
+
+
+def _mapping_at(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _dig(data: Mapping[str, Any], path: Sequence[str]) -> object:
+    current: object = data
+    for part in path:
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    return current
 
 
 def _check_problems(

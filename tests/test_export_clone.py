@@ -164,7 +164,7 @@ models:
       type: semantic
       threshold: 0.85
       conversational: true
-      semantic: {embeddingModel: nvidia/llama-3.2-nv-embedqa-1b-v2, dimensions: 2048, distanceMetric: cosine}
+      semantic: {embeddingModel: embed, dimensions: 2048, distanceMetric: cosine}
   - name: nightly
     catalogModel: mistralai/mistral-7b-instruct-v0.3
     gpuMemory: 24
@@ -284,7 +284,17 @@ def test_unavailable_names_each_thing_the_target_does_not_offer() -> None:
     assert "model 'embed-eu': catalog model 'nvidia/llama-3.2-nv-embedqa-1b-v2' is not offered there" in problems
     assert "model 'chat-eu': gpuMemory 48 GB is not offered there" in problems
     assert "model 'chat-eu': cloud provider 'aws' is not offered" in problems
-    assert any("semantic cache's embedding model" in p for p in problems)
+
+
+def test_a_clone_caches_with_its_own_embedding_model() -> None:
+    doc = clone_manifest(example("embeddings-chat-caching.yaml"), region="eu-west-1", name_suffix="-eu").document
+    chat = next(m for m in Manifest.model_validate(doc).models if m.name == "chat-eu")
+    assert chat.cache is not None and chat.cache.semantic is not None
+    assert chat.cache.semantic.embeddingModel == "embed-eu"
+    deployed = {"embeddingModel": "6af08c0a-8cab-4c1c-b257-b521575c16d0"}
+    source = {**doc, "defaults": {**doc["defaults"], "cache": {"type": "semantic", "semantic": deployed}}}
+    result = clone_manifest(source, region="eu-central-1", name_suffix="-fra")
+    assert any("6af08c0a-8cab-4c1c-b257-b521575c16d0, which is not part of the clone" in w for w in result.warnings)
 
 
 # -- clone, end to end -------------------------------------------------------------------------------------

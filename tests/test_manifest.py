@@ -419,3 +419,67 @@ def test_length_limits_are_explained(tmp_path: Path) -> None:
     issues = by_path(problems(path))
     assert issues["apiKeys[0].description"].message == "is longer than 250 characters"
     assert issues["prune.match"].message == "must not be empty"
+
+
+def test_a_semantic_cache_embeds_with_a_deployed_model_not_a_catalog_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        apiVersion: capella-deploy/v1
+        defaults: {region: us-east-1}
+        models:
+          - {name: embed, catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2, gpuMemory: 24, cache: {type: none}}
+          - name: chat
+            catalogModel: mistralai/mistral-7b-instruct-v0.3
+            gpuMemory: 48
+            cache:
+              type: semantic
+              semantic: {embeddingModel: nvidia/llama-3.2-nv-embedqa-1b-v2}
+          - name: by-id
+            catalogModel: mistralai/mistral-7b-instruct-v0.3
+            gpuMemory: 48
+            cache: {type: semantic, semantic: {embeddingModel: 6af08c0a-8cab-4c1c-b257-b521575c16d0}}
+          - name: by-name
+            catalogModel: mistralai/mistral-7b-instruct-v0.3
+            gpuMemory: 48
+            cache: {type: semantic, semantic: {embeddingModel: embed}}
+          - name: unknown
+            catalogModel: mistralai/mistral-7b-instruct-v0.3
+            gpuMemory: 48
+            cache: {type: semantic, semantic: {embeddingModel: embedder}}
+        """,
+    )
+    found = by_path(problems(path))
+    assert set(found) == {"models[1].cache.semantic.embeddingModel", "models[4].cache.semantic.embeddingModel"}
+    catalog = found["models[1].cache.semantic.embeddingModel"]
+    assert catalog.line == 10 and catalog.file == str(path)
+    assert "is a catalog model name" in catalog.message
+    assert "name 'embed', the model of this manifest that deploys it" in catalog.message
+    assert "no model named 'embedder'" in found["models[4].cache.semantic.embeddingModel"].message
+    assert found["models[4].cache.semantic.embeddingModel"].line == 22
+
+
+def test_no_model_caches_with_itself_directly_or_through_others(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        apiVersion: capella-deploy/v1
+        defaults:
+          region: us-east-1
+          cache: {type: semantic, semantic: {embeddingModel: embed}}
+        models:
+          - {name: embed, catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2, gpuMemory: 24}
+          - {name: a, catalogModel: c, gpuMemory: 24, cache: {semantic: {embeddingModel: b}}}
+          - {name: b, catalogModel: c, gpuMemory: 24, cache: {semantic: {embeddingModel: a}}}
+          - {name: fine, catalogModel: c, gpuMemory: 24}
+        """,
+    )
+    issues = problems(path)
+    messages = {(issue.path, issue.line): issue.message for issue in issues}
+    assert set(messages) == {
+        ("defaults.cache.semantic.embeddingModel", 4),
+        ("models[1].cache.semantic.embeddingModel", 7),
+        ("models[2].cache.semantic.embeddingModel", 8),
+    }
+    assert "model 'embed' would cache with itself" in messages[("defaults.cache.semantic.embeddingModel", 4)]
+    assert "a loop of semantic caches (a -> b -> a)" in messages[("models[1].cache.semantic.embeddingModel", 7)]

@@ -279,7 +279,11 @@ apiVersion: capella-deploy/v1
 defaults:
   region: us-east-1
   routing: {strategy: least-latency, maxRetries: 2}
-  cache: {type: semantic, threshold: 0.85, expirySeconds: 3600, semantic: {embeddingModel: e, dimensions: 1024}}
+  cache:
+    type: semantic
+    threshold: 0.85
+    expirySeconds: 3600
+    semantic: {embeddingModel: 6af08c0a-8cab-4c1c-b257-b521575c16d0, dimensions: 1024}
 models:
   - name: inherits
     catalogModel: mistralai/mistral-7b-instruct-v0.3
@@ -336,7 +340,12 @@ def test_models_take_the_defaults_field_by_field(tmp_path: Path) -> None:
         "enableStandard": True,
         "defaultCache": "semantic",
         "expiryTTL": 3600,
-        "semantic": {"scoreThreshold": 0.00001, "embeddingModel": "e", "dimensions": 1024, "distanceMetric": "cosine"},
+        "semantic": {
+            "scoreThreshold": 0.00001,
+            "embeddingModel": "6af08c0a-8cab-4c1c-b257-b521575c16d0",
+            "dimensions": 1024,
+            "distanceMetric": "cosine",
+        },
     }
     assert model_attributes(manifest.models[3], manifest.defaults)["caching"] == {
         "enableStandard": False,
