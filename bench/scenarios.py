@@ -329,7 +329,7 @@ def apply_new_models(s: Settings) -> Result:
 
         world.sandbox.reset()
         world.log.clear()
-        bodies = [model_create_body(spec, manifest.defaults) for spec in manifest.models]
+        bodies = [model_create_body(spec, manifest.defaults, {}) for spec in manifest.models]
         start = world.clock.now()
         with world.http() as http:
             baseline.deploy_sequentially(

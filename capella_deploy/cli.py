@@ -24,6 +24,7 @@ from capella_deploy.cli_common import (
     make_target,
     manifest_options,
     parse_duration,
+    session_now,
     target_options,
 )
 
@@ -113,6 +114,13 @@ def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@click.option(
+    "--outputs",
+    "outputs_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
+    "which key of a name is kept.",
+)
 @guarded
 def plan(
     files: Sequence[Path],
@@ -125,6 +133,7 @@ def plan(
     as_markdown: bool,
     replace: Sequence[str],
     allow_mass_change: bool,
+    outputs_path: Path | None,
 ) -> None:
     """Show what apply would change."""
     from capella_deploy.render import RENDERERS
@@ -138,7 +147,8 @@ def plan(
         from capella_deploy.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
-            return await make_plan(session, manifest, replace)
+            store = _outputs_store(manifest, session.org_id, outputs_path)
+            return await make_plan(session, manifest, replace, held_tokens=store.held_key_ids())
 
     import asyncio
 
@@ -350,15 +360,22 @@ async def _apply_locked(
     from capella_deploy.applier import Applier, ApplyOptions
     from capella_deploy.errors import ConfigError
     from capella_deploy.live import read_live
-    from capella_deploy.outputs import Outputs, format_for
     from capella_deploy.render import render_apply_result, render_plan
 
+    sink = _outputs_sink(request.outputs_target)
+    # The outputs are read before planning: which key tokens they hold decides which key of a name is kept.
+    store = _outputs_store(
+        manifest,
+        session.org_id,
+        Path(request.outputs_target) if request.outputs_target and sink is None else None,
+        request.output_format,
+    )
     if saved is not None:
-        live = await read_live(session.client, session.org_id)
-        planfile.check_fresh(saved, live.fingerprint())
+        live = await read_live(session.client, session.org_id, now=session_now(session))
+        planfile.check_fresh(saved, live.fingerprint(store.held_key_ids()))
         plan = saved.plan
     else:
-        plan = await make_plan(session, manifest, request.replace, destroy=destroy)
+        plan = await make_plan(session, manifest, request.replace, destroy=destroy, held_tokens=store.held_key_ids())
     click.echo(render_plan(plan), nl=False)
     if request.checksum is not None and request.checksum != plan.checksum():
         raise ConfigError(
@@ -370,9 +387,6 @@ async def _apply_locked(
         for reason in blocked:
             click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
         return ExitCode.ERROR
-    sink = _outputs_sink(request.outputs_target)
-    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
-    store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.
         return await _after_apply(session, manifest, store, request, sink, result=None, destroy=destroy)
@@ -442,6 +456,14 @@ async def _after_apply(
             if report is not None:
                 handle.write("\n" + render_checks_markdown(report))
     return ExitCode.OK if applied and (report is None or report.ok) else ExitCode.ERROR
+
+
+def _outputs_store(manifest: Manifest, org_id: str, path: Path | None, fmt: str | None = None) -> Outputs:
+    """The outputs file: ``path``, else the manifest's."""
+    from capella_deploy.outputs import Outputs, format_for
+
+    chosen = path if path is not None else Path(manifest.outputs.path)
+    return Outputs(chosen, format_for(chosen, fmt, manifest.outputs.format), org_id=org_id)
 
 
 def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:

@@ -138,16 +138,33 @@ def parse_duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
 
 
-async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
+async def make_plan(
+    session: Session,
+    manifest: Manifest,
+    replace: Sequence[str],
+    *,
+    destroy: bool = False,
+    held_tokens: frozenset[str] = frozenset(),
+) -> Plan:
+    """Read the organization and plan; ``held_tokens``: the key ids whose token the outputs hold."""
     from capella_deploy.live import read_live
     from capella_deploy.planfile import manifest_digest
     from capella_deploy.planner import plan as make_plan
     from capella_deploy.planner import plan_destroy
 
-    live = await read_live(session.client, session.org_id)
+    now = session_now(session)
+    live = await read_live(session.client, session.org_id, now=now)
     if destroy:
         return plan_destroy(manifest, live)
-    now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
     return make_plan(
-        manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
+        manifest,
+        live,
+        now=now,
+        manifest_digest=manifest_digest(manifest),
+        force_replace=frozenset(replace),
+        held_tokens=held_tokens,
     )
+
+
+def session_now(session: Session) -> datetime:
+    return datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)

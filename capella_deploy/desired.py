@@ -6,12 +6,13 @@ the request bodies the applier sends, and the Model Service header profile an ap
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from capella_deploy.manifest import ApiKeySpec, Cache, Defaults, ModelSpec, Routing
+from capella_deploy.manifest import UUID_PATTERN, ApiKeySpec, Cache, Defaults, Manifest, ModelSpec, Routing
 
 # Attributes the Management API cannot change in place: a difference means delete + create.
 REPLACE_ATTRIBUTES = (
@@ -59,8 +60,26 @@ def _overlay(default: _Block | None, own: _Block | None) -> _Block | None:
     return default.model_copy(update=update)
 
 
-def caching_body(cache: Cache) -> dict[str, Any]:
-    """The create/PUT body's ``caching`` object for a manifest cache block."""
+def known_after_apply(name: str) -> str:
+    """What a plan shows for the id of a manifest model that does not exist yet."""
+    return f"(known after apply: id of model.{name})"
+
+
+def embedding_dependency(spec: ModelSpec, manifest: Manifest) -> str | None:
+    """The manifest model whose id ``spec``'s semantic cache needs, if it names one (else None)."""
+    cache = effective_cache(spec, manifest.defaults)
+    if cache is None or cache.type != "semantic" or cache.semantic is None:
+        return None
+    name = cache.semantic.embeddingModel
+    return name if name is not None and any(m.name == name for m in manifest.models) else None
+
+
+def caching_body(cache: Cache, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The create/PUT body's ``caching`` object for a manifest cache block.
+
+    ``model_ids`` maps manifest model names to live ids: the API takes the embedding model's id, and the
+    manifest may name a model of its own instead. Such a model without a known id shows as known after apply.
+    """
     if cache.type == "none":
         return {"enableStandard": False, "enableConversational": False}
     body: dict[str, Any] = {"enableStandard": True, "defaultCache": cache.type}
@@ -77,13 +96,23 @@ def caching_body(cache: Cache) -> dict[str, Any]:
                 value = getattr(cache.semantic, field)
                 if value is not None:
                     semantic[field] = value
+            reference = semantic.get("embeddingModel")
+            if model_ids is not None and reference is not None and not _looks_like_id(reference):
+                semantic["embeddingModel"] = model_ids.get(reference, known_after_apply(reference))
         if semantic:
             body["semantic"] = semantic
     return body
 
 
-def model_attributes(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
-    """The comparable attributes a model declares; attributes left unset are left to the server."""
+def _looks_like_id(value: str) -> bool:
+    return UUID_PATTERN.fullmatch(value) is not None
+
+
+def model_attributes(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The comparable attributes a model declares; attributes left unset are left to the server.
+
+    ``model_ids`` resolves a semantic cache's embedding model named in the manifest (see ``caching_body``).
+    """
     cache = effective_cache(spec, defaults)
     attrs: dict[str, Any] = {
         "catalogModel": spec.catalogModel,
@@ -96,7 +125,7 @@ def model_attributes(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
         "dimensions": spec.dimensions,
         "enableBatching": spec.enableBatching,
         "keywordFiltering": list(spec.keywordFiltering) if spec.keywordFiltering is not None else None,
-        "caching": caching_body(cache) if cache is not None else None,
+        "caching": caching_body(cache, model_ids) if cache is not None else None,
         "state": spec.state,
     }
     return {key: value for key, value in attrs.items() if value is not None}
@@ -111,8 +140,8 @@ def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
     return attrs
 
 
-def model_create_body(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
-    attrs = model_attributes(spec, defaults)
+def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
+    attrs = model_attributes(spec, defaults, model_ids)
     compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
     body: dict[str, Any] = {
         "name": spec.name,
@@ -133,9 +162,9 @@ def model_create_body(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     return body
 
 
-def model_update_body(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+def model_update_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
     """A PUT body carrying every in-place attribute the manifest sets (PUT replaces what it names)."""
-    attrs = model_attributes(spec, defaults)
+    attrs = model_attributes(spec, defaults, model_ids)
     body: dict[str, Any] = {"name": spec.name}
     for field in UPDATE_ATTRIBUTES:
         if field in attrs:

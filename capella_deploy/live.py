@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from capella_deploy.errors import CapellaError
+
 if TYPE_CHECKING:
     from capella_deploy.client import CapellaClient
 
@@ -43,6 +45,19 @@ FAILED_STATUSES = frozenset({"deployFailed", "pauseFailed", "resumeFailed", "des
 
 # The documented examples say destroy/edit, the spec says delete; keep one vocabulary inside the tool.
 _ACTION_ALIASES = {"destroy": "delete", "edit": "edit", "delete": "delete"}
+_ACTION_WORDS = frozenset({"deploy", "delete", "pause", "resume", "edit"})
+# Statuses in which a call is taken when the model does not list its actions. Which states refuse which call
+# is not documented; these are the settled ones, where nothing is under way.
+_SETTLED_FOR = {
+    "edit": frozenset({"healthy", "paused"}),
+    "pause": frozenset({"healthy"}),
+    "resume": frozenset({"paused"}),
+}
+# Statuses a model passes through on its own, on the way to another.
+TRANSITIONAL_STATUSES = frozenset({"pending", "deploying", "pausing", "resuming", "destroying"})
+# A key's lifetime read as days remaining adds up with its age to whole days, give or take the time between
+# the server's reading and ours and the skew of the two clocks.
+_EXPIRY_SKEW_DAYS = 5 / (24 * 60)
 
 
 class _Named(Protocol):
@@ -78,6 +93,7 @@ class LiveModel:
     keyword_filtering: tuple[str, ...] | None
     connection_string: str | None
     version: int | None
+    created_at: datetime | None = None
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -104,10 +120,14 @@ class LiveKey:
     name: str
     description: str | None
     region: str | None
-    expiry_days: int | None
+    expiry_days: float | None  # the lifetime the key was given, however the API reports it (see parse_key)
     allowed_cidrs: tuple[str, ...]
     allowed_models: tuple[tuple[str, str], ...]  # (id, name) pairs; ("*", "*") means every model
     created_at: datetime | None
+
+    @property
+    def allowed_model_ids(self) -> frozenset[str]:
+        return frozenset(model_id for model_id, _ in self.allowed_models)
 
     @property
     def expires_at(self) -> datetime | None:
@@ -133,8 +153,12 @@ class LiveState:
     keys: tuple[LiveKey, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
-    def fingerprint(self) -> str:
-        """A digest of everything the planner looks at; a saved plan is stale when this changes."""
+    def fingerprint(self, held_tokens: frozenset[str] = frozenset()) -> str:
+        """A digest of everything the planner looks at; a saved plan is stale when this changes.
+
+        ``held_tokens`` (the live key ids whose token the outputs hold) is part of it: it decides which key
+        of a name the plan keeps.
+        """
         doc = {
             "org": self.org_id,
             # A model already being destroyed is about to vanish and plays no part in any plan.
@@ -149,7 +173,17 @@ class LiveState:
                 key=lambda d: d["id"],
             ),
             "keys": sorted(
-                ({"id": k.id, "name": k.name, "expiresAt": _iso(k.expires_at), **k.attributes} for k in self.keys),
+                (
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "expiresAt": _iso(k.expires_at),
+                        "allowedModelIds": sorted(k.allowed_model_ids),
+                        "tokenHeld": k.id in held_tokens,
+                        **k.attributes,
+                    }
+                    for k in self.keys
+                ),
                 key=lambda d: d["id"],
             ),
         }
@@ -176,6 +210,18 @@ def model_rank(model: LiveModel) -> tuple[bool, bool, str]:
 def key_age(key: LiveKey) -> tuple[float, str]:
     """Sort key: among live keys of one name, the newest (the one to keep) sorts last."""
     return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
+
+
+def allows(model: LiveModel, action: str) -> bool:
+    """Whether the model takes ``action`` (edit, pause, resume) now: by its ``actions`` when it lists them in
+    a vocabulary we know, else by its status. Only the documented examples list ``edit``, so a list without
+    it says nothing about edits, and the status decides."""
+    listed = model.actions & _ACTION_WORDS
+    if action in listed:
+        return True
+    if listed and action != "edit":
+        return False
+    return model.status in _SETTLED_FOR[action]
 
 
 def state_of(status: str) -> str:
@@ -215,12 +261,15 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
         caching=config.get("caching") if isinstance(config.get("caching"), Mapping) else None,
         enable_batching=config.get("enableBatching") if isinstance(config.get("enableBatching"), bool) else None,
         keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
-        connection_string=_str(item.get("connectionString")),
+        connection_string=_str(item.get("connectionString")) or None,
         version=_int(_mapping(item.get("audit")).get("version")),
+        created_at=_time(_mapping(item.get("audit")).get("createdAt")),
     )
 
 
-def parse_key(raw: Mapping[str, Any]) -> LiveKey:
+def parse_key(raw: Mapping[str, Any], now: datetime | None = None) -> LiveKey:
+    """One key; ``now`` (the time of the reading) lets an ``expiry`` given as days remaining be read as the
+    lifetime the key was given, so a key does not look changed as it ages."""
     key_id = raw.get("keyId", raw.get("id"))
     name = raw.get("name")
     if not isinstance(key_id, str) or not isinstance(name, str):
@@ -232,20 +281,51 @@ def parse_key(raw: Mapping[str, Any]) -> LiveKey:
         elif isinstance(entry, str):
             allowed.append((entry, entry))
     cidrs = _list(raw.get("allowedCIDRs"))
+    created_at = _time(_mapping(raw.get("audit")).get("createdAt"))
+    expiry = _expiry(raw.get("expiry"))
     return LiveKey(
         id=key_id,
         name=name,
         description=_str(raw.get("description")) or None,
         region=_str(raw.get("region")),
-        expiry_days=_expiry(raw.get("expiry")),
+        expiry_days=lifetime_days(expiry, created_at, now) if expiry is not None else None,
         allowed_cidrs=tuple(str(c) for c in cidrs if isinstance(c, str)),
         allowed_models=tuple(allowed) or (("*", "*"),),
-        created_at=_time(_mapping(raw.get("audit")).get("createdAt")),
+        created_at=created_at,
     )
 
 
-async def read_live(client: CapellaClient, org_id: str) -> LiveState:
-    """One snapshot of the organization's models and keys, read concurrently."""
+def lifetime_days(expiry: float, created_at: datetime | None, now: datetime | None) -> float:
+    """The days a key was given at creation, from an ``expiry`` that may be those days or the days remaining.
+
+    The key's creation time tells them apart: a lifetime in whole days reads back whole, while the days
+    remaining are whole only at the moment a whole number of days has passed, and add up with the key's age
+    to a whole number. Anything else is taken as read.
+    """
+    if created_at is None or now is None or _whole(expiry, 1e-6):
+        return expiry
+    total = expiry + (now - created_at).total_seconds() / 86400
+    return float(round(total)) if _whole(total, _EXPIRY_SKEW_DAYS) else expiry
+
+
+def _whole(value: float, tolerance: float) -> bool:
+    return abs(value - round(value)) <= tolerance
+
+
+async def connection_string(client: CapellaClient, org_id: str, model: LiveModel) -> str | None:
+    """The model's connection string: from the model object, else from its own endpoint (the field is
+    optional on the model; the endpoint always has it). None when neither answers."""
+    if model.connection_string:
+        return model.connection_string
+    try:
+        return await client.get_connection_string(org_id, model.id)
+    except CapellaError as exc:
+        log.warning("could not read the connection string of model %s: %s", model.id, exc)
+        return None
+
+
+async def read_live(client: CapellaClient, org_id: str, *, now: datetime | None = None) -> LiveState:
+    """One snapshot of the organization's models and keys, read concurrently; ``now`` as for ``parse_key``."""
     raw_models, raw_keys = await asyncio.gather(client.list_models(org_id), client.list_api_keys(org_id))
     warnings: list[str] = []
     models: list[LiveModel] = []
@@ -261,7 +341,7 @@ async def read_live(client: CapellaClient, org_id: str) -> LiveState:
     keys: list[LiveKey] = []
     for raw in raw_keys:
         try:
-            keys.append(parse_key(raw))
+            keys.append(parse_key(raw, now))
         except LiveStateError as exc:
             warnings.append(f"skipped an unreadable API key entry: {exc}")
     for warning in warnings:
@@ -278,10 +358,13 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _expiry(value: Any) -> int | None:
-    # Keys live at most 365 days; a value far outside that is garbage, not a date to compute with.
-    days = _int(value)
-    return days if days is not None and 0 <= days <= 36_500 else None
+def _expiry(value: Any) -> float | None:
+    # A number of days, whole or not. Keys live at most 365 days; a value far outside that is garbage, not a
+    # date to compute with.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    days = float(value)
+    return days if 0 <= days <= 36_500 else None
 
 
 def _str(value: Any) -> str | None:

@@ -67,6 +67,8 @@ class ResourceChange:
     prevent_destroy: bool = False
     # Machine-readable cause, in the style of Terraform's action_reason (see docs/plan-json.md).
     cause: str | None = None
+    # Addresses of the resources that must be ready before this change runs (a semantic cache's embedding model).
+    depends_on: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -91,6 +93,7 @@ class ResourceChange:
             "reason": self.reason,
             "preventDestroy": self.prevent_destroy,
             "cause": self.cause,
+            "dependsOn": list(self.depends_on),
         }
 
     @classmethod
@@ -106,6 +109,7 @@ class ResourceChange:
             reason=data.get("reason"),
             prevent_destroy=bool(data.get("preventDestroy")),
             cause=data.get("cause"),
+            depends_on=tuple(data.get("dependsOn", ())),
         )
 
 

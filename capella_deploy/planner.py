@@ -15,7 +15,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from capella_deploy.desired import REPLACE_ATTRIBUTES, key_attributes, model_attributes
+from capella_deploy.desired import REPLACE_ATTRIBUTES, embedding_dependency, key_attributes, model_attributes
 from capella_deploy.live import (
     FAILED_STATUSES,
     REPLACE_STATUSES,
@@ -39,8 +39,13 @@ def plan(
     now: datetime,
     manifest_digest: str = "",
     force_replace: frozenset[str] = frozenset(),
+    held_tokens: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Compare the manifest with the live snapshot; ``force_replace`` holds addresses to renew anyway."""
+    """Compare the manifest with the live snapshot.
+
+    ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
+    hold, which decides the key kept when several share a name.
+    """
     unknown = sorted(
         force_replace - {f"model.{m.name}" for m in manifest.models} - {f"apiKey.{k.name}" for k in manifest.apiKeys}
     )
@@ -51,15 +56,21 @@ def plan(
     live_models = by_name(m for m in live.models if m.status not in _GONE_STATUSES)
     live_keys = by_name(live.keys)
 
-    model_changes: dict[str, ResourceChange] = {}
+    picked = {spec.name: _pick_model(live_models.pop(spec.name, [])) for spec in manifest.models}
+    # A model that gets a new id is known by it only after apply: who refers to it (a key's allowedModels, a
+    # semantic cache's embedding model) changes with it. Whether a model is renewed never depends on such a
+    # reference (a cache changes in place), so a first pass with every current id finds the renewed ones.
+    current_ids = {name: current.id for name, (current, _) in picked.items() if current is not None}
+    renewed_models = {
+        spec.name
+        for spec in manifest.models
+        if _plan_model(spec, manifest, picked[spec.name][0], current_ids, force_replace).action
+        in (Action.CREATE, Action.REPLACE)
+    }
+    model_ids = {name: model_id for name, model_id in current_ids.items() if name not in renewed_models}
     for spec in manifest.models:
-        candidates = live_models.pop(spec.name, [])
-        current, extras = _pick_model(candidates)
-        change = _plan_model(spec, manifest, current)
-        if f"model.{spec.name}" in force_replace and current is not None:
-            change = replace(change, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request")
-        model_changes[spec.name] = change
-        changes.append(change)
+        current, extras = picked[spec.name]
+        changes.append(_plan_model(spec, manifest, current, model_ids, force_replace))
         for extra in extras:
             if spec.preventDestroy:
                 warnings.append(
@@ -78,36 +89,24 @@ def plan(
                 )
             )
 
-    # A key naming a model that gets a new id would keep pointing at the old one.
-    renewed_models = {
-        name for name, change in model_changes.items() if change.action in (Action.CREATE, Action.REPLACE)
-    }
     for key_spec in manifest.apiKeys:
-        keys_of_name = sorted(live_keys.pop(key_spec.name, []), key=key_age)
-        current_key = keys_of_name[-1] if keys_of_name else None
-        key_change = _plan_key(key_spec, manifest, current_key, renewed_models, now)
+        kept, others = _pick_key(live_keys.pop(key_spec.name, []), held_tokens)
+        key_change = _plan_key(key_spec, manifest, kept, current_ids, renewed_models, now)
         if f"apiKey.{key_spec.name}" in force_replace and key_change.action is Action.NOOP:
             key_change = replace(
                 key_change, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request"
             )
         changes.append(key_change)
-        for older in keys_of_name[:-1]:
+        for other in others:
             if key_spec.preventDestroy:
                 warnings.append(
-                    f"apiKey.{key_spec.name}: an older live key {older.id} has the same name; "
+                    f"apiKey.{key_spec.name}: another live key {other.id} has the same name; "
                     "left alone because preventDestroy is set"
                 )
                 continue
-            changes.append(
-                _delete(
-                    Kind.API_KEY,
-                    key_spec.name,
-                    older.id,
-                    older.attributes,
-                    "superseded by a newer key",
-                    "delete_because_duplicate",
-                )
-            )
+            assert kept is not None
+            reason, cause = _why_key_goes(other, kept, held_tokens)
+            changes.append(_delete(Kind.API_KEY, key_spec.name, other.id, other.attributes, reason, cause))
 
     unmanaged: list[Unmanaged] = []
     prune = manifest.prune.match if manifest.prune else None
@@ -142,7 +141,7 @@ def plan(
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         errors=tuple(errors),
         warnings=tuple(warnings),
-        live_fingerprint=live.fingerprint(),
+        live_fingerprint=live.fingerprint(held_tokens),
         manifest_digest=manifest_digest,
     )
 
@@ -180,14 +179,24 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     )
 
 
-def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) -> ResourceChange:
-    after = model_attributes(spec, manifest.defaults)
+def _plan_model(
+    spec: ModelSpec,
+    manifest: Manifest,
+    current: LiveModel | None,
+    model_ids: Mapping[str, str],
+    force_replace: frozenset[str],
+) -> ResourceChange:
+    after = model_attributes(spec, manifest.defaults, model_ids)
+    dependency = embedding_dependency(spec, manifest)
+    depends_on = (f"model.{dependency}",) if dependency is not None else ()
     if current is None:
-        return _create(Kind.MODEL, spec.name, after, spec.preventDestroy)
+        return replace(_create(Kind.MODEL, spec.name, after, spec.preventDestroy), depends_on=depends_on)
     before = current.attributes
-    diffs = tuple(_attribute_changes(before, after))
-    base = _unchanged(Kind.MODEL, spec, current.id, before, after, diffs)
+    diffs = tuple(attribute_changes(before, after))
+    base = replace(_unchanged(Kind.MODEL, spec, current.id, before, after, diffs), depends_on=depends_on)
     forcing = [d.path for d in diffs if d.forces_replace]
+    if f"model.{spec.name}" in force_replace:
+        return replace(base, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request")
     if current.status in REPLACE_STATUSES:
         return replace(
             base, action=Action.REPLACE, reason=f"live status is {current.status}", cause="replace_because_failed"
@@ -214,10 +223,38 @@ def _plan_model(spec: ModelSpec, manifest: Manifest, current: LiveModel | None) 
     return base
 
 
+def _pick_key(keys: list[LiveKey], held_tokens: frozenset[str]) -> tuple[LiveKey | None, list[LiveKey]]:
+    """Among live keys sharing a name, the one to keep and the rest.
+
+    The newest key whose token the outputs hold, else the newest: a key nobody holds the token of is of no use
+    to anyone, so it never wins over one that applications can use (a rotation or a create cut short between
+    the API's answer and the outputs leaves such a key behind).
+    """
+    if not keys:
+        return None, []
+    ordered = sorted(keys, key=key_age)
+    held = [k for k in ordered if k.id in held_tokens]
+    kept = held[-1] if held else ordered[-1]
+    return kept, [k for k in ordered if k is not kept]
+
+
+def _why_key_goes(other: LiveKey, kept: LiveKey, held_tokens: frozenset[str]) -> tuple[str, str]:
+    if kept.id not in held_tokens:
+        return "superseded by a newer key", "delete_because_duplicate"
+    if key_age(other) > key_age(kept) and other.id not in held_tokens:
+        return (
+            f"a newer key whose token nobody holds (a rotation or create cut short); {kept.id}, whose token "
+            "the outputs hold, is kept",
+            "delete_because_orphan",
+        )
+    return f"superseded by {kept.id}, whose token the outputs hold", "delete_because_duplicate"
+
+
 def _plan_key(
     spec: ApiKeySpec,
     manifest: Manifest,
     current: LiveKey | None,
+    model_ids: Mapping[str, str],
     renewed_models: set[str],
     now: datetime,
 ) -> ResourceChange:
@@ -225,11 +262,26 @@ def _plan_key(
     if current is None:
         return _create(Kind.API_KEY, spec.name, after, spec.preventDestroy)
     before = current.attributes
+    # A key's models are compared by id: the API may spell a name differently, and a model of the same name
+    # with another id is another model. Shown by manifest name where the id is one of the manifest's models
+    # (``model_ids``: the live model each manifest name manages, renewed or not). An id of no live model,
+    # named like a model this plan renews, is that model's former self: the renewal replaces the key anyway.
+    names_by_id = {model_id: name for name, model_id in model_ids.items()}
+    if current.allowed_model_ids != {"*"}:
+        before["allowedModels"] = sorted(
+            names_by_id.get(model_id)
+            or (
+                name
+                if name in renewed_models and model_id not in names_by_id
+                else f"{name or '(unnamed)'} ({model_id})"
+            )
+            for model_id, name in current.allowed_models
+        )
     # The description is optional on both sides; an unset one in the manifest means "don't care".
     if "description" not in after:
         before = {k: v for k, v in before.items() if k != "description"}
     diffs = tuple(
-        AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in _attribute_changes(before, after)
+        AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in attribute_changes(before, after)
     )
     base = _unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
     if diffs:
@@ -287,7 +339,7 @@ def _unchanged(
     )
 
 
-def _attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[AttributeChange]:
+def attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[AttributeChange]:
     """Differences in the attributes the manifest sets; a declared mapping is compared as a subset."""
     changes: list[AttributeChange] = []
     for name in sorted(after):

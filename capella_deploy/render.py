@@ -80,6 +80,7 @@ def _render_change(change: ResourceChange) -> list[str]:
     symbol, colour, verb = _SYMBOL[change.action]
     reason = f" ({change.reason})" if change.reason else ""
     header = [f"  # {change.address} {verb}{reason}"]
+    header += [f"  # (after {address} is ready: its semantic cache embeds with it)" for address in change.depends_on]
     opener = click.style(f"{symbol:>3}", fg=colour, bold=True) + f" {change.kind.value} {change.name!r}"
     if change.action is Action.CREATE:
         body = [_line("+", "green", key, None, value) for key, value in sorted((change.after or {}).items())]
@@ -123,6 +124,8 @@ def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
         for item in result.failed:
             lines.append(f"  {item.address} ({item.action.value}): {item.detail}")
         lines.append("Run apply again to retry what failed; what succeeded is kept.")
+    for warning in result.warnings:
+        lines.append(click.style("Warning: ", fg="yellow", bold=True) + warning)
     lines.append(f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)")
     return "\n".join(lines) + "\n"
 
@@ -138,6 +141,8 @@ def render_apply_markdown(result: ApplyResult | None) -> str:
     lines += ["", "| resource | action | result |", "|---|---|---|"]
     for item in result.results:
         outcome = "✅ " + _md(item.detail) if item.ok else "❌ " + _md(item.detail)
+        if item.warning:
+            outcome += " ⚠️ " + _md(item.warning)
         lines.append(f"| `{item.address}` | {item.action.value} | {outcome} |")
     return "\n".join(lines) + "\n"
 
@@ -189,6 +194,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "attributes": [c.to_dict() for c in change.attribute_changes],
             },
             "reason": change.reason,
+            "depends_on": list(change.depends_on),
         }
         if change.cause:
             entry["action_reason"] = change.cause
@@ -267,6 +273,7 @@ def render_markdown(plan: Plan) -> str:
 
 def _diff_lines(change: ResourceChange) -> list[str]:
     out = [f"# {change.address}: {change.action.value}" + (f" ({change.reason})" if change.reason else "")]
+    out += [f"# after {address} is ready" for address in change.depends_on]
     if change.action is Action.CREATE:
         out += [f"+ {k} = {display(v)}" for k, v in sorted((change.after or {}).items())]
     elif change.action is Action.DELETE:

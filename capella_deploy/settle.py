@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from capella_deploy.client import CapellaClient
 from capella_deploy.clock import Clock
 from capella_deploy.desired import header_profile
 from capella_deploy.errors import CapellaError
-from capella_deploy.live import FAILED_STATUSES, LiveModel, read_live
+from capella_deploy.live import (
+    FAILED_STATUSES,
+    TRANSITIONAL_STATUSES,
+    LiveModel,
+    by_name,
+    connection_string,
+    key_age,
+    model_rank,
+    read_live,
+)
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.watcher import PollSchedule, StatusWatcher
@@ -28,10 +38,6 @@ class Settled:
 
     warnings: list[str] = field(default_factory=list)
     unsettled: list[str] = field(default_factory=list)
-
-
-# Statuses a model passes through on its own; anything else is where it will stay.
-TRANSITIONAL = frozenset({"pending", "deploying", "pausing", "resuming"})
 
 
 async def settle_outputs(
@@ -49,15 +55,16 @@ async def settle_outputs(
 
     ``failed`` names the models whose change this run already reported as failed.
     """
-    live = await read_live(client, org_id)
+    live = await read_live(client, org_id, now=datetime.fromtimestamp(clock.now(), tz=timezone.utc))
     wanted = {spec.name: spec for spec in manifest.models}
-    models = {m.name: m for m in live.models if m.name in wanted and m.status != "destroying"}
+    present = by_name(m for m in live.models if m.name in wanted and m.status != "destroying")
+    models = {name: min(group, key=model_rank) for name, group in present.items()}
     watcher = StatusWatcher(lambda: client.list_models(org_id), clock, schedule or PollSchedule())
     found = Settled()
 
     async def settle(model: LiveModel) -> LiveModel:
         # A model whose change already failed (a timeout included) is not waited for a second time.
-        if model.status not in TRANSITIONAL or model.name in failed:
+        if model.status not in TRANSITIONAL_STATUSES or model.name in failed:
             return model
         try:
             settled = await watcher.wait(
@@ -78,18 +85,20 @@ async def settle_outputs(
             id=model.id,
             status=model.status,
             region=model.region,
-            connectionString=model.connection_string,
+            connectionString=await connection_string(client, org_id, model),
             headers=header_profile(wanted[model.name], manifest.defaults),
         )
-    live_keys = {k.name: k for k in live.keys}
+    held = outputs.held_key_ids()
+    live_keys = by_name(live.keys)
     for spec in manifest.apiKeys:
-        key = live_keys.get(spec.name)
-        if key is None:
+        keys = live_keys.get(spec.name)
+        if not keys:
             continue
-        entry = outputs.api_keys.get(spec.name)
-        if entry is None or entry.get("id") != key.id or not entry.get("token"):
-            found.warnings.append(
-                f"apiKey.{spec.name}: the outputs hold no token for live key {key.id}; a token is shown only to "
-                f"the run that created the key. Rotate it with `capella-deploy apply --replace apiKey.{spec.name}`"
-            )
+        if any(k.id in held for k in keys):
+            continue
+        key = max(keys, key=key_age)
+        found.warnings.append(
+            f"apiKey.{spec.name}: the outputs hold no token for live key {key.id}; a token is shown only to "
+            f"the run that created the key. Rotate it with `capella-deploy apply --replace apiKey.{spec.name}`"
+        )
     return found

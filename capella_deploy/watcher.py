@@ -39,10 +39,14 @@ class PollSchedule:
     maximum: float = 30.0
 
 
+Ready = Callable[[LiveModel], bool]
+
+
 @dataclass
 class _Waiter:
     model_id: str
     until: frozenset[str]
+    ready: Ready | None
     failing: frozenset[str]
     gone_ok: bool
     deadline: float
@@ -71,16 +75,19 @@ class StatusWatcher:
         self,
         model_id: str,
         *,
-        until: Collection[str],
+        until: Collection[str] = (),
+        ready: Ready | None = None,
         failing: Collection[str] = (),
         gone_ok: bool = False,
         timeout: float,
     ) -> LiveModel | None:
-        """Return the model once its status is in ``until`` (None once it is gone, with ``gone_ok``)."""
+        """Return the model once its status is in ``until`` or ``ready`` says so of it (None once it is gone,
+        with ``gone_ok``)."""
         now = self._clock.now()
         waiter = _Waiter(
             model_id=model_id,
             until=frozenset(until),
+            ready=ready,
             failing=frozenset(failing),
             gone_ok=gone_ok,
             deadline=now + timeout,
@@ -155,7 +162,7 @@ class StatusWatcher:
                 waiter.future.set_result(None)
             elif raw is not None and model is None and waiter.seen:
                 waiter.future.set_exception(WaitFailed(f"model {waiter.model_id} disappeared"))
-            elif model is not None and model.status in waiter.until:
+            elif model is not None and (model.status in waiter.until or (waiter.ready and waiter.ready(model))):
                 waiter.future.set_result(model)
             elif model is not None and model.status in waiter.failing:
                 waiter.future.set_exception(WaitFailed(f"status became {model.status}", model))

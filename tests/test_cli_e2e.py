@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import World
@@ -233,3 +234,39 @@ def test_a_client_side_rate_limit_from_the_environment(world: World) -> None:
     assert bad.exit_code == 1 and "CAPELLA_RATE_LIMIT" in bad.stderr
     world.env["CAPELLA_RATE_LIMIT"] = "6000"
     assert world.cli("apply", "-f", manifest(world), "--auto-approve").exit_code == 0
+
+
+def test_plan_reads_the_outputs_to_keep_the_key_whose_token_they_hold(world: World) -> None:
+    from tests.test_drift import by_hand
+
+    with world.sandbox.mutate() as state:
+        state.reject_duplicate_names = False  # the spec's world: two keys may share a name
+    path = manifest(world)
+    assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
+    held = json.loads(world.outputs.read_text())["apiKeys"]["app"]["id"]
+    world.sandbox.advance_clock(60)
+    body = {"name": "app", "expiry": 90, "allowedCIDRs": ["10.0.0.0/16"], "region": "us-east-1"}
+    stray = by_hand(world, lambda client, org: client.create_api_key(org, body)).id  # newer; nobody kept its token
+    with_outputs = world.cli("plan", "-f", path, "--outputs", str(world.outputs))
+    assert with_outputs.exit_code == 0, with_outputs.output
+    assert f"apiKey.app[{stray}] will be destroyed (a newer key whose token nobody holds" in with_outputs.stdout
+    without = world.cli("plan", "-f", path)  # the manifest's outputs path holds nothing: the newest is kept
+    assert f"apiKey.app[{held}] will be destroyed (superseded by a newer key)" in without.stdout
+    applied = world.cli("apply", "-f", path, "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert [k.id for k in world.sandbox.world().api_keys.values()] == [held]
+
+
+def test_an_update_not_yet_visible_at_the_timeout_is_a_warning_not_a_failure(world: World) -> None:
+    path = manifest(world)
+    assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
+    faults = world.write("faults.yaml", "update_visibility_delay_seconds: 86400\n")
+    world.env["CAPELLA_SANDBOX_FAULTS"] = str(faults)
+    text = Path(path).read_text().replace("    state: running\n", "    state: running\n    keywordFiltering: [x]\n", 1)
+    edited = world.write("edited.yaml", text)
+    result = world.cli("apply", "-f", str(edited), "--auto-approve", "--timeout", "5m")
+    assert result.exit_code == 0, result.output
+    assert "Apply complete!" in result.stdout
+    assert (
+        "Warning: model.chat: the update was accepted but is not yet visible after 300 s (--timeout)" in result.stdout
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from capella_deploy.live import LiveKey, LiveModel, LiveState
+from capella_deploy.live import LiveKey, LiveModel, LiveState, parse_key
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Action, Plan
 from capella_deploy.planner import plan, plan_destroy
+from capella_deploy.render import plan_json, render_plan
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -219,3 +220,98 @@ def test_prevent_destroy_on_a_key_blocks_rotation_and_keeps_duplicates() -> None
     newer = live_key(id="k-1", created_at=NOW - timedelta(days=1))
     kept = plan(doc, LiveState("org", (live_model(),), (newer, older)), now=NOW)
     assert not kept.has_changes and any("k-0" in w for w in kept.warnings)
+
+
+def test_the_key_whose_token_the_outputs_hold_is_kept_over_a_newer_one_nobody_holds() -> None:
+    # A rotation killed after the API made the new key, before its token reached the outputs.
+    old = live_key(id="k-old", created_at=NOW - timedelta(days=20))
+    new = live_key(id="k-new", created_at=NOW - timedelta(days=1))
+    live = LiveState("org", (live_model(),), (new, old))
+    result = plan(manifest(), live, now=NOW, held_tokens=frozenset({"k-old"}))
+    [orphan] = result.pending
+    assert (orphan.address, orphan.action, orphan.cause) == (
+        "apiKey.app[k-new]",
+        Action.DELETE,
+        "delete_because_orphan",
+    )
+    assert orphan.reason is not None and "k-old, whose token the outputs hold, is kept" in orphan.reason
+    assert next(c for c in result.changes if c.address == "apiKey.app").live_id == "k-old"
+
+    # Killed after the new key's token was on disk: the rotation completes instead.
+    finished = plan(manifest(), live, now=NOW, held_tokens=frozenset({"k-new"}))
+    [older] = finished.pending
+    assert (older.address, older.action, older.cause) == (
+        "apiKey.app[k-old]",
+        Action.DELETE,
+        "delete_because_duplicate",
+    )
+    assert older.reason == "superseded by k-new, whose token the outputs hold"
+    assert finished.live_fingerprint != result.live_fingerprint, "a saved plan goes stale when the held keys change"
+
+
+def test_a_keys_models_are_compared_by_id_not_by_the_name_the_api_reads_back() -> None:
+    doc = manifest(apiKeys=[{"name": "app", "allowedCIDRs": ["10.0.0.0/16"], "allowedModels": ["chat"]}])
+    spelled_otherwise = live_key(allowed_models=(("m-1", "Chat"),))
+    assert not plan(doc, LiveState("org", (live_model(),), (spelled_otherwise,)), now=NOW).has_changes
+    another_model = live_key(allowed_models=(("m-9", "chat"),))  # a model of that name, not the managed one
+    change = plan(doc, LiveState("org", (live_model(),), (another_model,)), now=NOW).changes[-1]
+    assert change.action is Action.REPLACE
+    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [
+        ("allowedModels", ["chat (m-9)"], ["chat"])
+    ]
+
+
+def test_key_expiry_read_back_as_days_remaining_or_a_float_is_no_change() -> None:
+    created = NOW - timedelta(days=9, hours=18)
+    audit = {"createdAt": created.isoformat().replace("+00:00", "Z")}
+    base = {"keyId": "k-1", "name": "app", "region": "us-east-1", "allowedCIDRs": ["10.0.0.0/16"], "audit": audit}
+    doc = manifest()  # expiryDays: 180
+    for expiry in (180, 180.0, 170.25):  # as given, as a float, as the days remaining 9.75 days on
+        key = parse_key({**base, "expiry": expiry}, NOW)
+        assert not plan(doc, LiveState("org", (live_model(),), (key,)), now=NOW).has_changes, expiry
+    changed = parse_key({**base, "expiry": 90.5}, NOW)
+    change = plan(doc, LiveState("org", (live_model(),), (changed,)), now=NOW).changes[-1]
+    assert change.action is Action.REPLACE
+    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("expiryDays", 90.5, 180)]
+
+
+def caching(embedding: str) -> dict[str, Any]:
+    return {"enableStandard": True, "defaultCache": "semantic", "semantic": {"embeddingModel": embedding}}
+
+
+SEMANTIC = [
+    {
+        "name": "chat",
+        "catalogModel": "mistralai/mistral-7b-instruct-v0.3",
+        "gpuMemory": 48,
+        "cache": {"type": "semantic", "semantic": {"embeddingModel": "embed"}},
+    },
+    {"name": "embed", "catalogModel": "nvidia/llama-3.2-nv-embedqa-1b-v2", "gpuMemory": 24},
+]
+
+
+def test_a_semantic_cache_naming_a_manifest_model_compares_by_that_models_id() -> None:
+    doc = manifest(models=SEMANTIC)
+    embed = live_model(id="m-embed", name="embed", catalog_model="nvidia/llama-3.2-nv-embedqa-1b-v2", gpu_memory=24)
+    chat = live_model(caching=caching("m-embed"))
+    result = plan(doc, LiveState("org", (chat, embed), (live_key(),)), now=NOW)
+    assert not result.has_changes
+    by_name = plan(doc, LiveState("org", (live_model(caching=caching("embed")), embed), (live_key(),)), now=NOW)
+    [update] = by_name.pending
+    assert update.action is Action.UPDATE and update.depends_on == ("model.embed",)
+    assert [(c.path, c.before, c.after) for c in update.attribute_changes] == [
+        ("caching.semantic.embeddingModel", "embed", "m-embed")
+    ]
+
+
+def test_a_model_caching_with_one_that_gets_a_new_id_is_updated_after_it() -> None:
+    doc = manifest(models=SEMANTIC)
+    old_embed = live_model(id="m-embed", name="embed", catalog_model="nvidia/llama-3.2-nv-embedqa-1b-v2", gpu_memory=48)
+    result = plan(doc, LiveState("org", (live_model(caching=caching("m-embed")), old_embed), (live_key(),)), now=NOW)
+    assert actions(result) == {"model.chat": Action.UPDATE, "model.embed": Action.REPLACE, "apiKey.app": Action.NOOP}
+    chat = next(c for c in result.changes if c.name == "chat")
+    assert chat.depends_on == ("model.embed",)
+    assert chat.after is not None
+    assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
+    assert "(after model.embed is ready" in render_plan(result)
+    assert plan_json(result)["resource_changes"][0]["depends_on"] == ["model.embed"]

@@ -180,7 +180,9 @@ class SlowNetwork(httpx.AsyncBaseTransport):
         profile: ChaosProfile,
         log: RequestLog,
         script: list[Step],
+        spec: bool = False,
     ) -> None:
+        self._spec = spec
         self._script = script
         self._inner = inner
         self._clock = clock
@@ -233,6 +235,11 @@ class SlowNetwork(httpx.AsyncBaseTransport):
         except httpx.TransportError as exc:
             self.log.add(what, type(exc).__name__)
             raise
+        if self._spec and response.status_code == 409:
+            # The official spec lists no 409: a call refused for the model's state is a 422 there.
+            await response.aread()
+            body = {**response.json(), "httpStatusCode": 422, "code": 1005}
+            response = httpx.Response(422, json=body, request=request)
         self.log.add(what, str(response.status_code))
         return response
 
@@ -269,6 +276,7 @@ class ChaosWorld:
     runs: list[RunReport] = field(default_factory=list)
     requests: RequestLog = field(default_factory=RequestLog)
     script: list[Step] = field(default_factory=list)
+    spec: bool = False  # the official spec's world: duplicate names accepted, refusals answered 422
 
     def use(self, profile: ChaosProfile) -> None:
         self.sandbox.faults = profile.faults(self.seed)
@@ -307,9 +315,15 @@ class ChaosWorld:
         return lost
 
 
-def new_world(seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: ChaosProfile = CALM) -> ChaosWorld:
+def new_world(
+    seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: ChaosProfile = CALM, spec: bool = False
+) -> ChaosWorld:
+    """A chaos world; ``spec`` makes it the official spec's (two resources may share a name, no 409)."""
     clock = ManualClock()
     sandbox = Sandbox(token=API_TOKEN, clock=clock, seed=seed)
+    if spec:
+        with sandbox.mutate() as state:
+            state.reject_duplicate_names = False
     path = root / f"manifest-{seed}.yaml"
     path.write_text(manifest_text)
     world = ChaosWorld(
@@ -319,6 +333,7 @@ def new_world(seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: 
         load_manifest([path], environ={}),
         root / f"outputs-{seed}.json",
         random.Random(seed * 7919 + 1),
+        spec=spec,
     )
     world.use(profile)
     world.requests.clock = clock
@@ -328,7 +343,13 @@ def new_world(seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: 
 async def apply_run(world: ChaosWorld, *, timeout: float, replace: frozenset[str]) -> RunReport:
     """One ``apply --auto-approve``, as the CLI runs it once it holds the lock."""
     transport = SlowNetwork(
-        world.sandbox.transport(), world.clock, world.network_rng, world.profile, world.requests, world.script
+        world.sandbox.transport(),
+        world.clock,
+        world.network_rng,
+        world.profile,
+        world.requests,
+        world.script,
+        spec=world.spec,
     )
     client = CapellaClient(
         base_url=IN_PROCESS_BASE_URL,
@@ -340,15 +361,17 @@ async def apply_run(world: ChaosWorld, *, timeout: float, replace: frozenset[str
     lines: list[str] = []
     async with client:
         try:
-            live = await read_live(client, world.sandbox.org_id)
+            live = await read_live(
+                client, world.sandbox.org_id, now=datetime.fromtimestamp(world.clock.now(), tz=timezone.utc)
+            )
         except CapellaError as exc:
             return RunReport(1, "", error=str(exc))
+        store = Outputs(world.outputs_path, "json", org_id=world.sandbox.org_id)
         now = datetime.fromtimestamp(world.clock.now(), tz=timezone.utc)
-        plan = make_plan(world.manifest, live, now=now, force_replace=replace)
+        plan = make_plan(world.manifest, live, now=now, force_replace=replace, held_tokens=store.held_key_ids())
         lines.append(render_plan(plan))
         if plan.errors:
             return RunReport(1, "".join(lines), error="; ".join(plan.errors), plan=plan)
-        store = Outputs(world.outputs_path, "json", org_id=plan.org_id)
         result = None
         if plan.has_changes:
             applier = Applier(

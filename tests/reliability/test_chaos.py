@@ -114,7 +114,7 @@ def test_the_weather_is_as_described(tmp_path: Path) -> None:
     """Each fault the profile names really happens, often, so a passing sweep means something."""
     entries: list[str] = []
     printed = ""
-    for seed in range(10):
+    for seed in range(12):
         world = new_world(seed, tmp_path, profile=PROFILE)
         world.apply()
         world.apply()

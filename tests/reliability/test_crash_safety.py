@@ -302,3 +302,88 @@ def test_a_key_whose_token_never_reached_the_outputs_is_reported_by_the_next_app
     assert live_names(site)[1] == ["app", "ops"]
     again = cli(site, *apply_args(site))
     assert "apiKey.ops" in again.output and "--replace apiKey.ops" in again.output
+
+
+# -- a rotation killed after the API made the new key, in the spec's world (two keys may share a name) ----------
+
+KILL_IN_ROTATION = """
+import json, os, signal, sys, tempfile
+from pathlib import Path
+
+state, point = Path(sys.argv[1]), sys.argv[2]
+real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+
+
+def rotating() -> bool:
+    return len(json.loads(state.read_text())["api_keys"]) > 2  # the API made the new key
+
+
+def mkstemp(*args, **kwargs):
+    if point == "before-write" and str(kwargs.get("prefix", "")).startswith(".outputs.json.") and rotating():
+        os.kill(os.getpid(), signal.SIGKILL)  # its token never reaches the disk
+    return real_mkstemp(*args, **kwargs)
+
+
+def replace(src, dst, *args, **kwargs):
+    if point == "before-rename" and Path(src).name.startswith(".outputs.json.") and rotating():
+        os.kill(os.getpid(), signal.SIGKILL)  # its token is only in the fsynced temporary file
+    return real_replace(src, dst, *args, **kwargs)
+
+
+tempfile.mkstemp, os.replace = mkstemp, replace
+from capella_deploy.cli import main
+
+sys.argv = ["capella-deploy", *sys.argv[3:]]
+main()
+"""
+
+
+def killed_rotation(site: Path, point: str) -> tuple[dict[str, str], str]:
+    """Apply, then `apply --replace apiKey.app` killed after the API made the new key; the keys before it."""
+    with Sandbox(site / "sandbox.json", token=TOKEN).mutate() as state:
+        state.reject_duplicate_names = False
+    assert cli(site, *apply_args(site)).exit_code == 0
+    before = json.loads((site / "outputs.json").read_text())["apiKeys"]
+    args = [sys.executable, "-c", KILL_IN_ROTATION, str(site / "sandbox.json"), point, *apply_args(site)]
+    child = Child([*args, "--replace", "apiKey.app"], site, child_env())
+    child.process.wait(timeout=60)
+    child.kill()
+    assert child.process.returncode == -signal.SIGKILL, child.lines
+    names = [k["name"] for k in json.loads((site / "sandbox.json").read_text())["api_keys"].values()]
+    assert sorted(names) == ["app", "app", "ops"], "the new key was made beside the old one"
+    return {name: entry["id"] for name, entry in before.items()}, before["app"]["token"]
+
+
+def test_a_rotation_killed_before_the_new_token_was_written_keeps_the_old_key_and_drops_the_new(
+    crash_site: Path,
+) -> None:
+    site = crash_site
+    before, old_token = killed_rotation(site, "before-write")
+    new_id = next(i for i in live_key_hashes(site) if i not in before.values())
+    result = recover(site)
+    assert result.exit_code == 0, result.output
+    hashes = live_key_hashes(site)
+    assert set(hashes) == set(before.values()), "the old key is kept, the orphan deleted"
+    outputs = json.loads((site / "outputs.json").read_text())["apiKeys"]
+    assert outputs["app"]["id"] == before["app"] and outputs["app"]["token"] == old_token
+    assert sha256(old_token) == hashes[before["app"]]
+    # and the plan said which way it went
+    assert f"apiKey.app[{new_id}] will be destroyed (a newer key whose token nobody holds" in result.stdout
+    assert f"{before['app']}, whose token the outputs hold, is kept" in result.stdout
+    assert "Warning" not in result.output
+
+
+def test_a_rotation_killed_between_fsync_and_rename_completes_with_the_new_token(crash_site: Path) -> None:
+    site = crash_site
+    before, _ = killed_rotation(site, "before-rename")
+    assert list(site.glob(".outputs.json.*.tmp")), "the new token is only in the killed writer's temporary file"
+    new_id = next(i for i in live_key_hashes(site) if i not in before.values())
+    result = recover(site)
+    assert result.exit_code == 0, result.output
+    hashes = live_key_hashes(site)
+    assert set(hashes) == {new_id, before["ops"]}
+    outputs = json.loads((site / "outputs.json").read_text())["apiKeys"]
+    assert outputs["app"]["id"] == new_id and sha256(outputs["app"]["token"] or "") == hashes[new_id]
+    assert not list(site.glob(".outputs.json.*.tmp"))
+    assert f"apiKey.app[{before['app']}] will be destroyed (superseded by {new_id}, whose token" in result.stdout
+    assert "Warning" not in result.output

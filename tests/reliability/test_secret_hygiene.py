@@ -48,7 +48,7 @@ checks:
 outputs: {path: outputs.json}
 """
 FAULTS = {
-    "seed": 4,
+    "seed": 7,
     "routes": [
         {"match": "**", "error_rate": 0.02, "error_status": 429, "storm_seconds": 20},
         {"match": "POST /v4/organizations/*/aiServices/models/apiKeys", "drop_after": 0.5},
