@@ -14,7 +14,10 @@ import httpx
 import openai
 import pytest
 
-from capella_deploy.checks import (
+from capella_deploy.cli.checks import read_outputs, render_env, sandbox_transport_for
+from capella_deploy.kinds.desired import header_profile
+from capella_deploy.manifest import Manifest, load_manifest
+from capella_deploy.run.checks import (
     CheckReport,
     CheckResult,
     render_checks,
@@ -22,9 +25,6 @@ from capella_deploy.checks import (
     render_checks_markdown,
     run_checks,
 )
-from capella_deploy.cli_checks import read_outputs, render_env, sandbox_transport_for
-from capella_deploy.desired import header_profile
-from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.sandbox.server import running_server
 from capella_deploy.secrets import MASK
 from tests.conftest import World

@@ -90,7 +90,7 @@ def test_destroy_asks_for_the_organization_id(world: World) -> None:
 def test_a_terminal_is_reminded_of_what_is_still_under_way(capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
-    from capella_deploy.cli import _Progress
+    from capella_deploy.cli.main import _Progress
     from capella_deploy.clock import ManualClock
 
     clock = ManualClock()

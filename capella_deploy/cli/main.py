@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from capella_deploy import __version__
-from capella_deploy.cli_common import (
+from capella_deploy.cli.common import (
     ExitCode,
     F,
     guarded,
@@ -28,13 +28,13 @@ from capella_deploy.cli_common import (
 )
 
 if TYPE_CHECKING:
-    from capella_deploy.applier import ApplyResult
+    from capella_deploy.apply.applier import ApplyResult
     from capella_deploy.clock import Clock
     from capella_deploy.manifest import Manifest
     from capella_deploy.outputs import Outputs
     from capella_deploy.plan import Plan
-    from capella_deploy.planfile import SavedPlan
-    from capella_deploy.session import Session, Target
+    from capella_deploy.plan.planfile import SavedPlan
+    from capella_deploy.run.session import Session, Target
 
 
 class _LazyGroup(click.Group):
@@ -42,12 +42,12 @@ class _LazyGroup(click.Group):
 
     # name -> (module, attribute, the one-line help `--help` shows without importing the module)
     lazy = {
-        "sandbox": ("capella_deploy.sandbox.cli", "sandbox_group", "Run or reset the embedded Capella sandbox."),
-        "drift": ("capella_deploy.cli_ops", "drift", "Report how the organization differs from the manifest."),
-        "export": ("capella_deploy.cli_ops", "export", "Write a manifest of what is live."),
-        "clone": ("capella_deploy.cli_ops", "clone", "Write the manifest for the same deployment in another region."),
-        "verify": ("capella_deploy.cli_checks", "verify", "Run the manifest's checks against the deployed models."),
-        "env": ("capella_deploy.cli_checks", "env", "Print OPENAI_BASE_URL and OPENAI_API_KEY for a model."),
+        "sandbox": ("capella_deploy.cli.sandbox", "sandbox_group", "Run or reset the embedded Capella sandbox."),
+        "drift": ("capella_deploy.cli.ops", "drift", "Report how the organization differs from the manifest."),
+        "export": ("capella_deploy.cli.ops", "export", "Write a manifest of what is live."),
+        "clone": ("capella_deploy.cli.ops", "clone", "Write the manifest for the same deployment in another region."),
+        "verify": ("capella_deploy.cli.checks", "verify", "Run the manifest's checks against the deployed models."),
+        "env": ("capella_deploy.cli.checks", "env", "Print OPENAI_BASE_URL and OPENAI_API_KEY for a model."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -127,7 +127,7 @@ def plan(
     allow_mass_change: bool,
 ) -> None:
     """Show what apply would change."""
-    from capella_deploy.render import RENDERERS
+    from capella_deploy.views.plan import RENDERERS
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
@@ -135,7 +135,7 @@ def plan(
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
-        from capella_deploy.session import open_session
+        from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
             return await make_plan(session, manifest, replace)
@@ -148,7 +148,7 @@ def plan(
         click.echo(f"Plan checksum: {result.checksum()}")
     blocked = _blockers(result, allow_mass_change)
     if out is not None and not blocked:
-        from capella_deploy import planfile
+        from capella_deploy.plan import planfile
 
         planfile.save(out, result, manifest)
         click.echo(
@@ -280,8 +280,8 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
 @guarded
 def force_unlock(lock_id: str, org_id: str) -> None:
     """Remove the lock a killed run left behind (its id is in the error the next run prints)."""
-    from capella_deploy.lock import DEFAULT_LOCK_DIR
-    from capella_deploy.lock import force_unlock as unlock
+    from capella_deploy.run.lock import DEFAULT_LOCK_DIR
+    from capella_deploy.run.lock import force_unlock as unlock
 
     holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
     click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
@@ -329,9 +329,9 @@ def _blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
 
 
 async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: bool) -> int:
-    from capella_deploy import planfile
-    from capella_deploy.lock import org_lock
-    from capella_deploy.session import open_session
+    from capella_deploy.plan import planfile
+    from capella_deploy.run.lock import org_lock
+    from capella_deploy.run.session import open_session
 
     saved = planfile.load(request.planfile) if request.planfile is not None else None
     if saved is not None:
@@ -346,12 +346,12 @@ async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: 
 async def _apply_locked(
     session: Session, manifest: Manifest, saved: SavedPlan | None, request: _ApplyRequest, *, destroy: bool
 ) -> int:
-    from capella_deploy import planfile
-    from capella_deploy.applier import Applier, ApplyOptions
+    from capella_deploy.apply.applier import Applier, ApplyOptions
     from capella_deploy.errors import ConfigError
     from capella_deploy.live import read_live
     from capella_deploy.outputs import Outputs, format_for
-    from capella_deploy.render import render_apply_result, render_plan
+    from capella_deploy.plan import planfile
+    from capella_deploy.views.plan import render_apply_result, render_plan
 
     if saved is not None:
         live = await read_live(session.client, session.org_id)
@@ -410,10 +410,10 @@ async def _after_apply(
     destroy: bool,
 ) -> int:
     """Settle and record outputs, publish them, run the checks when all was applied, report to the job summary."""
-    from capella_deploy.checks import render_checks_markdown
-    from capella_deploy.cli_checks import checks_after_apply
-    from capella_deploy.render import render_apply_markdown
-    from capella_deploy.settle import settle_outputs
+    from capella_deploy.cli.checks import checks_after_apply
+    from capella_deploy.run.checks import render_checks_markdown
+    from capella_deploy.run.settle import settle_outputs
+    from capella_deploy.views.plan import render_apply_markdown
 
     applied = result is None or result.ok
     if not destroy:
@@ -447,7 +447,7 @@ async def _after_apply(
 def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:
     """Where outputs go besides the file: `github` or `aws-secretsmanager:PREFIX`; None for a plain path."""
     from capella_deploy.outputs import publish_to_github
-    from capella_deploy.secretstores import aws_prefix, publish_to_aws_secrets_manager
+    from capella_deploy.outputs.secretstores import aws_prefix, publish_to_aws_secrets_manager
 
     if target == "github":
         return lambda store: publish_to_github(store, os.environ)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capella_deploy.cli_common import ExitCode, guarded, load_manifest_files, manifest_options, sandbox_option
+from capella_deploy.cli.common import ExitCode, guarded, load_manifest_files, manifest_options, sandbox_option
 
 if TYPE_CHECKING:
-    from capella_deploy.checks import CheckReport, TransportFor
     from capella_deploy.manifest import Manifest
+    from capella_deploy.run.checks import CheckReport, TransportFor
 
 DEFAULT_OUTPUTS = Path(".capella/outputs.json")
 
@@ -39,8 +39,8 @@ def sandbox_transport_for(state: Path, environ: Mapping[str, str]) -> TransportF
     """
     import httpx
 
+    from capella_deploy.run.session import embedded_sandbox
     from capella_deploy.sandbox import IN_PROCESS_BASE_URL
-    from capella_deploy.session import embedded_sandbox
 
     sandbox = embedded_sandbox(state, environ)
     host = httpx.URL(IN_PROCESS_BASE_URL).host
@@ -54,7 +54,7 @@ def sandbox_transport_for(state: Path, environ: Mapping[str, str]) -> TransportF
 async def run_manifest_checks(
     manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None, environ: Mapping[str, str]
 ) -> CheckReport:
-    from capella_deploy.checks import run_checks
+    from capella_deploy.run.checks import run_checks
 
     if sandbox_state is None:
         _refuse_sandbox_urls(manifest, outputs)
@@ -83,7 +83,7 @@ async def checks_after_apply(
     manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None
 ) -> CheckReport | None:
     """Run the manifest's checks after an apply and print their table; None when the manifest has none."""
-    from capella_deploy.checks import render_checks
+    from capella_deploy.run.checks import render_checks
 
     if not manifest.checks:
         return None
@@ -115,7 +115,7 @@ def verify(
     as_markdown: bool,
 ) -> None:
     """Run the manifest's checks against what apply deployed; exit 1 if any fails."""
-    from capella_deploy.checks import render_checks, render_checks_json, render_checks_markdown
+    from capella_deploy.run.checks import render_checks, render_checks_json, render_checks_markdown
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")

@@ -16,7 +16,7 @@ import click
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
-    from capella_deploy.session import Session, Target
+    from capella_deploy.run.session import Session, Target
 
 
 class ExitCode(IntEnum):
@@ -110,7 +110,7 @@ def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Mani
 
 def make_target(sandbox: str | None, token_file: Path | None) -> Target:
     from capella_deploy.errors import ConfigError
-    from capella_deploy.session import Target
+    from capella_deploy.run.session import Target
 
     limit = os.environ.get("CAPELLA_RATE_LIMIT")  # requests per minute the client keeps under, e.g. 100
     try:
@@ -140,9 +140,9 @@ def parse_duration(text: str) -> float:
 
 async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
     from capella_deploy.live import read_live
-    from capella_deploy.planfile import manifest_digest
-    from capella_deploy.planner import plan as make_plan
-    from capella_deploy.planner import plan_destroy
+    from capella_deploy.plan.planfile import manifest_digest
+    from capella_deploy.plan.planner import plan as make_plan
+    from capella_deploy.plan.planner import plan_destroy
 
     live = await read_live(session.client, session.org_id)
     if destroy:

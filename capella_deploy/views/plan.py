@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from capella_deploy import __version__
-from capella_deploy.applier import ApplyResult
+from capella_deploy.apply.applier import ApplyResult
 from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
 
 _SYMBOL = {

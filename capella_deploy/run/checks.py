@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import httpx
 
-from capella_deploy.client import is_loopback
-from capella_deploy.desired import header_profile
+from capella_deploy.api.client import is_loopback
+from capella_deploy.kinds.desired import header_profile
 from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec
 from capella_deploy.secrets import MASK, Secret
 
