@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,7 @@ import click
 from capella_deploy.cli.common import ExitCode, guarded, load_manifest_files, manifest_options, sandbox_option
 
 if TYPE_CHECKING:
-    from capella_deploy.manifest import Manifest
-    from capella_deploy.run.checks import CheckReport, TransportFor
+    pass
 
 DEFAULT_OUTPUTS = Path(".capella/outputs.json")
 
@@ -29,69 +27,6 @@ def read_outputs(path: Path) -> dict[str, Any]:
     from capella_deploy.outputs import Outputs
 
     return Outputs(path).document()
-
-
-def sandbox_transport_for(state: Path, environ: Mapping[str, str]) -> TransportFor:
-    """Route the embedded sandbox's connection strings (http://capella.sandbox/...) through its in-process app.
-
-    The sandbox gets the same state file and fault file (CAPELLA_SANDBOX_FAULTS) as the commands that manage it,
-    so a failure drill reaches the Model Service too. Other URLs go to the network.
-    """
-    import httpx
-
-    from capella_deploy.run.session import embedded_sandbox
-    from capella_deploy.sandbox import IN_PROCESS_BASE_URL
-
-    sandbox = embedded_sandbox(state, environ)
-    host = httpx.URL(IN_PROCESS_BASE_URL).host
-
-    def transport_for(base_url: str) -> httpx.AsyncBaseTransport | None:
-        return sandbox.transport() if httpx.URL(base_url).host == host else None
-
-    return transport_for
-
-
-async def run_manifest_checks(
-    manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None, environ: Mapping[str, str]
-) -> CheckReport:
-    from capella_deploy.run.checks import run_checks
-
-    if sandbox_state is None:
-        _refuse_sandbox_urls(manifest, outputs)
-        return await run_checks(manifest, outputs, environ=environ)
-    transport_for = sandbox_transport_for(sandbox_state, environ)
-    return await run_checks(manifest, outputs, transport_for=transport_for, environ=environ)
-
-
-def _refuse_sandbox_urls(manifest: Manifest, outputs: Mapping[str, Any]) -> None:
-    """Sandbox connection strings resolve nowhere on the network: say so instead of failing on DNS."""
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.sandbox import IN_PROCESS_BASE_URL
-
-    models = outputs.get("models") or {}
-    checked = [models.get(check.model) for check in manifest.checks if check.model is not None]
-    if any(
-        isinstance(e, Mapping) and str(e.get("connectionString", "")).startswith(IN_PROCESS_BASE_URL) for e in checked
-    ):
-        raise ConfigError(
-            f"the outputs point at the embedded sandbox ({IN_PROCESS_BASE_URL}/...), which only --sandbox reaches; "
-            "run again with --sandbox[=STATE]"
-        )
-
-
-async def checks_after_apply(
-    manifest: Manifest, outputs: Mapping[str, Any], *, sandbox_state: Path | None
-) -> CheckReport | None:
-    """Run the manifest's checks after an apply and print their table; None when the manifest has none."""
-    from capella_deploy.run.checks import render_checks
-
-    if not manifest.checks:
-        return None
-    report = await run_manifest_checks(manifest, outputs, sandbox_state=sandbox_state, environ=dict(os.environ))
-    click.echo(render_checks(report), nl=False)
-    if not report.ok:
-        click.echo("The resources are kept; fix what the checks report and run `capella-deploy verify` again.")
-    return report
 
 
 @click.command()
@@ -115,7 +50,8 @@ def verify(
     as_markdown: bool,
 ) -> None:
     """Run the manifest's checks against what apply deployed; exit 1 if any fails."""
-    from capella_deploy.run.checks import render_checks, render_checks_json, render_checks_markdown
+    from capella_deploy.run.verify import run_manifest_checks
+    from capella_deploy.views.checks import render_checks, render_checks_json, render_checks_markdown
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
@@ -146,62 +82,8 @@ def verify(
 def env(model: str, outputs_path: Path, key_name: str | None, show_secrets: bool) -> None:
     """Print OPENAI_BASE_URL and OPENAI_API_KEY for MODEL, and the X-cb-* headers to send."""
     from capella_deploy.errors import ConfigError
+    from capella_deploy.views.env import render_env
 
     if not outputs_path.exists():
         raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
     click.echo(render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets), nl=False)
-
-
-def render_env(outputs: Mapping[str, Any], model: str, *, key_name: str | None, show_secrets: bool) -> str:
-    """Lines an OpenAI client (or a shell, via eval) can use to call ``model``."""
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.secrets import MASK
-
-    models: Mapping[str, Any] = outputs.get("models") or {}
-    entry = models.get(model)
-    if not isinstance(entry, Mapping):
-        known = ", ".join(sorted(models)) or "none"
-        raise ConfigError(f"no model '{model}' in the outputs (models: {known})")
-    connection = entry.get("connectionString")
-    if not connection:
-        raise ConfigError(f"the outputs have no connection string for model '{model}'; run apply first")
-    name, key = _pick_key(outputs.get("apiKeys") or {}, entry.get("region"), key_name, model)
-    token = key.get("token")
-    if not token:
-        raise ConfigError(
-            f"the outputs hold no token for key '{name}'; rotate it with `capella-deploy apply --replace apiKey.{name}`"
-        )
-    lines = [
-        f"# model {model} ({entry.get('region') or 'unknown region'}), key {name}",
-        f"OPENAI_BASE_URL={shlex.quote(str(connection).rstrip('/') + '/v1')}",
-        f"OPENAI_API_KEY={shlex.quote(str(token)) if show_secrets else MASK}",
-    ]
-    headers = entry.get("headers") or {}
-    if headers:
-        lines.append("# Send these headers with each request for the declared routing and cache:")
-        lines += [f"# {header}: {value}" for header, value in sorted(headers.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _pick_key(
-    keys: Mapping[str, Any], region: object, key_name: str | None, model: str
-) -> tuple[str, Mapping[str, Any]]:
-    from capella_deploy.errors import ConfigError
-
-    if key_name is not None:
-        key = keys.get(key_name)
-        if not isinstance(key, Mapping):
-            raise ConfigError(f"no API key '{key_name}' in the outputs (keys: {', '.join(sorted(keys)) or 'none'})")
-        return key_name, key
-    # A key works only for the models of its own region.
-    same_region = sorted(name for name, key in keys.items() if isinstance(key, Mapping) and key.get("region") == region)
-    if len(same_region) == 1:
-        return same_region[0], keys[same_region[0]]
-    if not same_region:
-        raise ConfigError(
-            f"no API key of region {region} in the outputs can call model '{model}'; add one to the manifest"
-        )
-    raise ConfigError(
-        f"several API keys of region {region} could call model '{model}'; choose one with --key: "
-        + ", ".join(same_region)
-    )

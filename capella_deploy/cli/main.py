@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +17,6 @@ from capella_deploy.cli.common import (
     F,
     guarded,
     load_manifest_files,
-    make_plan,
     make_target,
     manifest_options,
     parse_duration,
@@ -28,13 +24,10 @@ from capella_deploy.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from capella_deploy.apply.applier import ApplyResult
-    from capella_deploy.clock import Clock
     from capella_deploy.manifest import Manifest
-    from capella_deploy.outputs import Outputs
     from capella_deploy.plan import Plan
-    from capella_deploy.plan.planfile import SavedPlan
-    from capella_deploy.run.session import Session, Target
+    from capella_deploy.run.apply import ApplyRequest
+    from capella_deploy.run.session import Target
 
 
 class _LazyGroup(click.Group):
@@ -135,6 +128,7 @@ def plan(
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
+        from capella_deploy.run.planning import make_plan
         from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
@@ -146,7 +140,9 @@ def plan(
     click.echo(RENDERERS["json" if as_json else "markdown" if as_markdown else "human"](result), nl=False)
     if not as_json and not as_markdown:
         click.echo(f"Plan checksum: {result.checksum()}")
-    blocked = _blockers(result, allow_mass_change)
+    from capella_deploy.run.apply import blockers
+
+    blocked = blockers(result, allow_mass_change)
     if out is not None and not blocked:
         from capella_deploy.plan import planfile
 
@@ -214,7 +210,7 @@ def apply(
         raise click.UsageError("a saved plan already holds its manifest: give PLANFILE or -f, not both")
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
-    request = _ApplyRequest.of(
+    request = _request(
         make_target(sandbox, token_file),
         options,
         allow_mass_change=allow_mass_change,
@@ -222,10 +218,7 @@ def apply(
         replace=tuple(replace),
         planfile=planfile,
     )
-    manifest = load_manifest_files(files, variables) if planfile is None else None
-    import asyncio
-
-    sys.exit(asyncio.run(_apply(manifest, request, destroy=False)))
+    _run_apply(load_manifest_files(files, variables) if planfile is None else None, request)
 
 
 @main.command()
@@ -238,10 +231,8 @@ def destroy(
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
     # Destroying everything the manifest names is the point of the command: no mass-change guard.
-    request = _ApplyRequest.of(make_target(sandbox, token_file), options, allow_mass_change=True)
-    import asyncio
-
-    sys.exit(asyncio.run(_apply(load_manifest_files(files, variables), request, destroy=True)))
+    request = _request(make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True)
+    _run_apply(load_manifest_files(files, variables), request)
 
 
 @main.command()
@@ -290,227 +281,27 @@ def force_unlock(lock_id: str, org_id: str) -> None:
 # -- internals ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ApplyRequest:
-    target: Target
-    auto_approve: bool
-    parallelism: int
-    timeout: float
-    outputs_target: str | None
-    output_format: str | None
-    allow_mass_change: bool
-    lock_timeout: float = 0.0
-    checksum: str | None = None
-    replace: tuple[str, ...] = ()
-    planfile: Path | None = None
+def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyRequest:
+    """A request from the options `apply_options` adds to a command, plus the command's own."""
+    from capella_deploy.run.apply import ApplyRequest
 
-    @classmethod
-    def of(cls, target: Target, options: Mapping[str, Any], **extra: Any) -> _ApplyRequest:
-        """A request from the options `apply_options` adds to a command, plus the command's own."""
-        return cls(
-            target=target,
-            auto_approve=options["auto_approve"],
-            parallelism=options["parallelism"],
-            timeout=parse_duration(options["timeout"]),
-            outputs_target=options["outputs_target"],
-            output_format=options["output_format"],
-            lock_timeout=parse_duration(options["lock_timeout"]),
-            **extra,
-        )
-
-
-def _blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
-    """Reasons this plan must not be applied."""
-    reasons = list(plan.errors)
-    mass = None if allow_mass_change else plan.mass_change()
-    if mass:
-        reasons.append(mass)
-    return reasons
-
-
-async def _apply(manifest: Manifest | None, request: _ApplyRequest, *, destroy: bool) -> int:
-    from capella_deploy.plan import planfile
-    from capella_deploy.run.lock import org_lock
-    from capella_deploy.run.session import open_session
-
-    saved = planfile.load(request.planfile) if request.planfile is not None else None
-    if saved is not None:
-        manifest = saved.manifest
-    assert manifest is not None
-    org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
-    async with open_session(request.target, org) as session:
-        with org_lock(session.org_id, "destroy" if destroy else "apply", timeout=request.lock_timeout):
-            return await _apply_locked(session, manifest, saved, request, destroy=destroy)
-
-
-async def _apply_locked(
-    session: Session, manifest: Manifest, saved: SavedPlan | None, request: _ApplyRequest, *, destroy: bool
-) -> int:
-    from capella_deploy.apply.applier import Applier, ApplyOptions
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.live import read_live
-    from capella_deploy.outputs import Outputs, format_for
-    from capella_deploy.plan import planfile
-    from capella_deploy.views.plan import render_apply_result, render_plan
-
-    if saved is not None:
-        live = await read_live(session.client, session.org_id)
-        planfile.check_fresh(saved, live.fingerprint())
-        plan = saved.plan
-    else:
-        plan = await make_plan(session, manifest, request.replace, destroy=destroy)
-    click.echo(render_plan(plan), nl=False)
-    if request.checksum is not None and request.checksum != plan.checksum():
-        raise ConfigError(
-            f"the plan computed now has checksum {plan.checksum()}, not the reviewed {request.checksum}: "
-            "the manifest or the organization changed since the review; plan and review again"
-        )
-    blocked = _blockers(plan, request.allow_mass_change)
-    if blocked:
-        for reason in blocked:
-            click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
-        return ExitCode.ERROR
-    sink = _outputs_sink(request.outputs_target)
-    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
-    store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
-    if not plan.has_changes:
-        # Nothing to change; the declared checks still say whether the deployment answers.
-        return await _after_apply(session, manifest, store, request, sink, result=None, destroy=destroy)
-    if not request.auto_approve and not _confirm("destroy" if destroy else "apply", plan.org_id if destroy else None):
-        click.echo("Nothing was changed.")
-        return ExitCode.ERROR
-    # A token the API returns must have somewhere to go: find out now, before anything is created.
-    store.save()
-    if saved is not None:
-        planfile.mark_applied(saved)
-    progress = _Progress(session.clock, live=sys.stdout.isatty())
-    applier = Applier(
-        session.client,
-        manifest,
-        plan,
-        store,
-        clock=session.clock,
-        options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
-        progress=progress.report,
+    return ApplyRequest(
+        target=target,
+        auto_approve=options["auto_approve"],
+        parallelism=options["parallelism"],
+        timeout=parse_duration(options["timeout"]),
+        outputs_target=options["outputs_target"],
+        output_format=options["output_format"],
+        lock_timeout=parse_duration(options["lock_timeout"]),
+        **extra,
     )
-    with progress.ticking(applier.active):
-        result = await applier.run()
-    click.echo(render_apply_result(result, outputs_path=store.path), nl=False)
-    return await _after_apply(session, manifest, store, request, sink, result=result, destroy=destroy)
 
 
-async def _after_apply(
-    session: Session,
-    manifest: Manifest,
-    store: Outputs,
-    request: _ApplyRequest,
-    sink: Callable[[Outputs], None] | None,
-    *,
-    result: ApplyResult | None,
-    destroy: bool,
-) -> int:
-    """Settle and record outputs, publish them, run the checks when all was applied, report to the job summary."""
-    from capella_deploy.cli.checks import checks_after_apply
-    from capella_deploy.run.checks import render_checks_markdown
-    from capella_deploy.run.settle import settle_outputs
-    from capella_deploy.views.plan import render_apply_markdown
+def _run_apply(manifest: Manifest | None, request: ApplyRequest) -> None:
+    import asyncio
 
-    applied = result is None or result.ok
-    if not destroy:
-        failed = frozenset(
-            r.address.removeprefix("model.")
-            for r in (result.failed if result else ())
-            if r.address.startswith("model.")
-        )
-        settled = await settle_outputs(
-            session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout, failed=failed
-        )
-        for warning in settled.warnings:
-            click.echo(click.style("Warning: ", fg="yellow", bold=True) + warning, err=True)
-        for problem in settled.unsettled:
-            click.echo(click.style("Error: ", fg="red", bold=True) + problem, err=True)
-        applied = applied and not settled.unsettled
-    if sink is not None:
-        sink(store)
-    report = None
-    if applied and not destroy:
-        report = await checks_after_apply(manifest, store.document(), sandbox_state=request.target.sandbox_state)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(render_apply_markdown(result))
-            if report is not None:
-                handle.write("\n" + render_checks_markdown(report))
-    return ExitCode.OK if applied and (report is None or report.ok) else ExitCode.ERROR
+    from capella_deploy.cli.terminal import TerminalApplyView
+    from capella_deploy.run.apply import run_apply
 
-
-def _outputs_sink(target: str | None) -> Callable[[Outputs], None] | None:
-    """Where outputs go besides the file: `github` or `aws-secretsmanager:PREFIX`; None for a plain path."""
-    from capella_deploy.outputs import publish_to_github
-    from capella_deploy.outputs.secretstores import aws_prefix, publish_to_aws_secrets_manager
-
-    if target == "github":
-        return lambda store: publish_to_github(store, os.environ)
-    prefix = aws_prefix(target)
-    if prefix is not None:
-        return lambda store: click.echo(
-            f"Wrote {len(publish_to_aws_secrets_manager(store.document(), prefix))} secret(s) under {prefix}/."
-        )
-    return None
-
-
-def _confirm(verb: str, org_id: str | None) -> bool:
-    """Ask for 'yes' (or, to destroy, the organization id) on a terminal; never prompt a pipeline."""
-    from capella_deploy.errors import ConfigError
-
-    if not sys.stdin.isatty():
-        raise ConfigError(
-            "refusing to ask for confirmation: standard input is not a terminal; "
-            f"review the plan above and run again with --auto-approve to {verb} it"
-        )
-    expected = org_id or "yes"
-    what = f"the organization id ({org_id})" if org_id else "'yes'"
-    click.echo(f"Do you want to {verb} these changes? Only {what} will be accepted.")
-    answer: str = click.prompt("  Enter a value", default="", show_default=False)
-    return answer.strip() == expected
-
-
-class _Progress:
-    """Apply's progress: a line per event and, on a terminal, a 'still ...' line for long waits."""
-
-    TICK_SECONDS = 10.0  # wall time between reminders of what is still under way
-
-    def __init__(self, clock: Clock, *, live: bool) -> None:
-        self._clock = clock
-        self._started = clock.now()
-        self._live = live
-        self._doing: dict[str, str] = {}
-
-    def report(self, address: str, message: str) -> None:
-        self._doing[address] = message
-        click.echo(f"{address}: {message} [{self._elapsed(self._started)}]")
-
-    @contextlib.contextmanager
-    def ticking(self, active: Mapping[str, float]) -> Iterator[None]:
-        """While the block runs, remind a person at a terminal every few seconds of what is still going on."""
-        if not self._live:
-            yield
-            return
-        import asyncio
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(self.TICK_SECONDS)
-                for address, since in sorted(active.items()):
-                    doing = self._doing.get(address, "working")
-                    click.echo(click.style(f"{address}: still {doing}... [{self._elapsed(since)} elapsed]", dim=True))
-
-        task = asyncio.ensure_future(tick())
-        try:
-            yield
-        finally:
-            task.cancel()
-
-    def _elapsed(self, since: float) -> str:
-        seconds = int(self._clock.now() - since)
-        return f"{seconds // 60}m{seconds % 60:02d}s"
+    ok = asyncio.run(run_apply(manifest, request, TerminalApplyView(interactive=sys.stdout.isatty())))
+    sys.exit(ExitCode.OK if ok else ExitCode.ERROR)

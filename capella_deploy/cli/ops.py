@@ -19,7 +19,6 @@ from capella_deploy.cli.common import (
     ExitCode,
     guarded,
     load_manifest_files,
-    make_plan,
     make_target,
     manifest_options,
     sandbox_option,
@@ -87,13 +86,15 @@ def drift(
     Exit status: 0 in sync, 2 drift found, 1 error.
     """
     from capella_deploy.outputs import atomic_write
-    from capella_deploy.plan.drift import drift_report, render_json, render_markdown, render_text, slack_payload
+    from capella_deploy.plan.drift import drift_report
+    from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
     manifest = load_manifest_files(files, variables)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
+        from capella_deploy.run.planning import make_plan
         from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:

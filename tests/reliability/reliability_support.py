@@ -34,7 +34,8 @@ from capella_deploy.plan.planner import plan as make_plan
 from capella_deploy.run.settle import settle_outputs
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Sandbox, lifecycle
 from capella_deploy.secrets import Secret
-from capella_deploy.views.plan import render_apply_result, render_plan
+from capella_deploy.views.apply import render_apply_result
+from capella_deploy.views.plan import render_plan
 
 API_TOKEN = "cbrel-api-token-5d0c1e9a7b"
 
