@@ -138,7 +138,12 @@ def caching(threshold: float, ttl: float) -> dict[str, Any]:
 
 
 def test_whole_numbers_written_as_floats_and_float_noise_are_not_changes() -> None:
-    for threshold, ttl, gpu in ((0.85, 3600, 48), (0.8500000000000001, 3600.0, 48.0), (0.84999999999999, 3600, 48)):
+    for threshold, ttl, gpu in (
+        (0.85, 3600, 48),
+        (0.8500000000000001, 3600.0, 48.0),
+        (0.84999999999999, 3600, 48),
+        (0.8500000001, 3600, 48),
+    ):
         live = parse_model(api_model(caching(threshold, ttl), gpuMemory=gpu))
         result = plan(CACHED, LiveState("org", (live,), ()), now=NOW)
         assert one(result, "model.chat").action is Action.NOOP, (threshold, ttl, gpu)
