@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from capella_deploy.outputs import Outputs, env_name, format_for, publish_to_github
+from capella_deploy.outputs import Outputs, env_name, format_for
+from capella_deploy.outputs.github import publish_to_github
 from capella_deploy.secrets import Secret
 
 # Key tokens are URL-safe base64 and may end in '='; URLs carry query strings; header profiles are JSON.

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from capella_deploy.outputs import Outputs, OutputsError, publish_to_github, render_json
+from capella_deploy.outputs import Outputs, OutputsError, render_json
+from capella_deploy.outputs.github import publish_to_github
 from capella_deploy.secrets import MASK, Secret
 
 
