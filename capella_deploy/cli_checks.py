@@ -146,10 +146,13 @@ def verify(
 def env(model: str, outputs_path: Path, key_name: str | None, show_secrets: bool) -> None:
     """Print OPENAI_BASE_URL and OPENAI_API_KEY for MODEL, and the X-cb-* headers to send."""
     from capella_deploy.errors import ConfigError
+    from capella_deploy.secrets import revealed
 
     if not outputs_path.exists():
         raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
-    click.echo(render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets), nl=False)
+    text = render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets)
+    with revealed():
+        click.echo(text, nl=False)
 
 
 def render_env(outputs: Mapping[str, Any], model: str, *, key_name: str | None, show_secrets: bool) -> str:

@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from capella_deploy.secrets import redact
 from capella_deploy.yamlsource import ManifestIssue, YMap, YNode, YScalar, locate, merge_sources, read_source, to_plain
 
 __all__ = [
@@ -728,7 +729,9 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        # A message quotes enough of a value to recognise it, never a whole file's worth.
+        # A message quotes enough of a value to recognise it, never a whole file's worth; secrets are masked
+        # first, as a cut would leave part of one that no later masking recognises.
+        value = redact(value)
         return f"'{value}'" if len(value) <= 80 else f"'{value[:60]}…' ({len(value)} characters)"
     if isinstance(value, Mapping):
         return "a mapping"

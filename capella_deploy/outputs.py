@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capella_deploy.errors import CapellaError
-from capella_deploy.secrets import MASK, Secret
+from capella_deploy.secrets import MASK, Secret, remember, revealed
 
 try:
     import fcntl
@@ -150,6 +150,9 @@ class Outputs:
                 )
             if self._org_id is not None:
                 doc["organizationId"] = self._org_id
+            for entry in doc["apiKeys"].values():
+                if isinstance(entry, dict):
+                    remember(entry.get("token"))
             self._doc = doc
 
 
@@ -311,7 +314,8 @@ def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
         token = entry.get("token")
         if token:
             # The workflow command must come first so the runner masks the value wherever it appears.
-            sys.stdout.write(f"::add-mask::{token}\n")
+            with revealed():
+                sys.stdout.write(f"::add-mask::{token}\n")
         for field, suffix in _KEY_FIELDS:
             if entry.get(field) is not None:
                 lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
