@@ -5,6 +5,10 @@ passes a shared gate (closed by a Retry-After) and an optional token bucket befo
 Idempotent calls are retried on 429/502/503/504 and lost connections with full-jitter backoff; a
 create is retried only when the API cannot have acted on it, otherwise it fails with
 ``AmbiguousCreate`` so the caller can look the resource up by name instead of making a duplicate.
+
+Answers are not trusted to be sane: JSON nested deeper than ``MAX_JSON_DEPTH`` is refused before it is
+walked, a Retry-After waits at most ``MAX_RETRY_AFTER`` and a long one is announced, a listing stops at
+the first page that adds nothing yet points on, and a refused page size falls back to smaller pages.
 """
 
 from __future__ import annotations
