@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from capella_deploy import __version__
-from capella_deploy.client import (
+from capella_deploy.api.client import (
     DEFAULT_API_URL,
     PAGE_CONCURRENCY,
     CapellaClient,

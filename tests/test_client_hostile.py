@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from capella_deploy.client import (
+from capella_deploy.api.client import (
     ANNOUNCED_WAIT,
     FALLBACK_PER_PAGE,
     MAX_JSON_DEPTH,

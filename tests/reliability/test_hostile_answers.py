@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pytest
 from click.testing import CliRunner, Result
 
+from capella_deploy.api.client import FALLBACK_PER_PAGE, MAX_JSON_DEPTH, MAX_RETRY_AFTER, PER_PAGE, CapellaClient
 from capella_deploy.cli import main
-from capella_deploy.client import FALLBACK_PER_PAGE, MAX_JSON_DEPTH, MAX_RETRY_AFTER, PER_PAGE, CapellaClient
 from capella_deploy.clock import ManualClock
 from capella_deploy.secrets import MASK, Secret
 

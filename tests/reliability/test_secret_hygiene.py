@@ -24,8 +24,8 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from capella_deploy.api.client import CapellaClient, load_token
 from capella_deploy.cli import main
-from capella_deploy.client import CapellaClient, load_token
 from capella_deploy.errors import CapellaError
 from capella_deploy.outputs import Outputs, atomic_write
 from capella_deploy.sandbox import Sandbox

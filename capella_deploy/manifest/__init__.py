@@ -35,8 +35,17 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from capella_deploy.manifest.yamlsource import (
+    ManifestIssue,
+    YMap,
+    YNode,
+    YScalar,
+    locate,
+    merge_sources,
+    read_source,
+    to_plain,
+)
 from capella_deploy.secrets import redact
-from capella_deploy.yamlsource import ManifestIssue, YMap, YNode, YScalar, locate, merge_sources, read_source, to_plain
 
 __all__ = [
     "ApiKeySpec",

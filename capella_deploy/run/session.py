@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from capella_deploy.client import DEFAULT_API_URL, CapellaClient, load_token
+from capella_deploy.api.client import DEFAULT_API_URL, CapellaClient, load_token
 from capella_deploy.clock import Clock, SystemClock
 from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import Secret

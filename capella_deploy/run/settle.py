@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.apply.watcher import PollSchedule, StatusWatcher
 from capella_deploy.clock import Clock
-from capella_deploy.desired import header_profile
 from capella_deploy.errors import CapellaError
+from capella_deploy.kinds.desired import header_profile
 from capella_deploy.live import FAILED_STATUSES, LiveModel, read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
-from capella_deploy.watcher import PollSchedule, StatusWatcher
 
 
 @dataclass

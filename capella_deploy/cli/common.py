@@ -6,7 +6,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,8 +14,7 @@ import click
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
-    from capella_deploy.plan import Plan
-    from capella_deploy.session import Session, Target
+    from capella_deploy.run.session import Target
 
 
 class ExitCode(IntEnum):
@@ -110,7 +108,7 @@ def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Mani
 
 def make_target(sandbox: str | None, token_file: Path | None) -> Target:
     from capella_deploy.errors import ConfigError
-    from capella_deploy.session import Target
+    from capella_deploy.run.session import Target
 
     limit = os.environ.get("CAPELLA_RATE_LIMIT")  # requests per minute the client keeps under, e.g. 100
     try:
@@ -136,18 +134,3 @@ def parse_duration(text: str) -> float:
         return float(value)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
-
-
-async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
-    from capella_deploy.live import read_live
-    from capella_deploy.planfile import manifest_digest
-    from capella_deploy.planner import plan as make_plan
-    from capella_deploy.planner import plan_destroy
-
-    live = await read_live(session.client, session.org_id)
-    if destroy:
-        return plan_destroy(manifest, live)
-    now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
-    return make_plan(
-        manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
-    )

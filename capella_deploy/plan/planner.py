@@ -15,7 +15,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from capella_deploy.desired import REPLACE_ATTRIBUTES, key_attributes, model_attributes
+from capella_deploy.kinds.desired import REPLACE_ATTRIBUTES, key_attributes, model_attributes
 from capella_deploy.live import (
     FAILED_STATUSES,
     REPLACE_STATUSES,

@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.apply.watcher import PollSchedule, StatusWatcher, WaitFailed, WaitTimedOut
 from capella_deploy.clock import Clock
-from capella_deploy.desired import header_profile, key_create_body, model_create_body, model_update_body
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict
+from capella_deploy.kinds.desired import header_profile, key_create_body, model_create_body, model_update_body
 from capella_deploy.live import FAILED_STATUSES, LiveModel, LiveStateError, parse_key, parse_model
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Action, Kind, Plan, ResourceChange
-from capella_deploy.watcher import PollSchedule, StatusWatcher, WaitFailed, WaitTimedOut
 
 log = logging.getLogger("capella_deploy.apply")
 

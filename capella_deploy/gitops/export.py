@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from capella_deploy.desired import caching_body
+from capella_deploy.kinds.desired import caching_body
 from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState, by_name, key_age, model_rank, state_of
 from capella_deploy.manifest import ApiKeySpec, Cache, ModelSpec
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from capella_deploy.cli_common import guarded
+from capella_deploy.cli.common import guarded
 
 DEFAULT_STATE = Path(".capella/sandbox.json")
 DEFAULT_PORT = 8480

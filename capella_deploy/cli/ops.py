@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capella_deploy.cli_common import (
+from capella_deploy.cli.common import (
     ExitCode,
     guarded,
     load_manifest_files,
-    make_plan,
     make_target,
     manifest_options,
     sandbox_option,
@@ -29,10 +28,10 @@ from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import redact
 
 if TYPE_CHECKING:
-    from capella_deploy.clone import Offering
-    from capella_deploy.drift import IgnoreRules
+    from capella_deploy.gitops.clone import Offering
     from capella_deploy.live import LiveState
     from capella_deploy.plan import Plan
+    from capella_deploy.plan.drift import IgnoreRules
 
 DEFAULT_IGNORE_FILE = Path(".capella/drift-ignore")
 WEBHOOK_ENV = "CAPELLA_DRIFT_WEBHOOK"
@@ -87,15 +86,17 @@ def drift(
 
     Exit status: 0 in sync, 2 drift found, 1 error.
     """
-    from capella_deploy.drift import drift_report, render_json, render_markdown, render_text, slack_payload
     from capella_deploy.outputs import atomic_write
+    from capella_deploy.plan.drift import drift_report
+    from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
     manifest = load_manifest_files(files, variables)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
-        from capella_deploy.session import open_session
+        from capella_deploy.run.planning import make_plan
+        from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
             return await make_plan(session, manifest, ())
@@ -108,7 +109,7 @@ def drift(
         atomic_write(report_path, redact(render_json(report)))
         click.echo(f"Wrote the drift report to {report_path}.", err=True)
     if notify and not report.in_sync:
-        from capella_deploy.notify import post_report
+        from capella_deploy.gitops.notify import post_report
 
         outcome, delivered = post_report(notify, slack_payload(report))
         if delivered:
@@ -119,7 +120,7 @@ def drift(
 
 
 def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRules:
-    from capella_deploy.drift import IgnoreRules
+    from capella_deploy.plan.drift import IgnoreRules
 
     rules = IgnoreRules(tuple(patterns))
     path = ignore_file or (DEFAULT_IGNORE_FILE if DEFAULT_IGNORE_FILE.is_file() else None)
@@ -150,13 +151,13 @@ def export(
     org_id: str | None,
 ) -> None:
     """Write a manifest of what is live; planning it against the same organization shows no changes."""
-    from capella_deploy.export import export_manifest, manifest_yaml
+    from capella_deploy.gitops.export import export_manifest, manifest_yaml
 
     target = make_target(sandbox, token_file)
 
     async def run() -> LiveState:
         from capella_deploy.live import read_live
-        from capella_deploy.session import open_session
+        from capella_deploy.run.session import open_session
 
         async with open_session(target, org_id) as session:
             return await read_live(session.client, session.org_id)
@@ -208,8 +209,8 @@ def clone(
     """Write a manifest for the same deployment in another region (new names, new API keys)."""
     from pydantic import ValidationError
 
-    from capella_deploy.clone import clone_manifest, default_suffix, unavailable
-    from capella_deploy.export import manifest_yaml
+    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unavailable
+    from capella_deploy.gitops.export import manifest_yaml
     from capella_deploy.manifest import Manifest
 
     manifest = load_manifest_files(files, variables)
@@ -252,7 +253,7 @@ def clone(
 
 
 def _sandbox_offering() -> Offering:
-    from capella_deploy.clone import Offering
+    from capella_deploy.gitops.clone import Offering
     from capella_deploy.sandbox import catalog
 
     return Offering(

@@ -34,6 +34,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from capella_deploy import __version__
+from capella_deploy.api.ratelimit import RetryGate, TokenBucket
 from capella_deploy.clock import Clock, SystemClock
 from capella_deploy.errors import (
     AmbiguousCreate,
@@ -51,7 +52,6 @@ from capella_deploy.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from capella_deploy.ratelimit import RetryGate, TokenBucket
 from capella_deploy.secrets import API_TOKEN_VARIABLE, MASK, Secret, redact
 
 DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"

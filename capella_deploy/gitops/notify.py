@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from capella_deploy.client import is_loopback
+from capella_deploy.api.client import is_loopback
 from capella_deploy.secrets import redact
 
 TIMEOUT_SECONDS = 10.0

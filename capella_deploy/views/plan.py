@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from capella_deploy import __version__
-from capella_deploy.applier import ApplyResult
 from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
 
 _SYMBOL = {
@@ -23,7 +21,7 @@ _SYMBOL = {
     Action.ROTATE: ("+/-", "yellow", "will be rotated (a new key, and the old one deleted)"),
 }
 
-_SUMMARY_ORDER = (
+SUMMARY_ORDER = (
     (Action.CREATE, "to create"),
     (Action.UPDATE, "to update"),
     (Action.REPLACE, "to replace"),
@@ -32,16 +30,6 @@ _SUMMARY_ORDER = (
     (Action.ROTATE, "to rotate"),
     (Action.DELETE, "to destroy"),
 )
-
-_PAST = {
-    Action.CREATE: "created",
-    Action.UPDATE: "updated",
-    Action.REPLACE: "replaced",
-    Action.PAUSE: "paused",
-    Action.RESUME: "resumed",
-    Action.ROTATE: "rotated",
-    Action.DELETE: "destroyed",
-}
 
 
 def render_plan(plan: Plan) -> str:
@@ -72,7 +60,7 @@ def render_plan(plan: Plan) -> str:
 
 def summary_line(plan: Plan) -> str:
     counts = plan.counts()
-    parts = [f"{counts[action.value]} {label}" for action, label in _SUMMARY_ORDER]
+    parts = [f"{counts[action.value]} {label}" for action, label in SUMMARY_ORDER]
     return click.style("Plan: ", bold=True) + ", ".join(parts) + "."
 
 
@@ -104,42 +92,6 @@ def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
     if symbol == "-":
         return f"      {mark} {key} = {display(before)}"
     return f"      {mark} {key} = {display(before)} -> {display(after)}"
-
-
-def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
-    done: dict[Action, int] = {}
-    for item in result.results:
-        if item.ok:
-            done[item.action] = done.get(item.action, 0) + 1
-    counts = ", ".join(f"{done.get(action, 0)} {_PAST[action]}" for action, _ in _SUMMARY_ORDER)
-    lines = [""]
-    if result.ok:
-        lines.append(click.style("Apply complete! ", fg="green", bold=True) + f"Resources: {counts}.")
-    else:
-        lines.append(
-            click.style("Apply failed: ", fg="red", bold=True)
-            + f"{len(result.failed)} of {len(result.results)} change(s) did not complete. Done: {counts}."
-        )
-        for item in result.failed:
-            lines.append(f"  {item.address} ({item.action.value}): {item.detail}")
-        lines.append("Run apply again to retry what failed; what succeeded is kept.")
-    lines.append(f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)")
-    return "\n".join(lines) + "\n"
-
-
-def render_apply_markdown(result: ApplyResult | None) -> str:
-    """The apply outcome for a CI job summary; ``None`` means there was nothing to change."""
-    if result is None:
-        return "### capella-deploy apply\n\n**No changes.** The organization matched the manifest.\n"
-    lines = ["### capella-deploy apply", ""]
-    lines.append(
-        "**Apply complete.**" if result.ok else f"**Apply failed:** {len(result.failed)} change(s) did not complete."
-    )
-    lines += ["", "| resource | action | result |", "|---|---|---|"]
-    for item in result.results:
-        outcome = "✅ " + _md(item.detail) if item.ok else "❌ " + _md(item.detail)
-        lines.append(f"| `{item.address}` | {item.action.value} | {outcome} |")
-    return "\n".join(lines) + "\n"
 
 
 # -- JSON ------------------------------------------------------------------------------------------
@@ -240,20 +192,19 @@ _EMOJI = {
 def render_markdown(plan: Plan) -> str:
     """A pull-request comment: counts, a table of changes, the full diff folded away. No secrets."""
     counts = plan.counts()
-    summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in _SUMMARY_ORDER if counts[a.value])
+    summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in SUMMARY_ORDER if counts[a.value])
     lines = [MARKDOWN_MARKER, f"### capella-deploy plan for organization `{plan.org_id}`", ""]
     lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
     lines.append("")
     if plan.errors:
         lines.append("> [!CAUTION]")
-        lines.extend(f"> {_md(error)}" for error in plan.errors)
+        lines.extend(f"> {md_cell(error)}" for error in plan.errors)
         lines.append("")
     if plan.pending:
         lines += ["| | resource | action | why |", "|---|---|---|---|"]
         for change in plan.pending:
-            lines.append(
-                f"| {_EMOJI[change.action]} | `{change.address}` | {change.action.value} | {_md(change.reason or '')} |"
-            )
+            why = md_cell(change.reason or "")
+            lines.append(f"| {_EMOJI[change.action]} | `{change.address}` | {change.action.value} | {why} |")
         lines += ["", "<details><summary>Details</summary>", "", "```diff"]
         for change in plan.pending:
             lines.extend(_diff_lines(change))
@@ -276,7 +227,7 @@ def _diff_lines(change: ResourceChange) -> list[str]:
     return out
 
 
-def _md(text: str) -> str:
+def md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 

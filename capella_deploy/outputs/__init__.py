@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import shlex
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capella_deploy.errors import CapellaError
-from capella_deploy.secrets import MASK, Secret, remember, revealed
+from capella_deploy.secrets import MASK, Secret, remember
 
 try:
     import fcntl
@@ -297,28 +296,3 @@ def atomic_write(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
-    """Append outputs to $GITHUB_OUTPUT; every token is masked in the job log before it is written."""
-    target = environ.get("GITHUB_OUTPUT")
-    if not target:
-        raise OutputsError("--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step")
-    doc = outputs.document()
-    lines: list[str] = []
-    for name, entry in sorted(doc["models"].items()):
-        for field, suffix in _MODEL_FIELDS:
-            if entry.get(field) is not None:
-                lines.append(f"model_{env_name(name).lower()}_{suffix.lower()}={_text(entry[field])}")
-    for name, entry in sorted(doc["apiKeys"].items()):
-        token = entry.get("token")
-        if token:
-            # The workflow command must come first so the runner masks the value wherever it appears.
-            with revealed():
-                sys.stdout.write(f"::add-mask::{token}\n")
-        for field, suffix in _KEY_FIELDS:
-            if entry.get(field) is not None:
-                lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
-    sys.stdout.flush()
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))

@@ -19,7 +19,7 @@ from capella_deploy.clock import Clock
 from capella_deploy.errors import CapellaError
 from capella_deploy.live import LiveModel, LiveStateError, parse_model
 
-log = logging.getLogger("capella_deploy.watcher")
+log = logging.getLogger("capella_deploy.apply.watcher")
 
 
 class WaitFailed(CapellaError):
