@@ -734,14 +734,19 @@ def _parse_object(content: bytes) -> dict[str, Any]:
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
-    # Iterative: the depth is the very thing that must not be trusted to a recursive walk.
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    # Level by level, not recursively: the depth is the very thing that must not be trusted to the stack.
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
     return False
 
 
