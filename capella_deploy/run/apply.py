@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
+from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
@@ -22,7 +23,6 @@ from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
-from capella_deploy.run.checks import CheckReport
 from capella_deploy.run.lock import org_lock
 from capella_deploy.run.planning import make_plan
 from capella_deploy.run.session import Session, Target, open_session
