@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -52,6 +51,7 @@ from capella_deploy.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
+from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import API_TOKEN_VARIABLE, MASK, Secret, redact
 
 DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
@@ -159,22 +159,10 @@ def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
         raise ConfigError("CAPELLA_API_URL must not carry credentials; set CAPELLA_API_TOKEN instead")
     if url.query or url.fragment:
         raise ConfigError(f"CAPELLA_API_URL {base_url!r} must not have a query or fragment")
-    if url.scheme == "http" and not custom_transport and not is_loopback(url.host):
-        raise ConfigError(
-            f"CAPELLA_API_URL {base_url!r} is plain http: the API token would cross the network "
-            "unencrypted; use https (plain http is allowed only for localhost)"
-        )
+    problem = None if custom_transport else plain_http_problem(url, "the API token")
+    if problem is not None:
+        raise ConfigError(f"CAPELLA_API_URL: {problem}")
     return base_url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine, where plain http cannot be overheard."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _BearerAuth(httpx.Auth):
