@@ -346,6 +346,29 @@ class CapellaClient:
         with contextlib.suppress(NotFound):
             await self._request(_Call("DELETE", _models(org_id, "apiKeys", key_id)))
 
+    # -- AI provider integrations ------------------------------------------------------------------
+
+    async def list_providers(self, org_id: str) -> list[dict[str, Any]]:
+        return await self._list(_providers(org_id))
+
+    async def create_provider(self, org_id: str, body: dict[str, Any]) -> str:
+        # The body carries credentials: like a key's token, it is never quoted in an error or a log line.
+        answer = await self._create("provider", _Call("POST", _providers(org_id), body=body, idempotent=False))
+        provider_id = answer.get("id")
+        if not isinstance(provider_id, str) or not provider_id:
+            raise AmbiguousCreate(kind="provider", name=_name_of(body), reason="the answer carried no provider id")
+        return provider_id
+
+    async def update_provider(
+        self, org_id: str, provider_id: str, body: dict[str, Any], *, if_match: int | None = None
+    ) -> None:
+        headers = {} if if_match is None else {"If-Match": str(if_match)}
+        await self._request(_Call("PUT", _providers(org_id, provider_id), body=body, headers=headers))
+
+    async def delete_provider(self, org_id: str, provider_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._request(_Call("DELETE", _providers(org_id, provider_id)))
+
     # -- pagination --------------------------------------------------------------------------------
 
     async def _list(self, path: str, *, first_params: Mapping[str, str | int] | None = None) -> list[dict[str, Any]]:
@@ -659,6 +682,10 @@ def _path(*segments: str) -> str:
 
 def _models(org_id: str, *rest: str) -> str:
     return _path("v4", "organizations", org_id, "aiServices", "models", *rest)
+
+
+def _providers(org_id: str, *rest: str) -> str:
+    return _path("v4", "organizations", org_id, "aiServices", "providers", *rest)
 
 
 def _paging(page: int, per_page: int) -> dict[str, str | int]:
