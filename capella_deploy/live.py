@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from capella_deploy.errors import CapellaError
 
 if TYPE_CHECKING:
-    from capella_deploy.client import CapellaClient
+    from capella_deploy.api.client import CapellaClient
 
 log = logging.getLogger("capella_deploy.live")
 

@@ -8,8 +8,8 @@ from typing import Any
 from capella_deploy.live import LiveKey, LiveModel, LiveState, parse_key
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Action, Plan
-from capella_deploy.planner import plan, plan_destroy
-from capella_deploy.render import plan_json, render_plan
+from capella_deploy.plan.planner import plan, plan_destroy
+from capella_deploy.views.plan import plan_json, render_plan
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
