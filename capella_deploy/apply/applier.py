@@ -510,7 +510,16 @@ class Applier:
                 old_gone = True
                 continue
             except AmbiguousCreate as exc:
-                orphan = await self._find_new_key(spec.name, known)
+                found = await self._find_new_keys(spec.name, known)
+                if len(found) > 1:
+                    # Another run is making this key too (an API may accept several of one name): which one is
+                    # this run's cannot be told, so none is claimed, kept or deleted here.
+                    raise ApplyError(
+                        f"the answer to the create was lost, and keys {', '.join(found)} of this name were made "
+                        "since the plan (another run is making this key too); this run claims none of them: run "
+                        "apply again, which keeps the key whose token the outputs hold"
+                    ) from None
+                orphan = found[0] if found else None
                 if orphan is not None and change.live_id is not None and not old_gone:
                     # A rotation whose new key came back without its token: that key is of no use to anyone,
                     # while the old one still works and its token is in the outputs. Keep the old, drop the new.
@@ -556,15 +565,12 @@ class Applier:
         await self._call(self._client.delete_api_key(self._org, key_id))
         self._outputs.forget_key(name, key_id)
         raise ApplyError(
-            f"another run made key {first.id} of this name first (its token is in that run's outputs), "
-            f"so this run's key {key_id} was deleted again"
+            f"another run made key {first.id} of this name first, so this run's key {key_id} was deleted again; "
+            f"the token of {first.id} is with the run that made it"
         )
 
-    async def _find_new_key(self, name: str, known: set[str]) -> str | None:
-        for key in await self._list_keys():
-            if key.name == name and key.id not in known:
-                return key.id
-        return None
+    async def _find_new_keys(self, name: str, known: set[str]) -> list[str]:
+        return [key.id for key in await self._list_keys() if key.name == name and key.id not in known]
 
     async def _list_keys(self) -> list[LiveKey]:
         keys = []

@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,12 +151,14 @@ class RequestLog:
 class Step:
     """A scripted fault: the next ``times`` requests matching ``pattern`` (a regex on "METHOD /path") get
     ``action``: "drop-before", "drop-after", a status to answer instead ("503"), or after carrying the call
-    out ("after:502"), "skip" (answer normally), or "rewrite" (``rewrite_body`` changes the real answer)."""
+    out ("after:502"), "skip" (answer normally), or "rewrite" (``rewrite_body`` changes the real answer).
+    ``meanwhile`` is what someone else does to the organization just before the request arrives."""
 
     pattern: str
     action: str
     times: int = 1
     rewrite_body: Any = None
+    meanwhile: Callable[[], None] | None = None
 
     def matches(self, what: str) -> bool:
         return re.fullmatch(self.pattern, what) is not None
@@ -209,6 +212,8 @@ class SlowNetwork(httpx.AsyncBaseTransport):
         return await self._answer(request, what)
 
     async def _scripted(self, step: Step, request: httpx.Request, what: str) -> httpx.Response:
+        if step.meanwhile is not None:
+            step.meanwhile()
         if step.action == "drop-before":
             self.log.add(what, "dropped before")
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)

@@ -6,11 +6,14 @@ answered 422 (``new_world(spec=True)``). These tests drive the applier there, ea
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from reliability_support import (
     CALM,
+    ChaosWorld,
     Step,
     apply_together,
     duplicates,
@@ -23,6 +26,7 @@ from reliability_support import (
 )
 
 from capella_deploy.sandbox import Faults, lifecycle
+from capella_deploy.sandbox.state import ApiKeyRecord, Audit
 
 ORG = "/v4/organizations/#0"
 MODELS = ORG + "/aiServices/models"
@@ -191,6 +195,39 @@ def test_a_model_without_a_connection_string_gets_it_from_its_own_endpoint(tmp_p
     model_id = live_models(world.sandbox)[0][1]
     assert read_outputs(world.outputs_path)["models"]["chat"]["connectionString"].endswith(f"/ai/{model_id}")
     assert any(e.endswith("/connectionString -> 200") for e in world.requests.entries)
+
+
+def another_run_makes(world: ChaosWorld, name: str) -> Callable[[], None]:
+    def make() -> None:
+        with world.sandbox.mutate() as state:
+            key = ApiKeyRecord(
+                id=str(uuid.uuid4()),
+                name=name,
+                description="",
+                expiry_days=90,
+                allowed_cidrs=["10.0.0.0/16"],
+                region="us-east-1",
+                allowed_models=["*"],
+                token_sha256=sha256("the other run's token"),
+                audit=Audit.new(state.actor_id, world.clock.now()),
+            )
+            state.api_keys[key.id] = key
+
+    return make
+
+
+def test_a_lost_key_answer_beside_another_runs_key_claims_neither(tmp_path: Path) -> None:
+    world = new_world(14, tmp_path, manifest_text=one_model(), spec=True)
+    world.script.append(Step(f"POST {KEYS}", "drop-after", meanwhile=another_run_makes(world, "app")))
+    report = world.apply()
+    assert report.exit_code == 1
+    assert report.result is not None
+    [failed] = report.result.failed
+    assert failed.address == "apiKey.app" and "another run is making this key too" in failed.detail
+    keys = live_keys(world.sandbox)
+    assert len(keys) == 2 and all(key_id in failed.detail for _, key_id, _ in keys), "both named, neither deleted"
+    assert "app" not in read_outputs(world.outputs_path)["apiKeys"], "neither recorded as this run's"
+    assert untruths(world, report) == []
 
 
 def test_two_applies_at_once_in_the_spec_world_leave_one_of_each(tmp_path: Path) -> None:
