@@ -12,16 +12,29 @@ if TYPE_CHECKING:
     from capella_deploy.run.session import Session
 
 
-async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
+async def make_plan(
+    session: Session,
+    manifest: Manifest,
+    replace: Sequence[str],
+    *,
+    destroy: bool = False,
+    targets: Sequence[str] = (),
+) -> Plan:
+    """The plan; with ``targets`` (--target), narrowed to them and what they need."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
     from capella_deploy.plan.planner import plan_destroy
+    from capella_deploy.plan.target import check_targets, restrict
 
     live = await read_live(session.client, session.org_id)
     if destroy:
-        return plan_destroy(manifest, live)
-    now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
-    return make_plan(
-        manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
-    )
+        whole = plan_destroy(manifest, live)
+    else:
+        now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
+        whole = make_plan(
+            manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
+        )
+    if not targets:
+        return whole
+    return restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
