@@ -46,6 +46,7 @@ class ApplyRequest:
     lock_timeout: float = 0.0
     checksum: str | None = None
     replace: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
     planfile: Path | None = None
     destroy: bool = False
 
@@ -110,7 +111,7 @@ async def _apply_locked(
         planfile.check_fresh(saved, live.fingerprint())
         plan = saved.plan
     else:
-        plan = await make_plan(session, manifest, request.replace, destroy=request.destroy)
+        plan = await make_plan(session, manifest, request.replace, destroy=request.destroy, targets=request.targets)
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
         raise ConfigError(
@@ -153,7 +154,11 @@ async def _apply_locked(
 
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
-    """While the block runs, tell the hooks every ``reminder_seconds`` (wall time) what is still under way."""
+    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way.
+
+    The seconds are the session's clock, like the elapsed times: wall time against Capella, sandbox time
+    against the embedded sandbox, whose five-minute deployment then shows its reminders too.
+    """
     if hooks.reminder_seconds is None:
         yield
         return
@@ -161,7 +166,7 @@ async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> A
 
     async def remind() -> None:
         while True:
-            await asyncio.sleep(interval)
+            await session.clock.sleep(interval)
             now = session.clock.now()
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
