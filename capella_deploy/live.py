@@ -78,6 +78,7 @@ class LiveModel:
     keyword_filtering: tuple[str, ...] | None
     connection_string: str | None
     version: int | None
+    created_at: datetime | None = None
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -217,6 +218,7 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
         keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
         connection_string=_str(item.get("connectionString")),
         version=_int(_mapping(item.get("audit")).get("version")),
+        created_at=_time(_mapping(item.get("audit")).get("createdAt")),
     )
 
 
