@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.clock import SystemClock
+from capella_deploy.plan.status import StatusReport
+from capella_deploy.run.session import Session
+from capella_deploy.run.status import read_status
 from capella_deploy.schemas import schema_text
+from capella_deploy.secrets import Secret
 from tests.conftest import World
 
 TWO_KEYS = """\
@@ -157,3 +165,46 @@ def test_status_shows_what_is_deployed_and_what_the_manifest_declares(world: Wor
     assert by_address["model.embed"]["gpu_memory"] == 24 and by_address["model.embed"]["declared"] is None
     assert by_address["apiKey.chat-key"]["expires_at"] is not None
     assert doc["apiKeys"]["chat-key"]["token"] not in json.dumps(as_json)
+
+
+def test_status_asks_for_the_connection_strings_the_listing_leaves_out() -> None:
+    # The connection string on the model object is optional in the API; the dedicated endpoint always has it.
+    org = "6af08c0a-8cab-4c1c-b257-b521575c16d0"
+    models = f"/v4/organizations/{org}/aiServices/models"
+    model = {
+        "id": "m1",
+        "name": "chat",
+        "status": "healthy",
+        "cloudConfig": {"provider": "aws", "region": "us-east-1", "compute": {"cpu": 4, "gpuMemory": 48}},
+        "config": {"catalogModelName": "mistralai/mistral-7b-instruct-v0.3"},
+        "audit": {"createdAt": "2026-01-01T00:00:00Z", "version": 1},
+    }
+    asked: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == models:
+            return httpx.Response(
+                200,
+                json={
+                    "data": [{"model": model}, {"model": {**model, "id": "m2", "name": "new", "status": "deploying"}}]
+                },
+            )
+        if request.url.path == f"{models}/apiKeys":
+            return httpx.Response(200, json={"data": []})
+        if request.url.path == f"{models}/m1/connectionString":
+            return httpx.Response(200, json={"connectionString": "https://m1.ai.couchbase.com"})
+        return httpx.Response(404, json={"code": 3000, "hint": "", "httpStatusCode": 404, "message": "not found"})
+
+    async def run() -> StatusReport:
+        client = CapellaClient(
+            base_url="https://api.test", token=Secret("status-test-token"), transport=httpx.MockTransport(api)
+        )
+        async with client:
+            return await read_status(Session(client, SystemClock(), org), None)
+
+    report = asyncio.run(run())
+    by_name = {r.name: r for r in report.resources}
+    assert by_name["chat"].connection_string == "https://m1.ai.couchbase.com"
+    assert by_name["new"].connection_string is None  # still deploying: not asked
+    assert asked.count(f"{models}/m1/connectionString") == 1 and f"{models}/m2/connectionString" not in asked

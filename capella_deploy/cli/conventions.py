@@ -19,8 +19,12 @@ import click
 from capella_deploy.errors import ConfigError
 
 LOG_LEVEL_ENV = "CAPELLA_LOG"
+# Set by the completion scripts of `capella-deploy completion` when the shell asks for completions.
+COMPLETE_VAR = "_CAPELLA_DEPLOY_COMPLETE"
 LOG_PATH_ENV = "CAPELLA_LOG_PATH"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# trace: debug, and the HTTP libraries' own debug lines (connections, headers) too, for the rare deep look.
+TRACE = "trace"
 # Our loggers all live under this name; other libraries (httpcore, asyncio) only ever show warnings.
 _OUR_LOGGER = "capella_deploy"
 
@@ -131,15 +135,18 @@ def configure_logging(environ: Mapping[str, str], *, debug: bool = False) -> Non
     lines go to that file (debug unless CAPELLA_LOG says otherwise) and stderr keeps the warnings.
     """
     named = environ.get(LOG_LEVEL_ENV, "").strip().lower()
-    if named and named not in _LEVELS:
-        raise ConfigError(f"{LOG_LEVEL_ENV}={named!r} is not a log level; use one of {', '.join(_LEVELS)}")
+    if named and named not in (*_LEVELS, TRACE):
+        raise ConfigError(f"{LOG_LEVEL_ENV}={named!r} is not a log level; use one of {', '.join([*_LEVELS, TRACE])}")
     path = environ.get(LOG_PATH_ENV, "").strip()
-    level = logging.DEBUG if debug else _LEVELS.get(named, logging.DEBUG if path else logging.WARNING)
+    trace = named == TRACE
+    level = logging.DEBUG if debug or trace else _LEVELS.get(named, logging.DEBUG if path else logging.WARNING)
 
     reset_logging()
-    ours = logging.getLogger(_OUR_LOGGER)
-    _saved_levels.setdefault(_OUR_LOGGER, ours.level)
-    ours.setLevel(level)
+    # Our loggers at the level asked for; with trace, every logger (the root's level is what others inherit).
+    for name in (_OUR_LOGGER, "") if trace else (_OUR_LOGGER,):
+        logger = logging.getLogger(name)
+        _saved_levels.setdefault(name, logger.level)
+        logger.setLevel(level)
 
     handlers: list[logging.Handler] = []
     stderr = logging.StreamHandler(sys.stderr)
@@ -159,7 +166,8 @@ def configure_logging(environ: Mapping[str, str], *, debug: bool = False) -> Non
     root = logging.getLogger()
     for handler in handlers:
         handler._capella_deploy = True  # type: ignore[attr-defined]
-        handler.addFilter(_OursOrWarnings())
+        if not trace:
+            handler.addFilter(_OursOrWarnings())
         root.addHandler(handler)
 
 

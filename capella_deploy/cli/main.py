@@ -24,7 +24,13 @@ from capella_deploy.cli.common import (
     target_options,
     variable_options,
 )
-from capella_deploy.cli.conventions import Group, color_from_environment, configure_logging, reset_logging
+from capella_deploy.cli.conventions import (
+    COMPLETE_VAR,
+    Group,
+    color_from_environment,
+    configure_logging,
+    reset_logging,
+)
 from capella_deploy.errors import CapellaError
 
 if TYPE_CHECKING:
@@ -75,24 +81,32 @@ class _LazyGroup(Group):
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        from capella_deploy.secrets import API_TOKEN_VARIABLE, masked_output, remember
+
         # click exits 2 on a usage error, which here means "changes present"; a mistyped command is an error.
         kwargs["standalone_mode"] = False
+        if COMPLETE_VAR in os.environ:
+            # A shell asking for completions: click answers in bytes, with names of commands, options and files.
+            return super().main(*args, **kwargs)
         try:
             # Before parsing: a --debug anywhere on the line then raises the level as its option is read.
             configure_logging(os.environ)
         except CapellaError as exc:
             click.echo(click.style("Error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(ExitCode.ERROR)
-        try:
-            return super().main(*args, **kwargs)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(ExitCode.ERROR)
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            sys.exit(ExitCode.ERROR)
-        finally:
-            reset_logging()
+        # Known from the start, so even `validate`, which never reads the token, masks it in what it prints.
+        remember(os.environ.get(API_TOKEN_VARIABLE, "").strip())
+        with masked_output():
+            try:
+                return super().main(*args, **kwargs)
+            except click.ClickException as exc:
+                exc.show()
+                sys.exit(ExitCode.ERROR)
+            except click.Abort:
+                click.echo("Aborted.", err=True)
+                sys.exit(ExitCode.ERROR)
+            finally:
+                reset_logging()
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Whole summaries, wrapped: click's default cuts them at 45 characters.

@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 from click.shell_completion import get_completion_class
 
-from capella_deploy.cli.conventions import Command
+from capella_deploy.cli.conventions import COMPLETE_VAR, Command
 from capella_deploy.schemas import SCHEMAS, schema_text
 
 PROG_NAME = "capella-deploy"
-COMPLETE_VAR = "_CAPELLA_DEPLOY_COMPLETE"
 _SHELLS = ("bash", "zsh", "fish")
 
 

@@ -20,6 +20,7 @@ from capella_deploy.errors import ConfigError
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
+    from capella_deploy.outputs import Outputs
 
 DEFAULT_OUTPUTS = Path(".capella/outputs.json")
 _SECTIONS = {"model": "models", "apiKey": "apiKeys"}
@@ -96,6 +97,7 @@ def outputs(
       curl "$(capella-deploy outputs -f capella.yaml model.chat.connectionString --raw)/v1/models"
     """
     from capella_deploy.outputs import Outputs, render_dotenv, render_json
+    from capella_deploy.secrets import revealed
 
     if as_json and raw:
         raise click.UsageError("choose one of --json and --raw")
@@ -105,8 +107,15 @@ def outputs(
     store = Outputs(path)
     if name is None:
         doc = store.document() if show_secrets else store.masked()
-        click.echo((render_json if output_format == "json" else render_dotenv)(doc), nl=False)
-        return
+        text = (render_json if output_format == "json" else render_dotenv)(doc)
+    else:
+        text = _render_one(store, name, as_json=as_json, raw=raw, show_secrets=show_secrets)
+    # Masked above unless --show-secrets: what is left to print is meant to be seen.
+    with revealed():
+        click.echo(text, nl=False)
+
+
+def _render_one(store: Outputs, name: str, *, as_json: bool, raw: bool, show_secrets: bool) -> str:
     value = _lookup(store.document(), name)
     if not show_secrets:
         masked = _lookup(store.masked(), name)
@@ -116,11 +125,10 @@ def outputs(
     if raw:
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{name} is not a single value; use --json, or name one field, e.g. {name}.id")
-        click.echo(str(value).lower() if isinstance(value, bool) else str(value))
-    elif as_json or isinstance(value, (dict, list)):
-        click.echo(json.dumps(value, indent=2, sort_keys=True))
-    else:
-        click.echo("null" if value is None else str(value))
+        return (str(value).lower() if isinstance(value, bool) else str(value)) + "\n"
+    if as_json or isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2, sort_keys=True) + "\n"
+    return ("null" if value is None else str(value)) + "\n"
 
 
 def _lookup(doc: dict[str, Any], name: str) -> Any:
@@ -197,6 +205,7 @@ def env(
       set -a; eval "$(capella-deploy env chat -f capella.yaml --show-secrets)"; set +a
     """
     from capella_deploy.outputs import Outputs
+    from capella_deploy.secrets import revealed
     from capella_deploy.views.env import render_env
 
     path, manifest = locate_outputs(outputs_path, files, variables, var_files)
@@ -206,4 +215,5 @@ def env(
     )
     for warning in settings.warnings:
         warn(warning)
-    click.echo(settings.text, nl=False)
+    with revealed():  # the token is masked in the text unless --show-secrets asked for it
+        click.echo(settings.text, nl=False)

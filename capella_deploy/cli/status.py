@@ -13,7 +13,7 @@ from capella_deploy.cli.common import guarded, load_manifest_files, make_target,
 from capella_deploy.cli.conventions import Command
 
 if TYPE_CHECKING:
-    from capella_deploy.run.status import StatusReport
+    from capella_deploy.plan.status import StatusReport
 
 
 @click.command(cls=Command)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capella_deploy.sandbox.middleware import ConnectionDropped
+from capella_deploy.secrets import revealed
 
 if TYPE_CHECKING:
     import uvicorn
@@ -79,7 +80,9 @@ def serve(sandbox: Sandbox, *, port: int, token_source: str, token_export: str =
         f"  Token            {token_source}",
         f"export CAPELLA_API_URL={base} CAPELLA_ORG_ID={sandbox.org_id}{token_export}",
     ]
-    print("\n".join(lines), flush=True)
+    # Nothing here is a user's secret: the default token is public, a user's is never in these lines.
+    with revealed():
+        print("\n".join(lines), flush=True)
     _server(sandbox, access_log=True).run(sockets=[sock])
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from capella_deploy.run.status import ResourceStatus, StatusReport
+from capella_deploy.plan.status import ResourceStatus, StatusReport
 
 STATUS_FORMAT_VERSION = "1.0"
 _HEADER = ("NAME", "KIND", "REGION", "GPU", "STATE", "AGE", "DECLARED", "CONNECTION")
