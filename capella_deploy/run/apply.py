@@ -153,12 +153,17 @@ async def _apply_locked(
     return await _after_apply(session, manifest, store, request, hooks, sink, result=result)
 
 
+# How often, in wall seconds, the reminder task looks at the session's clock.
+_REMINDER_LOOK_SECONDS = 0.05
+
+
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
     """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way.
 
     The seconds are the session's clock, like the elapsed times: wall time against Capella, sandbox time
-    against the embedded sandbox, whose five-minute deployment then shows its reminders too.
+    against the embedded sandbox, whose five-minute deployment then shows its reminders too. The task only
+    reads that clock, between short wall-clock naps: waiting on it would move a stepped sandbox's time.
     """
     if hooks.reminder_seconds is None:
         yield
@@ -166,9 +171,13 @@ async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> A
     interval = hooks.reminder_seconds
 
     async def remind() -> None:
+        last = session.clock.now()
         while True:
-            await session.clock.sleep(interval)
+            await asyncio.sleep(_REMINDER_LOOK_SECONDS)
             now = session.clock.now()
+            if now - last < interval:
+                continue
+            last = now
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
                 hooks.still_working(items)
