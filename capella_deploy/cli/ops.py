@@ -173,7 +173,7 @@ def export(
         from capella_deploy.live import read_live
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, org_id) as session:
+        async with open_session(target, org_id, "--org") as session:
             return await read_live(session.client, session.org_id)
 
     live = asyncio.run(run())

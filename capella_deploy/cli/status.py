@@ -61,7 +61,7 @@ def status(
         from capella_deploy.run.session import open_session
         from capella_deploy.run.status import read_status
 
-        async with open_session(target, org) as session:
+        async with open_session(target, org, "--org" if org_id else "the manifest's organizationId") as session:
             return await read_status(session, manifest)
 
     report = asyncio.run(run())

@@ -99,7 +99,8 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
-    async with open_session(request.target, org) as session:
+    source = f"the saved plan {request.planfile}" if saved else "the manifest's organizationId"
+    async with open_session(request.target, org, source) as session:
         with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
             return await _apply_locked(session, manifest, saved, request, hooks)
 
