@@ -9,6 +9,7 @@ from capella_deploy.live import LiveKey, LiveModel, LiveState, parse_key
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Action, Plan
 from capella_deploy.plan.planner import plan, plan_destroy
+from capella_deploy.plan.target import restrict
 from capella_deploy.views.plan import plan_json, render_plan
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -315,3 +316,13 @@ def test_a_model_caching_with_one_that_gets_a_new_id_is_updated_after_it() -> No
     assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     assert "(after model.embed is ready" in render_plan(result)
     assert plan_json(result)["resource_changes"][0]["depends_on"] == ["model.embed"]
+
+
+def test_targeting_a_model_keeps_the_embedding_model_it_caches_with() -> None:
+    doc = manifest(models=SEMANTIC)
+    whole = plan(doc, LiveState("org"), now=NOW)
+    assert {c.address for c in restrict(whole, doc, ["model.chat"]).changes} == {"model.chat", "model.embed"}
+    assert {c.address for c in restrict(whole, doc, ["model.embed"]).changes} == {"model.embed"}
+    live = LiveState("org", (live_model(caching=caching("m-embed")), live_model(id="m-embed", name="embed")))
+    gone = plan_destroy(doc, live)
+    assert {c.name for c in restrict(gone, doc, ["model.embed"], destroy=True).changes} == {"chat", "embed"}

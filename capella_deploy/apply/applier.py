@@ -545,6 +545,8 @@ class Applier:
                 token=created.token,
                 region=body["region"],
                 expiresAt=expires.replace(microsecond=0).isoformat(),
+                # Which models the token may call, by manifest name ("*": every model of its region): for `env`.
+                allowedModels=sorted(spec.allowedModels),
             )
             await self._first_of_its_name(change, spec.name, created.id, known)
             return created.id, old_gone

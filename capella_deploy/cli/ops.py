@@ -23,7 +23,9 @@ from capella_deploy.cli.common import (
     manifest_options,
     sandbox_option,
     target_options,
+    warn,
 )
+from capella_deploy.cli.conventions import Command
 from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import redact
 
@@ -38,14 +40,10 @@ WEBHOOK_ENV = "CAPELLA_DRIFT_WEBHOOK"
 SCHEMA_FILE = Path("schemas/manifest.schema.json")
 
 
-def _warn(message: str) -> None:
-    click.echo(click.style("Warning: ", fg="yellow", bold=True) + message, err=True)
-
-
 # -- drift ---------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @manifest_options
 @target_options
 @click.option(
@@ -74,6 +72,7 @@ def _warn(message: str) -> None:
 def drift(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
     sandbox: str | None,
     token_file: Path | None,
     report_path: Path | None,
@@ -85,12 +84,16 @@ def drift(
     """Report how the organization differs from the manifest; changes nothing, asks nothing.
 
     Exit status: 0 in sync, 2 drift found, 1 error.
+
+    \b
+    Example:
+      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.caching.expiryTTL'
     """
     from capella_deploy.outputs import atomic_write
-    from capella_deploy.plan.drift import drift_report
+    from capella_deploy.plan.drift import drift_report, unmatched_patterns
     from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, var_files)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
@@ -101,10 +104,16 @@ def drift(
         async with open_session(target, manifest.organizationId or None) as session:
             return await make_plan(session, manifest, ())
 
-    report = drift_report(asyncio.run(run()), rules)
+    planned = asyncio.run(run())
+    report = drift_report(planned, rules)
     click.echo(render_markdown(report) if as_markdown else render_text(report), nl=False)
     for warning in report.warnings:
-        _warn(warning)
+        warn(warning)
+    for pattern in unmatched_patterns(rules, planned):
+        warn(
+            f"the ignore pattern {pattern!r} matches no resource or attribute here; check its spelling "
+            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.caching.expiryTTL')"
+        )
     if report_path is not None:
         atomic_write(report_path, redact(render_json(report)))
         click.echo(f"Wrote the drift report to {report_path}.", err=True)
@@ -115,7 +124,7 @@ def drift(
         if delivered:
             click.echo(outcome, err=True)
         else:
-            _warn(outcome)
+            warn(outcome)
     sys.exit(ExitCode.OK if report.in_sync else ExitCode.CHANGES)
 
 
@@ -135,7 +144,7 @@ def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRu
 # -- export --------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @target_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
 @click.option("--match", metavar="PATTERN", help="Only resources whose name matches this fnmatch pattern.")
@@ -150,7 +159,12 @@ def export(
     region: str | None,
     org_id: str | None,
 ) -> None:
-    """Write a manifest of what is live; planning it against the same organization shows no changes."""
+    """Write a manifest of what is live; planning it against the same organization shows no changes.
+
+    \b
+    Example:
+      capella-deploy export --match 'team-a-*' -o capella/team-a.yaml
+    """
     from capella_deploy.gitops.export import export_manifest, manifest_yaml
 
     target = make_target(sandbox, token_file)
@@ -159,7 +173,7 @@ def export(
         from capella_deploy.live import read_live
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, org_id) as session:
+        async with open_session(target, org_id, "--org") as session:
             return await read_live(session.client, session.org_id)
 
     live = asyncio.run(run())
@@ -172,9 +186,9 @@ def export(
     ]
     text = manifest_yaml(result.document, comments, schema_ref=_schema_ref(output))
     for item in result.omitted:
-        _warn(f"not exported: {item}")
+        warn(f"not exported: {item}")
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     _emit(text, output)
     counts = f"{len(result.document.get('models', []))} model(s) and {len(result.document.get('apiKeys', []))} key(s)"
     click.echo(f"Exported {counts}.", err=True)
@@ -183,7 +197,7 @@ def export(
 # -- clone ---------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @manifest_options
 @click.option("--to-region", "region", required=True, metavar="REGION", help="The region of the clone.")
 @click.option(
@@ -199,6 +213,7 @@ def export(
 def clone(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
     region: str,
     name_suffix: str | None,
     provider: str | None,
@@ -206,14 +221,20 @@ def clone(
     output: Path | None,
     sandbox: str | None,
 ) -> None:
-    """Write a manifest for the same deployment in another region (new names, new API keys)."""
+    """Write a manifest for the same deployment in another region (new names, new API keys).
+
+    \b
+    Example:
+      capella-deploy clone -f capella.yaml --to-region eu-west-1 -o capella-eu.yaml
+    """
     from pydantic import ValidationError
 
     from capella_deploy.gitops.clone import clone_manifest, default_suffix, unavailable
     from capella_deploy.gitops.export import manifest_yaml
     from capella_deploy.manifest import Manifest
 
-    manifest = load_manifest_files(files, variables)
+    # The clone is written out as a manifest: its outputs.path stays as the source manifest wrote it.
+    manifest = load_manifest_files(files, variables, var_files, resolve_outputs=False)
     suffix = default_suffix(region) if name_suffix is None else name_suffix
     try:
         result = clone_manifest(
@@ -233,12 +254,12 @@ def clone(
             raise ConfigError(f"the sandbox cannot deploy this clone in {region}: " + "; ".join(problems))
         click.echo(f"Checked: the sandbox offers every model and size of the clone in {region}.", err=True)
     else:
-        _warn(
+        warn(
             f"availability in {region} was not checked: the Management API has no catalog to ask; "
             "a model or GPU size not offered there will fail at apply"
         )
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     flags = [f"-f {shlex.quote(str(f))}" for f in files] + [f"--to-region {shlex.quote(region)}"]
     flags += [
         f"{flag} {shlex.quote(value)}"
@@ -274,10 +295,26 @@ def _problem(error: Any) -> str:
 
 
 def _schema_ref(output: Path | None) -> str:
-    """The schema path as the written file's editor will resolve it: relative to the file."""
-    if output is None:
-        return SCHEMA_FILE.as_posix()
-    return Path(os.path.relpath(SCHEMA_FILE.resolve(), output.resolve().parent)).as_posix()
+    """A ``$schema`` path the written file's editor can open: relative to the file, and pointing at a file.
+
+    A ``schemas/manifest.schema.json`` beside the output or in a folder above it (a repository's published
+    copy) comes first; else the copy installed with the tool.
+    """
+    from capella_deploy.schemas import schema_path
+
+    where = (output.resolve().parent if output is not None else Path.cwd()).resolve()
+    for directory in (where, *where.parents):
+        candidate = directory / SCHEMA_FILE
+        if candidate.is_file():
+            return Path(os.path.relpath(candidate, where)).as_posix()
+    installed = schema_path("manifest").resolve()
+    warn(
+        f"no {SCHEMA_FILE} beside the manifest or above it, so its $schema names this installation's copy "
+        f"({installed}); for a path everyone can open, commit one: capella-deploy schema > {SCHEMA_FILE}"
+    )
+    if installed.is_relative_to(Path.cwd().resolve()):
+        return Path(os.path.relpath(installed, where)).as_posix()
+    return installed.as_posix()
 
 
 def _emit(text: str, output: Path | None) -> None:

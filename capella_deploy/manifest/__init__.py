@@ -18,6 +18,7 @@ import re
 import sys
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ __all__ = [
     "CheckSpec",
     "Defaults",
     "Jailbreak",
+    "LoadedManifest",
     "Manifest",
     "ManifestError",
     "ManifestIssue",
@@ -67,12 +69,14 @@ __all__ = [
     "SemanticCache",
     "load_manifest",
     "manifest_json_schema",
+    "read_manifest",
     "schema_text",
     "write_schema",
 ]
 
 SCHEMA_ID = "urn:capella-deploy:schema:manifest:v1"
 DEFAULT_SCHEMA_PATH = Path("schemas/manifest.schema.json")
+PACKAGED_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "manifest.schema.json"
 # Passed as validation context by load_manifest, which runs the cross-field checks itself so that
 # their problems carry their own paths and lines.
 _DEFER_CROSS_CHECKS = "defer_cross_checks"
@@ -709,6 +713,26 @@ class ManifestError(Exception):
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
+@dataclass(frozen=True)
+class LoadedManifest:
+    """A manifest with what its files said beyond the values: which variables they use, who set what."""
+
+    manifest: Manifest
+    # The names the files reference as ${NAME}, whether or not a value was found.
+    variables_used: frozenset[str]
+    _tree: YMap
+
+    def file_that_set(self, *loc: str | int) -> str | None:
+        """The file that supplied the value at ``loc`` (e.g. "outputs", "path"); None when it is a default."""
+        node: YNode = self._tree
+        for part in loc:
+            found = locate(node, (part,))
+            if found is node:
+                return None
+            node = found
+        return node.pos.file
+
+
 def load_manifest(
     paths: Sequence[str | Path],
     *,
@@ -717,8 +741,19 @@ def load_manifest(
 ) -> Manifest:
     """Read, merge, interpolate and validate manifest files; raise ``ManifestError`` listing every problem.
 
-    ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``.
+    ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``; a variable the files
+    never reference is a problem (a misspelt name would otherwise be ignored and its default used).
     """
+    return read_manifest(paths, variables=variables, environ=environ).manifest
+
+
+def read_manifest(
+    paths: Sequence[str | Path],
+    *,
+    variables: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedManifest:
+    """``load_manifest``, keeping what the files said about variables and where each value came from."""
     if not paths:
         raise ManifestError([ManifestIssue("(no file)", None, "", "no manifest given; pass one or more -f FILE")])
     lookup = dict(os.environ if environ is None else environ)
@@ -726,16 +761,19 @@ def load_manifest(
 
     issues: list[ManifestIssue] = []
     trees: list[YMap] = []
+    referenced: set[str] = set()
     unreadable = False
     for path in paths:
         source = read_source(Path(path), lookup)
         issues.extend(source.issues)
+        referenced |= source.referenced
         if source.tree is None:
             unreadable = True
         else:
             trees.append(source.tree)
     if unreadable:  # validating what is left would only add noise about the missing parts
         raise ManifestError(issues, [str(path) for path in paths])
+    issues.extend(_unused_variables(variables or {}, referenced, [str(path) for path in paths]))
 
     tree, merge_issues = merge_sources(trees)
     issues.extend(merge_issues)
@@ -744,7 +782,13 @@ def load_manifest(
     try:
         manifest = Manifest.model_validate(data, context={_DEFER_CROSS_CHECKS: True})
     except ValidationError as exc:
-        for error in exc.errors():
+        errors = exc.errors()
+        # A list whose every item is invalid is also "too short" (the count is of valid items): the items'
+        # own messages say what is wrong, the count would only add a puzzle.
+        with_bad_items = {tuple(e["loc"][:-1]) for e in errors if e["loc"] and isinstance(e["loc"][-1], int)}
+        for error in errors:
+            if error["type"] == "too_short" and tuple(error["loc"]) in with_bad_items:
+                continue
             issue = _issue_at(tree, error["loc"], _describe(error))
             if issue is not None:
                 issues.append(issue)
@@ -754,7 +798,18 @@ def load_manifest(
             issues.append(issue)
     if issues or manifest is None:
         raise ManifestError(issues, [str(path) for path in paths])
-    return manifest
+    return LoadedManifest(manifest, frozenset(referenced), tree)
+
+
+def _unused_variables(variables: Mapping[str, str], referenced: set[str], files: Sequence[str]) -> list[ManifestIssue]:
+    issues = []
+    for name in sorted(set(variables) - referenced):
+        close = difflib.get_close_matches(name, sorted(referenced), n=1)
+        hint = f"; did you mean {close[0]}?" if close else f" (it uses: {', '.join(sorted(referenced)) or 'none'})"
+        issues.append(
+            ManifestIssue(f"--var {name}", None, "", f"no manifest file ({', '.join(files)}) uses ${{{name}}}{hint}")
+        )
+    return issues
 
 
 def _issue_at(tree: YNode, loc: Loc, message: str) -> ManifestIssue | None:
@@ -914,15 +969,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-schema",
         nargs="?",
-        const=str(DEFAULT_SCHEMA_PATH),
+        const="",
         metavar="PATH",
-        help=f"write the schema to PATH (default {DEFAULT_SCHEMA_PATH}) instead of printing it",
+        help=f"write the schema to PATH (default: {DEFAULT_SCHEMA_PATH} and the packaged copy) instead of printing it",
     )
     args = parser.parse_args(argv)
     if args.write_schema is None:
         sys.stdout.write(schema_text())
-    else:
-        print(f"wrote {write_schema(args.write_schema)}")
+        return 0
+    # The repository publishes the schema in schemas/; the package ships its own copy for `capella-deploy schema`.
+    targets = [args.write_schema] if args.write_schema else [DEFAULT_SCHEMA_PATH, PACKAGED_SCHEMA_PATH]
+    for target in targets:
+        print(f"wrote {write_schema(target)}")
     return 0
 
 

@@ -47,6 +47,7 @@ class ApplyRequest:
     lock_timeout: float = 0.0
     checksum: str | None = None
     replace: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
     planfile: Path | None = None
     destroy: bool = False
 
@@ -104,7 +105,8 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
-    async with open_session(request.target, org) as session:
+    source = f"the saved plan {request.planfile}" if saved else "the manifest's organizationId"
+    async with open_session(request.target, org, source) as session:
         with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
             return await _apply_locked(session, manifest, saved, request, hooks)
 
@@ -122,7 +124,9 @@ async def _apply_locked(
         planfile.check_fresh(saved, live.fingerprint(held))
         plan = saved.plan
     else:
-        plan = await make_plan(session, manifest, request.replace, destroy=request.destroy, held_tokens=held)
+        plan = await make_plan(
+            session, manifest, request.replace, destroy=request.destroy, targets=request.targets, held_tokens=held
+        )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
         raise ConfigError(
@@ -160,18 +164,31 @@ async def _apply_locked(
     return await _after_apply(session, manifest, store, request, hooks, sink, result=result)
 
 
+# How often, in wall seconds, the reminder task looks at the session's clock.
+_REMINDER_LOOK_SECONDS = 0.05
+
+
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
-    """While the block runs, tell the hooks every ``reminder_seconds`` (wall time) what is still under way."""
+    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way.
+
+    The seconds are the session's clock, like the elapsed times: wall time against Capella, sandbox time
+    against the embedded sandbox, whose five-minute deployment then shows its reminders too. The task only
+    reads that clock, between short wall-clock naps: waiting on it would move a stepped sandbox's time.
+    """
     if hooks.reminder_seconds is None:
         yield
         return
     interval = hooks.reminder_seconds
 
     async def remind() -> None:
+        last = session.clock.now()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(_REMINDER_LOOK_SECONDS)
             now = session.clock.now()
+            if now - last < interval:
+                continue
+            last = now
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
                 hooks.still_working(items)

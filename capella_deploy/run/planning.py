@@ -18,26 +18,33 @@ async def make_plan(
     replace: Sequence[str],
     *,
     destroy: bool = False,
+    targets: Sequence[str] = (),
     held_tokens: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Read the organization and plan; ``held_tokens``: the key ids whose token the outputs hold."""
+    """The plan; with ``targets`` (--target), narrowed to them and what they need. ``held_tokens``: the live
+    key ids whose token the outputs hold."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
     from capella_deploy.plan.planner import plan_destroy
+    from capella_deploy.plan.target import check_targets, restrict
 
     now = session_now(session)
     live = await read_live(session.client, session.org_id, now=now)
     if destroy:
-        return plan_destroy(manifest, live)
-    return make_plan(
-        manifest,
-        live,
-        now=now,
-        manifest_digest=manifest_digest(manifest),
-        force_replace=frozenset(replace),
-        held_tokens=held_tokens,
-    )
+        whole = plan_destroy(manifest, live)
+    else:
+        whole = make_plan(
+            manifest,
+            live,
+            now=now,
+            manifest_digest=manifest_digest(manifest),
+            force_replace=frozenset(replace),
+            held_tokens=held_tokens,
+        )
+    if not targets:
+        return whole
+    return restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
 
 
 def session_now(session: Session) -> datetime:

@@ -97,7 +97,7 @@ def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
 
 # -- JSON ------------------------------------------------------------------------------------------
 
-JSON_FORMAT_VERSION = "1.0"
+JSON_FORMAT_VERSION = "2.0"
 SENSITIVE = "(sensitive value)"
 _RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
 
@@ -170,6 +170,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "unmanaged": [u.to_dict() for u in plan.unmanaged],
         "errors": list(plan.errors),
         "warnings": list(plan.warnings),
+        "targets": list(plan.targets),
     }
 
 
@@ -202,6 +203,10 @@ def render_markdown(plan: Plan) -> str:
         lines.append("> [!CAUTION]")
         lines.extend(f"> {md_cell(error)}" for error in plan.errors)
         lines.append("")
+    if plan.warnings:
+        lines.append("> [!WARNING]")
+        lines.extend(f"> {md_cell(warning)}" for warning in plan.warnings)
+        lines.append("")
     if plan.pending:
         lines += ["| | resource | action | why |", "|---|---|---|---|"]
         for change in plan.pending:
@@ -214,8 +219,9 @@ def render_markdown(plan: Plan) -> str:
     if plan.unmanaged:
         names = ", ".join(f"`{u.kind.value}.{u.name}`" for u in plan.unmanaged)
         lines += [f"Unmanaged (left alone): {names}", ""]
-    lines.append(f"Plan checksum: `{plan.checksum()}`")
-    return "\n".join(lines) + "\n"
+    if not plan.errors:  # a plan that cannot be applied has no checksum to approve
+        lines.append(f"Plan checksum: `{plan.checksum()}`")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _diff_lines(change: ResourceChange) -> list[str]:
