@@ -55,6 +55,9 @@ log = logging.getLogger("capella_deploy.apply")
 # chaos weather), three attempts left about one create in sixty undone, five leave about one in a thousand.
 _CREATE_ATTEMPTS = 5
 _DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
+# Seconds a create waits for the listing that shows which models of its name exist: creates that finish
+# within that time share one list call.
+_LISTING_GATHER = 2.0
 # What the API may answer when a call comes at the wrong moment: 409 in some worlds, 422 in the spec's.
 _REFUSED = (Conflict, Unprocessable)
 
@@ -254,7 +257,7 @@ class Applier:
     async def _embedding_ready(self, change: ResourceChange, spec: ModelSpec) -> dict[str, str]:
         """The model ids known so far, once the model ``spec``'s semantic cache embeds with (if one of the
         manifest's) exists and is in its declared state."""
-        name = embedding_dependency(spec, self._manifest)
+        name = embedding_dependency(spec, self._manifest.defaults, self._models)
         if name is None:
             return dict(self._model_ids)
         finished = self._finished.get(name)
@@ -275,60 +278,56 @@ class Applier:
     async def _create_model(self, spec: ModelSpec, change: ResourceChange, model_ids: dict[str, str]) -> str:
         body = model_create_body(spec, self._manifest.defaults, model_ids)
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
-            mine = True
+            made: str | None = None
             try:
                 async with self._semaphore:
-                    model_id = await self._client.create_model(self._org, body)
+                    made = await self._client.create_model(self._org, body)
             except (AmbiguousCreate, Conflict) as exc:
-                mine = False
                 # A lost answer, or (where the API refuses a second model of one name) one made by another run.
-                found = await self._find_model(spec.name, exclude=change.live_id)
-                if found is not None:
-                    self._progress(change.address, f"found {found} after an unclear create answer; adopting it")
-                    model_id = found
-                elif attempt == _CREATE_ATTEMPTS:
-                    raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
-                else:
-                    self._progress(change.address, f"create unclear ({type(exc).__name__}); nothing was made, retrying")
-                    await self._clock.sleep(_create_pause(attempt))
-                    continue
-            model_id = await self._one_of_its_name(change, model_id, mine=mine)
+                unclear: CapellaError = exc
+            model_id = await self._one_of_its_name(change, made)
+            if model_id is None:
+                if attempt == _CREATE_ATTEMPTS:
+                    raise ApplyError(f"create did not go through after {attempt} attempts: {unclear}") from None
+                self._progress(change.address, f"create unclear ({type(unclear).__name__}); nothing was made, retrying")
+                await self._clock.sleep(_create_pause(attempt))
+                continue
+            if made is None:
+                self._progress(change.address, f"found {model_id} after an unclear create answer; adopting it")
             self._model_ids[spec.name] = model_id
             self._id_known[spec.name].set()
             return model_id
         raise AssertionError("unreachable")
 
-    async def _one_of_its_name(self, change: ResourceChange, model_id: str, *, mine: bool) -> str:
-        """The model to keep when other runs made models of this name since the plan (an API may accept several).
+    async def _one_of_its_name(self, change: ResourceChange, made: str | None) -> str | None:
+        """The model to keep of those made since the plan under this name: ``made`` by this run (None when the
+        answer was lost) and any other run's (an API may accept several of one name). None when there is none.
 
         Every run keeps the oldest, so all agree whatever the order they look in; each deletes the others it
-        made. A run that adopted a model after a lost answer cannot tell which one it made, and deletes every
-        other: their makers, looking too, give theirs up anyway. Creation times that tie go by the listing's
-        order, which is the order of creation: the first maker, which may have looked before the others
-        existed, then keeps what everyone else keeps.
+        made. A run whose answer was lost cannot tell which one it made, and deletes every other: their makers,
+        looking too, give theirs up anyway. Creation times that tie go by the listing's order, which is the
+        order of creation: the first maker, which may have looked before the others existed, then keeps what
+        everyone else keeps.
         """
         known = self._known_ids(Kind.MODEL, change.name)
-        listed = await self._list_models()
+        if made is None:
+            listed = await self._list_models()  # read by name before anything is sent again
+        else:
+            listed = await self._watcher.listing(within=_LISTING_GATHER, timeout=self._left(change))
         rivals = [m for m in listed if m.name == change.name and m.id not in known and m.status != "destroying"]
         if not rivals:
-            return model_id
+            return made  # not listed yet, or (after a lost answer) nothing was made
         keep = rivals[_oldest(m.created_at for m in rivals)]
         for other in rivals:
-            if other.id != keep.id and (other.id == model_id or not mine):
+            if other.id != keep.id and (other.id == made or made is None):
                 await self._delete_model(change, other.id)
-        if keep.id != model_id:
+        if made is not None and keep.id != made:
             self._progress(change.address, f"another run made {keep.id} of this name first; keeping that one")
         return keep.id
 
     def _known_ids(self, kind: Kind, name: str) -> set[str]:
         """The ids of the live resources of this kind and name the plan knows of."""
         return {c.live_id for c in self._plan.changes if c.kind is kind and c.name == name and c.live_id}
-
-    async def _find_model(self, name: str, exclude: str | None) -> str | None:
-        for model in await self._list_models():
-            if model.name == name and model.id != exclude and model.status != "destroying":
-                return model.id
-        return None
 
     async def _list_models(self) -> list[LiveModel]:
         # An entry that cannot be read is not the one looked for; letting its parse error out would end

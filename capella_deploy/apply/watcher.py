@@ -52,8 +52,9 @@ class _Waiter:
     deadline: float
     next_check: float
     delay: float
-    future: asyncio.Future[LiveModel | None] = field(repr=False)
+    future: asyncio.Future[Any] = field(repr=False)
     seen: bool = False  # listed at least once: only then does its absence mean it is gone
+    listing: bool = False  # waits for no model: for the whole listing of the next poll
 
 
 class StatusWatcher:
@@ -95,6 +96,29 @@ class StatusWatcher:
             delay=self._schedule.initial,
             future=asyncio.get_running_loop().create_future(),
         )
+        model: LiveModel | None = await self._join(waiter)
+        return model
+
+    async def listing(self, *, within: float, timeout: float) -> list[LiveModel]:
+        """Every model, in the listing's order, as read by a poll made from now on, at the latest ``within``
+        seconds from now: callers asking within that time, and waiters then due, share one list call."""
+        now = self._clock.now()
+        waiter = _Waiter(
+            model_id="",
+            until=frozenset(),
+            ready=None,
+            failing=frozenset(),
+            gone_ok=False,
+            deadline=now + timeout,
+            next_check=now + within,
+            delay=self._schedule.initial,
+            future=asyncio.get_running_loop().create_future(),
+            listing=True,
+        )
+        models: list[LiveModel] = await self._join(waiter)
+        return models
+
+    async def _join(self, waiter: _Waiter) -> Any:
         self._waiters.append(waiter)
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -154,6 +178,15 @@ class StatusWatcher:
             seen[parsed.id] = parsed
         for waiter in asked:
             if waiter.future.done():
+                continue
+            if waiter.listing:
+                if raw is not None:
+                    waiter.future.set_result(list(seen.values()))
+                elif now >= waiter.deadline:
+                    waiter.future.set_exception(WaitTimedOut("no listing of the models before the timeout ran out"))
+                elif now >= waiter.next_check:
+                    waiter.delay = min(waiter.delay * self._schedule.factor, self._schedule.maximum)
+                    waiter.next_check = now + waiter.delay
                 continue
             model = seen.get(waiter.model_id)
             if model is not None:

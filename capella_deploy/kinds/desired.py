@@ -6,13 +6,13 @@ the request bodies the applier sends, and the Model Service header profile an ap
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from capella_deploy.manifest import UUID_PATTERN, ApiKeySpec, Cache, Defaults, Manifest, ModelSpec, Routing
+from capella_deploy.manifest import UUID_PATTERN, ApiKeySpec, Cache, Defaults, ModelSpec, Routing
 
 # Attributes the Management API cannot change in place: a difference means delete + create.
 REPLACE_ATTRIBUTES = (
@@ -65,13 +65,13 @@ def known_after_apply(name: str) -> str:
     return f"(known after apply: id of model.{name})"
 
 
-def embedding_dependency(spec: ModelSpec, manifest: Manifest) -> str | None:
-    """The manifest model whose id ``spec``'s semantic cache needs, if it names one (else None)."""
-    cache = effective_cache(spec, manifest.defaults)
+def embedding_dependency(spec: ModelSpec, defaults: Defaults, names: Collection[str]) -> str | None:
+    """The model of ``names`` (the manifest's) whose id ``spec``'s semantic cache needs, if it names one."""
+    cache = effective_cache(spec, defaults)
     if cache is None or cache.type != "semantic" or cache.semantic is None:
         return None
     name = cache.semantic.embeddingModel
-    return name if name is not None and any(m.name == name for m in manifest.models) else None
+    return name if name is not None and name in names else None
 
 
 def caching_body(cache: Cache, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -57,20 +57,23 @@ def plan(
     live_keys = by_name(live.keys)
 
     picked = {spec.name: _pick_model(live_models.pop(spec.name, [])) for spec in manifest.models}
+    declared = frozenset(picked)
     # A model that gets a new id is known by it only after apply: who refers to it (a key's allowedModels, a
     # semantic cache's embedding model) changes with it. Whether a model is renewed never depends on such a
     # reference (a cache changes in place), so a first pass with every current id finds the renewed ones.
     current_ids = {name: current.id for name, (current, _) in picked.items() if current is not None}
-    renewed_models = {
-        spec.name
+    first = {
+        spec.name: _plan_model(spec, manifest, declared, picked[spec.name][0], current_ids, force_replace)
         for spec in manifest.models
-        if _plan_model(spec, manifest, picked[spec.name][0], current_ids, force_replace).action
-        in (Action.CREATE, Action.REPLACE)
     }
+    renewed_models = {name for name, change in first.items() if change.action in (Action.CREATE, Action.REPLACE)}
     model_ids = {name: model_id for name, model_id in current_ids.items() if name not in renewed_models}
     for spec in manifest.models:
         current, extras = picked[spec.name]
-        changes.append(_plan_model(spec, manifest, current, model_ids, force_replace))
+        change = first[spec.name]
+        if embedding_dependency(spec, manifest.defaults, declared) in renewed_models:
+            change = _plan_model(spec, manifest, declared, current, model_ids, force_replace)
+        changes.append(change)
         for extra in extras:
             if spec.preventDestroy:
                 warnings.append(
@@ -89,9 +92,10 @@ def plan(
                 )
             )
 
+    names_by_id = {model_id: name for name, model_id in current_ids.items()}
     for key_spec in manifest.apiKeys:
         kept, others = _pick_key(live_keys.pop(key_spec.name, []), held_tokens)
-        key_change = _plan_key(key_spec, manifest, kept, current_ids, renewed_models, now)
+        key_change = _plan_key(key_spec, manifest, kept, names_by_id, renewed_models, now)
         if f"apiKey.{key_spec.name}" in force_replace and key_change.action is Action.NOOP:
             key_change = replace(
                 key_change, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request"
@@ -184,12 +188,13 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
 def _plan_model(
     spec: ModelSpec,
     manifest: Manifest,
+    declared: frozenset[str],
     current: LiveModel | None,
     model_ids: Mapping[str, str],
     force_replace: frozenset[str],
 ) -> ResourceChange:
     after = model_attributes(spec, manifest.defaults, model_ids)
-    dependency = embedding_dependency(spec, manifest)
+    dependency = embedding_dependency(spec, manifest.defaults, declared)
     depends_on = (f"model.{dependency}",) if dependency is not None else ()
     if current is None:
         return replace(_create(Kind.MODEL, spec.name, after, spec.preventDestroy), depends_on=depends_on)
@@ -256,7 +261,7 @@ def _plan_key(
     spec: ApiKeySpec,
     manifest: Manifest,
     current: LiveKey | None,
-    model_ids: Mapping[str, str],
+    names_by_id: Mapping[str, str],
     renewed_models: set[str],
     now: datetime,
 ) -> ResourceChange:
@@ -266,9 +271,8 @@ def _plan_key(
     before = current.attributes
     # A key's models are compared by id: the API may spell a name differently, and a model of the same name
     # with another id is another model. Shown by manifest name where the id is one of the manifest's models
-    # (``model_ids``: the live model each manifest name manages, renewed or not). An id of no live model,
+    # (``names_by_id``: the live model each manifest name manages, renewed or not). An id of no live model,
     # named like a model this plan renews, is that model's former self: the renewal replaces the key anyway.
-    names_by_id = {model_id: name for name, model_id in model_ids.items()}
     if current.allowed_model_ids != {"*"}:
         before["allowedModels"] = sorted(
             names_by_id.get(model_id)

@@ -63,8 +63,9 @@ def restrict(plan: Plan, manifest: Manifest, targets: Sequence[str], *, destroy:
 def _closure(manifest: Manifest, targets: Iterable[str], *, destroy: bool) -> set[str]:
     needs: dict[str, set[str]] = {}
     uses = [(f"apiKey.{key.name}", {f"model.{n}" for n in key.allowedModels if n != "*"}) for key in manifest.apiKeys]
+    declared = {model.name for model in manifest.models}
     for model in manifest.models:
-        embedding = embedding_dependency(model, manifest)
+        embedding = embedding_dependency(model, manifest.defaults, declared)
         uses.append((f"model.{model.name}", {f"model.{embedding}"} if embedding else set()))
     for address, models in uses:
         if destroy:

@@ -305,7 +305,7 @@ def test_a_key_whose_token_never_reached_the_outputs_is_reported_by_the_next_app
         # a formatted traceback, which on Python 3.11.7 parses source (CPython gh-106905) and, run by the
         # collector in the middle of another test's ast.parse, breaks that parse with a SystemError.
         gc.collect()
-    assert live_names(site)[1] == ["app", "ops"]
+    assert "ops" in live_names(site)[1], "the API made the key whose token never reached the outputs"
     again = cli(site, *apply_args(site))
     assert "apiKey.ops" in again.output and "--replace apiKey.ops" in again.output
 
