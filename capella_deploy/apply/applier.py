@@ -207,9 +207,10 @@ class Applier:
             self._progress(change.address, f"destroying {change.live_id} to replace it")
         if action in (Action.CREATE, Action.REPLACE):
             model_ids = await self._embedding_ready(change, spec)
+            creating = self._clock.now()
             model_id = await self._create_model(spec, change, model_ids)
             # A model adopted from another run of this manifest may already have been paused by that run.
-            model = await self._settle(change, model_id, "deploying", "healthy", wanted)
+            model = await self._settle(change, model_id, "deploying", "healthy", wanted, since=creating)
             if model.status != wanted:
                 model = await self._set_state(change, model_id, wanted)
             return await self._record_model(spec, model)
@@ -432,17 +433,25 @@ class Applier:
         self._progress(change.address, doing)
         return await self._watch(change, model_id, ready=ready)
 
-    async def _settle(self, change: ResourceChange, model_id: str, doing: str, *statuses: str) -> LiveModel:
-        """Wait until the model reaches one of ``statuses``."""
+    async def _settle(
+        self, change: ResourceChange, model_id: str, doing: str, *statuses: str, since: float | None = None
+    ) -> LiveModel:
+        """Wait until the model reaches one of ``statuses`` (``since``: when the transition began)."""
         self._progress(change.address, doing)
-        return await self._watch(change, model_id, until=set(statuses))
+        return await self._watch(change, model_id, until=set(statuses), since=since)
 
     async def _watch(
-        self, change: ResourceChange, model_id: str, *, until: Collection[str] = (), ready: Ready | None = None
+        self,
+        change: ResourceChange,
+        model_id: str,
+        *,
+        until: Collection[str] = (),
+        ready: Ready | None = None,
+        since: float | None = None,
     ) -> LiveModel:
         try:
             model = await self._watcher.wait(
-                model_id, until=until, ready=ready, failing=_DEPLOY_FAILED, timeout=self._left(change)
+                model_id, until=until, ready=ready, failing=_DEPLOY_FAILED, timeout=self._left(change), since=since
             )
         except WaitTimedOut as exc:
             # Say what happens next: nothing is deleted or made again, the next apply waits for it.

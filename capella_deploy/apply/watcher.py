@@ -81,9 +81,10 @@ class StatusWatcher:
         failing: Collection[str] = (),
         gone_ok: bool = False,
         timeout: float,
+        since: float | None = None,
     ) -> LiveModel | None:
         """Return the model once its status is in ``until`` or ``ready`` says so of it (None once it is gone,
-        with ``gone_ok``)."""
+        with ``gone_ok``). ``since``: when what is waited for began (the schedule counts from then; default now)."""
         now = self._clock.now()
         waiter = _Waiter(
             model_id=model_id,
@@ -92,7 +93,7 @@ class StatusWatcher:
             failing=frozenset(failing),
             gone_ok=gone_ok,
             deadline=now + timeout,
-            next_check=now + self._schedule.initial,
+            next_check=max(now, (now if since is None else since) + self._schedule.initial),
             delay=self._schedule.initial,
             future=asyncio.get_running_loop().create_future(),
         )
