@@ -12,7 +12,7 @@ from capella_deploy.apply.applier import ApplyResult
 from capella_deploy.errors import ConfigError
 from capella_deploy.plan import Plan
 from capella_deploy.run.checks import CheckReport
-from capella_deploy.views.apply import render_apply_result, render_elapsed
+from capella_deploy.views.apply import render_apply_result, render_elapsed, render_remaining
 from capella_deploy.views.checks import render_checks
 from capella_deploy.views.plan import render_plan
 
@@ -64,11 +64,12 @@ class TerminalApplyView:
         self._doing[address] = message
         click.echo(f"{address}: {message} [{render_elapsed(elapsed)}]")
 
-    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
+    def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
         for address, since in items:
             doing = self._doing.get(address, "working")
             line = f"{address}: still {doing}... [{render_elapsed(since)} elapsed]"
             click.echo(click.style(line, dim=True) if self._interactive else line)
+        click.echo(render_remaining(len(items), remaining))
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None:
         click.echo(render_apply_result(result, outputs_path=outputs_path), nl=False)

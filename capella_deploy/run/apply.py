@@ -66,8 +66,8 @@ class ApplyHooks(Protocol):
 
     def progress(self, address: str, message: str, elapsed: float) -> None: ...
 
-    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
-        """(address, seconds since it started) for each change still under way."""
+    def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
+        """(address, seconds since it started) for each change still under way, and the seconds expected left."""
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None: ...
 
@@ -153,7 +153,8 @@ async def _apply_locked(
 
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
-    """While the block runs, tell the hooks every ``reminder_seconds`` (wall time) what is still under way."""
+    """While the block runs, tell the hooks every ``reminder_seconds`` (wall time) what is still under way, and how
+    long the rest should take."""
     if hooks.reminder_seconds is None:
         yield
         return
@@ -165,7 +166,7 @@ async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> A
             now = session.clock.now()
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
-                hooks.still_working(items)
+                hooks.still_working(items, applier.remaining())
 
     task = asyncio.ensure_future(remind())
     try:
