@@ -14,14 +14,14 @@ import httpx
 import openai
 import pytest
 
-from capella_deploy.cli.checks import read_outputs
-from capella_deploy.kinds.desired import header_profile
-from capella_deploy.manifest import Manifest, load_manifest
-from capella_deploy.run.checks import (
+from capella_deploy.checks import (
     CheckReport,
     CheckResult,
     run_checks,
 )
+from capella_deploy.cli.checks import read_outputs
+from capella_deploy.kinds.desired import header_profile
+from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.run.verify import sandbox_transport_for
 from capella_deploy.sandbox.server import running_server
 from capella_deploy.secrets import MASK
@@ -569,6 +569,7 @@ def test_a_key_is_never_sent_over_plain_http_to_another_machine(world: World) ->
     path = deploy(world, checks)
     report = by_name(check_in_process(world, path, environ={"GATEWAY_KEY": "gk-123"}))
     assert report["remote"].status == "fail"
-    assert (
-        report["remote"].reason == "http://gateway.example is plain http: the key would cross the network unencrypted"
+    assert report["remote"].reason == (
+        "http://gateway.example is plain http: the key would cross the network unencrypted; "
+        "use https (plain http is allowed only for localhost)"
     )

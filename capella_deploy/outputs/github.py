@@ -6,6 +6,7 @@ import sys
 from collections.abc import Mapping
 
 from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, Outputs, OutputsError, _text, env_name
+from capella_deploy.secrets import revealed
 
 
 def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
@@ -23,7 +24,8 @@ def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
         token = entry.get("token")
         if token:
             # The workflow command must come first so the runner masks the value wherever it appears.
-            sys.stdout.write(f"::add-mask::{token}\n")
+            with revealed():
+                sys.stdout.write(f"::add-mask::{token}\n")
         for field, suffix in _KEY_FIELDS:
             if entry.get(field) is not None:
                 lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
