@@ -3,6 +3,7 @@
 A fault file (YAML or JSON) looks like::
 
     seed: 7                        # optional; else the sandbox's seed
+    world: conflicts               # optional; the world's rules (spec | conflicts), else the state file's
     rate_limit_per_minute: 100     # per bearer token, in sandbox minutes -> 429 + Retry-After
     deploy_fail_rate: 0.1          # a new deployment ends in deployFailed
     deploy_hang_rate: 0.05         # a new deployment stays deploying forever
@@ -31,6 +32,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from capella_deploy.sandbox.operations import RULES, Rules
 
 DROP_BEFORE = "before"
 DROP_AFTER = "after"
@@ -88,8 +91,11 @@ class Faults:
     rate_limit_per_minute: int | None = None
     deploy_fail_rate: float = 0.0
     deploy_hang_rate: float = 0.0
+    world: Rules | None = None
 
     def __post_init__(self) -> None:
+        if self.world is not None and self.world not in RULES:
+            raise ValueError(f"world must be one of {', '.join(RULES)}; got {self.world!r}")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             raise ValueError("rate_limit_per_minute must be at least 1")
         _check_rate("deploy_fail_rate", self.deploy_fail_rate)

@@ -8,7 +8,10 @@ sandbox ASSUMES the following, and the durations come from ``Timings``::
     pause    healthy only            ->  pausing    --pause_seconds-->   paused
     resume   paused only             ->  resuming   --resume_seconds-->  healthy
     delete   any status but destroying ->  destroying --destroy_seconds--> gone (404)
-    edit     healthy or paused (PUT; other statuses answer 409)
+    edit     healthy or paused (PUT)
+
+A call the model's status does not allow is refused; ``operations`` decides with which status (the spec lists
+409 for pause, resume and delete, and only 422 for an edit).
 
 A model's ``actions`` list uses the documented examples' vocabulary: ``pause``/``resume``, ``destroy``, ``edit``.
 """

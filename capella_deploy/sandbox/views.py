@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from capella_deploy.sandbox import catalog, lifecycle
-from capella_deploy.sandbox.errors import ManagementError
+from capella_deploy.sandbox.errors import invalid, undecodable
 from capella_deploy.sandbox.state import ApiKeyRecord, Audit, ModelRecord, Usage, World
 
 PER_PAGE_DEFAULT = 10
@@ -128,14 +128,14 @@ def page_params(params: Mapping[str, str]) -> tuple[int, int]:
         try:
             value = int(raw)
         except ValueError:
-            value = 0
+            raise undecodable(f"{name} must be a whole number; got {raw!r}") from None
         if value < 1:
-            raise ManagementError(400, "Bad Request", f"{name} must be a whole number from 1; got {raw!r}")
+            raise invalid(f"{name} must be a whole number from 1; got {raw!r}")
         return value
 
     per_page = positive("perPage", PER_PAGE_DEFAULT)
     if per_page > PER_PAGE_MAX:
-        raise ManagementError(400, "Bad Request", f"perPage must be at most {PER_PAGE_MAX}; got {per_page}")
+        raise invalid(f"perPage must be at most {PER_PAGE_MAX}; got {per_page}")
     return positive("page", 1), per_page
 
 
