@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from bench import baseline
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
 from capella_deploy.clock import ScaledClock
 from capella_deploy.sandbox import Sandbox, Timings
 from capella_deploy.sandbox.faults import Faults, RouteFault

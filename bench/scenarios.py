@@ -27,19 +27,19 @@ from typing import Any, cast
 
 from bench import baseline
 from bench.fixtures import Served, faults, manifest_document, seed, served
-from capella_deploy.applier import Applier, ApplyOptions, ApplyResult
-from capella_deploy.client import CapellaClient, ClientStats
+from capella_deploy.api.client import CapellaClient, ClientStats
+from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
+from capella_deploy.apply.watcher import PollSchedule
 from capella_deploy.clock import ScaledClock
-from capella_deploy.desired import model_create_body
 from capella_deploy.errors import CapellaError
+from capella_deploy.kinds.desired import model_create_body
 from capella_deploy.live import LiveState, read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Plan
-from capella_deploy.planner import plan
+from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import Sandbox
 from capella_deploy.sandbox import views as sandbox_views
-from capella_deploy.watcher import PollSchedule
 
 MODELS_LIST = "/aiServices/models"
 KEYS_LIST = "/aiServices/models/apiKeys"

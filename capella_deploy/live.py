@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from capella_deploy.client import CapellaClient
+    from capella_deploy.api.client import CapellaClient
 
 log = logging.getLogger("capella_deploy.live")
 

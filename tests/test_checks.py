@@ -17,16 +17,16 @@ import pytest
 from capella_deploy.checks import (
     CheckReport,
     CheckResult,
-    render_checks,
-    render_checks_json,
-    render_checks_markdown,
     run_checks,
 )
-from capella_deploy.cli_checks import read_outputs, render_env, sandbox_transport_for
-from capella_deploy.desired import header_profile
+from capella_deploy.cli.checks import read_outputs
+from capella_deploy.kinds.desired import header_profile
 from capella_deploy.manifest import Manifest, load_manifest
+from capella_deploy.run.verify import sandbox_transport_for
 from capella_deploy.sandbox.server import running_server
 from capella_deploy.secrets import MASK
+from capella_deploy.views.checks import render_checks, render_checks_json, render_checks_markdown
+from capella_deploy.views.env import render_env
 from tests.conftest import World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -569,6 +569,7 @@ def test_a_key_is_never_sent_over_plain_http_to_another_machine(world: World) ->
     path = deploy(world, checks)
     report = by_name(check_in_process(world, path, environ={"GATEWAY_KEY": "gk-123"}))
     assert report["remote"].status == "fail"
-    assert (
-        report["remote"].reason == "http://gateway.example is plain http: the key would cross the network unencrypted"
+    assert report["remote"].reason == (
+        "http://gateway.example is plain http: the key would cross the network unencrypted; "
+        "use https (plain http is allowed only for localhost)"
     )

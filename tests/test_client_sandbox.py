@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from capella_deploy.client import CapellaClient, ClientStats
+from capella_deploy.api.client import CapellaClient, ClientStats
 from capella_deploy.clock import ManualClock
 from capella_deploy.errors import AmbiguousCreate, Conflict, NotFound, ServerError, Unauthorized
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Sandbox

@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from capella_deploy.client import CapellaClient
-from capella_deploy.drift import MARKDOWN_MARKER, IgnoreRules, drift_report, render_markdown, slack_payload
+from capella_deploy.api.client import CapellaClient
 from capella_deploy.live import LiveKey, LiveModel, LiveState
 from capella_deploy.manifest import Manifest
-from capella_deploy.planner import plan
+from capella_deploy.plan.drift import IgnoreRules, drift_report
+from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL
 from capella_deploy.secrets import Secret
+from capella_deploy.views.drift import MARKDOWN_MARKER, render_markdown, slack_payload
 from tests.conftest import World
 from tests.test_cli_e2e import manifest
 

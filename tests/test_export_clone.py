@@ -13,12 +13,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capella_deploy.clone import Offering, clone_manifest, unavailable
-from capella_deploy.desired import caching_body
-from capella_deploy.export import cache_block, export_manifest, manifest_yaml
+from capella_deploy.gitops.clone import Offering, clone_manifest, unavailable
+from capella_deploy.gitops.export import cache_block, export_manifest, manifest_yaml
+from capella_deploy.kinds.desired import caching_body
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Cache, Manifest, load_manifest
-from capella_deploy.planner import plan
+from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import lifecycle
 from tests.conftest import World
 from tests.test_cli_e2e import manifest

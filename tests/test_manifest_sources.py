@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capella_deploy.manifest import ManifestError, ManifestIssue, load_manifest
-from capella_deploy.yamlsource import MAX_ALIASES, MAX_BYTES, MAX_DEPTH
+from capella_deploy.manifest.yamlsource import MAX_ALIASES, MAX_BYTES, MAX_DEPTH
 
 BASE = """\
 apiVersion: capella-deploy/v1

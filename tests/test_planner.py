@@ -8,7 +8,7 @@ from typing import Any
 from capella_deploy.live import LiveKey, LiveModel, LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Action, Plan
-from capella_deploy.planner import plan, plan_destroy
+from capella_deploy.plan.planner import plan, plan_destroy
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 

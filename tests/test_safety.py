@@ -87,35 +87,75 @@ def test_destroy_asks_for_the_organization_id(world: World) -> None:
     assert all(m.status == "destroying" for m in world.sandbox.world().models.values())
 
 
-def test_a_terminal_is_reminded_of_what_is_still_under_way(capsys: pytest.CaptureFixture[str]) -> None:
+class Recorder:
+    """Apply hooks that remember what the operation told them (and approve nothing: runs use --auto-approve)."""
+
+    def __init__(self, reminder_seconds: float) -> None:
+        self.reminder_seconds = reminder_seconds
+        self.reminders: list[list[tuple[str, float]]] = []
+        self.events: list[tuple[str, str]] = []
+
+    def plan_ready(self, plan: object) -> None: ...
+
+    def blocked(self, reasons: object) -> None: ...
+
+    def confirm(self, verb: str, org_id: str | None) -> bool:
+        raise AssertionError("an auto-approved run asked for confirmation")
+
+    def declined(self) -> None: ...
+
+    def progress(self, address: str, message: str, elapsed: float) -> None:
+        self.events.append((address, message))
+
+    def still_working(self, items: list[tuple[str, float]]) -> None:
+        self.reminders.append(list(items))
+
+    def applied(self, result: object, outputs_path: object) -> None: ...
+
+    def checks(self, report: object) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def warning(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+
+def test_a_long_apply_is_reminded_of_what_is_still_under_way(world: World) -> None:
     import asyncio
+    from pathlib import Path
 
-    from capella_deploy.cli import _Progress
-    from capella_deploy.clock import ManualClock
+    from capella_deploy.manifest import load_manifest
+    from capella_deploy.run.apply import ApplyRequest, run_apply
+    from capella_deploy.run.session import Target
 
-    clock = ManualClock()
-    progress = _Progress(clock, live=True)
-    progress.TICK_SECONDS = 0.01
-    active = {"model.chat": clock.now()}
+    world.sandbox.set_speed(300)  # a five-minute deployment takes a second of wall time
+    manifest = load_manifest([fleet(world, 0)], environ={})
+    hooks = Recorder(reminder_seconds=0.05)
+    target = Target(sandbox_state=world.state, token_file=None, environ=world.env)
+    request = ApplyRequest(target, True, 10, 3600.0, str(world.outputs), None, False)
+    assert asyncio.run(run_apply(manifest, request, hooks))
+    assert len(hooks.reminders) >= 2, hooks.reminders
+    planned = {f"model.m{i}" for i in range(10)}
+    assert all(items and {address for address, _ in items} <= planned for items in hooks.reminders)
+    # Each reminder tells how long every change has been under way, in sandbox seconds.
+    first, later = dict(hooks.reminders[0]), dict(hooks.reminders[-1])
+    assert later.keys() & first.keys()
+    assert all(later[a] > first[a] for a in later.keys() & first.keys())
+    assert Path(world.outputs).exists()
 
-    async def apply() -> None:
-        progress.report("model.chat", "deploying")
-        with progress.ticking(active):
-            clock.advance(125)
-            await asyncio.sleep(0.05)
-        active.clear()
 
-    asyncio.run(apply())
+@pytest.mark.parametrize("interactive", [True, False])
+def test_the_terminal_view_names_what_is_under_way_and_for_how_long(
+    interactive: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from capella_deploy.cli.terminal import CI_REMINDER_SECONDS, TerminalApplyView
+
+    view = TerminalApplyView(interactive=interactive)
+    # A CI log is read later: fewer reminders than on a terminal, but never silence for a whole deployment.
+    assert view.reminder_seconds == (10.0 if interactive else CI_REMINDER_SECONDS)
+    view.progress("model.chat", "deploying", 0.0)
+    view.still_working([("model.chat", 125.0)])
     printed = capsys.readouterr().out
     assert "model.chat: deploying [0m00s]" in printed
     assert "model.chat: still deploying... [2m05s elapsed]" in printed
-
-    quiet = _Progress(clock, live=False)
-    quiet.TICK_SECONDS = 0.01
-
-    async def apply_quietly() -> None:
-        with quiet.ticking({"model.chat": clock.now()}):
-            await asyncio.sleep(0.05)
-
-    asyncio.run(apply_quietly())
-    assert "still" not in capsys.readouterr().out

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from capella_deploy.outputs import OutputsError
-from capella_deploy.secretstores import aws_prefix, publish_to_aws_secrets_manager, secret_entries
+from capella_deploy.outputs.secretstores import aws_prefix, publish_to_aws_secrets_manager, secret_entries
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (the test extra)")
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (the aws extra)")

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from capella_deploy.cli import main as cli_main
-from capella_deploy.render import MARKDOWN_MARKER
 from capella_deploy.sandbox import Sandbox
 from capella_deploy.sandbox.server import running_server
+from capella_deploy.views.plan import MARKDOWN_MARKER
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"

@@ -29,19 +29,20 @@ import httpx
 import pytest
 from _pytest.mark import ParameterSet
 
-from capella_deploy.applier import Applier, ApplyOptions, ApplyResult
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
 from capella_deploy.clock import ManualClock
 from capella_deploy.errors import CapellaError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Plan
-from capella_deploy.planner import plan as make_plan
-from capella_deploy.render import render_apply_result, render_plan
+from capella_deploy.plan.planner import plan as make_plan
+from capella_deploy.run.settle import settle_outputs
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Rules, Sandbox, lifecycle
 from capella_deploy.secrets import Secret
-from capella_deploy.settle import settle_outputs
+from capella_deploy.views.apply import render_apply_result
+from capella_deploy.views.plan import render_plan
 
 API_TOKEN = "cbrel-api-token-5d0c1e9a7b"
 

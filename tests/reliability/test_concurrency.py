@@ -38,8 +38,8 @@ from reliability_support import (
 )
 
 from capella_deploy.cli import main
-from capella_deploy.lock import DEFAULT_LOCK_DIR, org_lock, read_lock
 from capella_deploy.outputs import Outputs
+from capella_deploy.run.lock import DEFAULT_LOCK_DIR, org_lock, read_lock
 from capella_deploy.sandbox import Rules, Sandbox
 from capella_deploy.secrets import Secret
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
 from capella_deploy.clock import ManualClock
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Sandbox
 from capella_deploy.sandbox.faults import FaultInjector

@@ -24,13 +24,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capella_deploy.client import CapellaClient
+from capella_deploy.api.client import CapellaClient
 from capella_deploy.errors import AmbiguousCreate, CapellaError, UnexpectedResponse
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
-from capella_deploy.planner import plan
-from capella_deploy.render import RENDERERS
+from capella_deploy.plan.planner import plan
 from capella_deploy.secrets import Secret
+from capella_deploy.views.plan import RENDERERS
 
 PROFILE = settings.get_profile("reliability")
 MANIFEST = """\
@@ -256,7 +256,7 @@ def test_a_page_count_of_a_billion_is_refused_quickly_with_bounded_memory(tmp_pa
     script = textwrap.dedent(
         """
         import asyncio, resource, httpx
-        from capella_deploy.client import CapellaClient
+        from capella_deploy.api.client import CapellaClient
         from capella_deploy.errors import CapellaError
         from capella_deploy.secrets import Secret
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))

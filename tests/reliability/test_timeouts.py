@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from capella_deploy.api.client import CapellaClient
 from capella_deploy.cli import main
-from capella_deploy.client import CapellaClient
 from capella_deploy.errors import AmbiguousCreate, TransportError
+from capella_deploy.run.session import Target, open_session
 from capella_deploy.sandbox import Sandbox, lifecycle
 from capella_deploy.secrets import Secret
-from capella_deploy.session import Target, open_session
 
 PACKAGE = Path(__file__).resolve().parents[2] / "capella_deploy"
 TOKEN = "cbrel-timeout-token-71"

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from sandbox_support import Api
 
+from capella_deploy.cli.sandbox import sandbox_group
 from capella_deploy.sandbox import Sandbox
-from capella_deploy.sandbox.cli import sandbox_group
 
 SECRET = "cli-test-token-4d1f"
 
@@ -25,7 +25,7 @@ def serve(tmp_path: Path) -> Iterator[object]:
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> tuple[str, str]:
-        command = [sys.executable, "-c", "from capella_deploy.sandbox.cli import sandbox_group; sandbox_group()"]
+        command = [sys.executable, "-c", "from capella_deploy.cli.sandbox import sandbox_group; sandbox_group()"]
         env = {**os.environ, "CAPELLA_API_TOKEN": SECRET}
         proc = subprocess.Popen(
             [*command, "serve", "--port", "0", *args],

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sandbox_support import CHAT_MODEL, TOKEN, Api
 
+from capella_deploy.run.session import embedded_sandbox
 from capella_deploy.sandbox import Faults, Sandbox
 from capella_deploy.sandbox.server import running_server
 from capella_deploy.sandbox.state import StateError
-from capella_deploy.session import embedded_sandbox
 
 OPENAI = {"name": "llm", "type": "openAI", "configuration": {"apiKey": "sk-world-test-1"}}
 

@@ -1,0 +1,1 @@
+"""Carrying out a plan: the scheduler, dependency waits and the status watcher."""

@@ -1,0 +1,289 @@
+"""GitOps commands: drift (is the organization still what the manifest says?), export and clone.
+
+``cli.py`` loads this module only when one of these commands is asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from capella_deploy.cli.common import (
+    ExitCode,
+    guarded,
+    load_manifest_files,
+    make_target,
+    manifest_options,
+    sandbox_option,
+    target_options,
+)
+from capella_deploy.errors import ConfigError
+from capella_deploy.secrets import redact
+
+if TYPE_CHECKING:
+    from capella_deploy.gitops.clone import Offering
+    from capella_deploy.live import LiveState
+    from capella_deploy.plan import Plan
+    from capella_deploy.plan.drift import IgnoreRules
+
+DEFAULT_IGNORE_FILE = Path(".capella/drift-ignore")
+WEBHOOK_ENV = "CAPELLA_DRIFT_WEBHOOK"
+SCHEMA_FILE = Path("schemas/manifest.schema.json")
+
+
+def _warn(message: str) -> None:
+    click.echo(click.style("Warning: ", fg="yellow", bold=True) + message, err=True)
+
+
+# -- drift ---------------------------------------------------------------------------------------------
+
+
+@click.command()
+@manifest_options
+@target_options
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."
+)
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print a Markdown summary (for an issue body).")
+@click.option(
+    "--ignore",
+    "ignores",
+    multiple=True,
+    metavar="PATTERN",
+    help="Ignore differences at ADDRESS[.ATTRIBUTE] matching this fnmatch pattern, e.g. 'model.*.caching.expiryTTL'.",
+)
+@click.option(
+    "--ignore-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"More ignore patterns, one a line (default: {DEFAULT_IGNORE_FILE} when it exists).",
+)
+@click.option(
+    "--notify",
+    metavar="URL",
+    envvar=WEBHOOK_ENV,
+    help=f"POST the report to this Slack-compatible webhook when there is drift (or set {WEBHOOK_ENV}).",
+)
+@guarded
+def drift(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    sandbox: str | None,
+    token_file: Path | None,
+    report_path: Path | None,
+    as_markdown: bool,
+    ignores: Sequence[str],
+    ignore_file: Path | None,
+    notify: str | None,
+) -> None:
+    """Report how the organization differs from the manifest; changes nothing, asks nothing.
+
+    Exit status: 0 in sync, 2 drift found, 1 error.
+    """
+    from capella_deploy.outputs import atomic_write
+    from capella_deploy.plan.drift import drift_report
+    from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
+
+    manifest = load_manifest_files(files, variables)
+    rules = _ignore_rules(ignores, ignore_file)
+    target = make_target(sandbox, token_file)
+
+    async def run() -> Plan:
+        from capella_deploy.run.planning import make_plan
+        from capella_deploy.run.session import open_session
+
+        async with open_session(target, manifest.organizationId or None) as session:
+            return await make_plan(session, manifest, ())
+
+    report = drift_report(asyncio.run(run()), rules)
+    click.echo(render_markdown(report) if as_markdown else render_text(report), nl=False)
+    for warning in report.warnings:
+        _warn(warning)
+    if report_path is not None:
+        atomic_write(report_path, redact(render_json(report)))
+        click.echo(f"Wrote the drift report to {report_path}.", err=True)
+    if notify and not report.in_sync:
+        from capella_deploy.gitops.notify import post_report
+
+        outcome, delivered = post_report(notify, slack_payload(report))
+        if delivered:
+            click.echo(outcome, err=True)
+        else:
+            _warn(outcome)
+    sys.exit(ExitCode.OK if report.in_sync else ExitCode.CHANGES)
+
+
+def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRules:
+    from capella_deploy.plan.drift import IgnoreRules
+
+    rules = IgnoreRules(tuple(patterns))
+    path = ignore_file or (DEFAULT_IGNORE_FILE if DEFAULT_IGNORE_FILE.is_file() else None)
+    if path is None:
+        return rules
+    try:
+        return rules + IgnoreRules.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the ignore file ({type(exc).__name__})") from None
+
+
+# -- export --------------------------------------------------------------------------------------------
+
+
+@click.command()
+@target_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
+@click.option("--match", metavar="PATTERN", help="Only resources whose name matches this fnmatch pattern.")
+@click.option("--region", metavar="REGION", help="Only resources in this region.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="Organization (default CAPELLA_ORG_ID, else the only one).")
+@guarded
+def export(
+    sandbox: str | None,
+    token_file: Path | None,
+    output: Path | None,
+    match: str | None,
+    region: str | None,
+    org_id: str | None,
+) -> None:
+    """Write a manifest of what is live; planning it against the same organization shows no changes."""
+    from capella_deploy.gitops.export import export_manifest, manifest_yaml
+
+    target = make_target(sandbox, token_file)
+
+    async def run() -> LiveState:
+        from capella_deploy.live import read_live
+        from capella_deploy.run.session import open_session
+
+        async with open_session(target, org_id) as session:
+            return await read_live(session.client, session.org_id)
+
+    live = asyncio.run(run())
+    result = export_manifest(live, match=match, region=region)
+    scope = "".join(f" {flag} {value}" for flag, value in (("--match", match), ("--region", region)) if value)
+    comments = [
+        f"Exported from organization {live.org_id} by `capella-deploy export{scope}`.",
+        "Guardrails and jailbreak settings are write-only in the Capella API and cannot be exported.",
+        *(f"Not exported: {item}" for item in result.omitted),
+    ]
+    text = manifest_yaml(result.document, comments, schema_ref=_schema_ref(output))
+    for item in result.omitted:
+        _warn(f"not exported: {item}")
+    for warning in result.warnings:
+        _warn(warning)
+    _emit(text, output)
+    counts = f"{len(result.document.get('models', []))} model(s) and {len(result.document.get('apiKeys', []))} key(s)"
+    click.echo(f"Exported {counts}.", err=True)
+
+
+# -- clone ---------------------------------------------------------------------------------------------
+
+
+@click.command()
+@manifest_options
+@click.option("--to-region", "region", required=True, metavar="REGION", help="The region of the clone.")
+@click.option(
+    "--name-suffix",
+    metavar="SUFFIX",
+    help="Appended to every model and key name (default: -REGION). '' keeps the names, for another organization.",
+)
+@click.option("--provider", type=click.Choice(["aws", "gcp", "azure"]), help="Move to this cloud provider too.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="Set the clone's organizationId.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
+@sandbox_option("Check that the sandbox offers the models and sizes in the target region.")
+@guarded
+def clone(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    region: str,
+    name_suffix: str | None,
+    provider: str | None,
+    org_id: str | None,
+    output: Path | None,
+    sandbox: str | None,
+) -> None:
+    """Write a manifest for the same deployment in another region (new names, new API keys)."""
+    from pydantic import ValidationError
+
+    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unavailable
+    from capella_deploy.gitops.export import manifest_yaml
+    from capella_deploy.manifest import Manifest
+
+    manifest = load_manifest_files(files, variables)
+    suffix = default_suffix(region) if name_suffix is None else name_suffix
+    try:
+        result = clone_manifest(
+            manifest.model_dump(mode="json", exclude_unset=True),
+            region=region,
+            name_suffix=suffix,
+            provider=provider,
+            org_id=org_id,
+        )
+        Manifest.model_validate(result.document)
+    except ValueError as exc:
+        problems = [_problem(e) for e in exc.errors()] if isinstance(exc, ValidationError) else [str(exc)]
+        raise ConfigError("the clone would not be a valid manifest: " + "; ".join(problems)) from None
+    if sandbox is not None:
+        problems = unavailable(result.document, _sandbox_offering())
+        if problems:
+            raise ConfigError(f"the sandbox cannot deploy this clone in {region}: " + "; ".join(problems))
+        click.echo(f"Checked: the sandbox offers every model and size of the clone in {region}.", err=True)
+    else:
+        _warn(
+            f"availability in {region} was not checked: the Management API has no catalog to ask; "
+            "a model or GPU size not offered there will fail at apply"
+        )
+    for warning in result.warnings:
+        _warn(warning)
+    flags = [f"-f {shlex.quote(str(f))}" for f in files] + [f"--to-region {shlex.quote(region)}"]
+    flags += [
+        f"{flag} {shlex.quote(value)}"
+        for flag, value in (("--name-suffix", name_suffix), ("--provider", provider), ("--org", org_id))
+        if value is not None
+    ]
+    comments = [
+        f"Made by: capella-deploy clone {' '.join(flags)}",
+        "API keys are declared anew: apply creates them and writes new tokens (a token cannot be copied).",
+    ]
+    _emit(manifest_yaml(result.document, comments, schema_ref=_schema_ref(output)), output)
+
+
+def _sandbox_offering() -> Offering:
+    from capella_deploy.gitops.clone import Offering
+    from capella_deploy.sandbox import catalog
+
+    return Offering(
+        regions=catalog.REGIONS,
+        providers=catalog.OFFERED_PROVIDERS,
+        catalog_models=tuple(catalog.CATALOG),
+        gpu_sizes=catalog.GPU_MEMORY_CHOICES,
+        cpu_sizes=catalog.CPU_CHOICES,
+    )
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+# -- shared --------------------------------------------------------------------------------------------
+
+
+def _schema_ref(output: Path | None) -> str:
+    """The schema path as the written file's editor will resolve it: relative to the file."""
+    if output is None:
+        return SCHEMA_FILE.as_posix()
+    return Path(os.path.relpath(SCHEMA_FILE.resolve(), output.resolve().parent)).as_posix()
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(redact(text), encoding="utf-8")
+    click.echo(f"Wrote {output}.", err=True)

@@ -1,0 +1,1 @@
+"""Working with manifests as files in a repository: export, clone, notifications."""

@@ -1,0 +1,1 @@
+"""One module per resource kind: live parsing, attributes and request bodies, plan rule, apply steps."""

@@ -1,0 +1,842 @@
+"""The manifest: what a deployment should look like, as validated, immutable values.
+
+``load_manifest`` reads one or more YAML files (see ``yamlsource`` for reading, ``${VAR}``
+interpolation and overlay merging), validates the result against the models below, runs the
+cross-field checks, and raises one ``ManifestError`` listing every problem as
+``file:line: path: message``. ``manifest_json_schema`` is the JSON Schema editors use; the committed
+copy in ``schemas/`` is regenerated with ``python -m capella_deploy.manifest --write-schema``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import json
+import os
+import re
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+
+from capella_deploy.manifest.yamlsource import (
+    ManifestIssue,
+    YMap,
+    YNode,
+    YScalar,
+    locate,
+    merge_sources,
+    read_source,
+    to_plain,
+)
+from capella_deploy.secrets import redact
+
+__all__ = [
+    "ApiKeySpec",
+    "Cache",
+    "CheckExpect",
+    "CheckKind",
+    "CheckSpec",
+    "Defaults",
+    "Jailbreak",
+    "Manifest",
+    "ManifestError",
+    "ManifestIssue",
+    "ModelSpec",
+    "OutputsSpec",
+    "Provider",
+    "Prune",
+    "Routing",
+    "RoutingStrategy",
+    "SemanticCache",
+    "load_manifest",
+    "manifest_json_schema",
+    "schema_text",
+    "write_schema",
+]
+
+SCHEMA_ID = "urn:capella-deploy:schema:manifest:v1"
+DEFAULT_SCHEMA_PATH = Path("schemas/manifest.schema.json")
+# Passed as validation context by load_manifest, which runs the cross-field checks itself so that
+# their problems carry their own paths and lines.
+_DEFER_CROSS_CHECKS = "defer_cross_checks"
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# aws us-east-1, gcp us-central1 / europe-west4, azure eastus / westeurope: lowercase words and digits.
+REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+# Capella ids are UUIDs. The id becomes part of every API path, so only letters, digits and '-' may pass.
+ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_PATTERN_HINTS = {
+    NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+    REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
+    MODEL_REF_PATTERN: 'name a model of this manifest, or "*" for all of them',
+    ORG_ID_PATTERN: "an organization id is a UUID such as 6af08c0a-8cab-4c1c-b257-b521575c16d0 (letters, digits, '-')",
+    ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
+}
+
+
+def _int_from_text(value: object) -> object:
+    """``gpuMemory: ${GPU}`` reaches validation as text; the choice fields need the number."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        return int(value)
+    return value
+
+
+def _blank_is_unset(value: object) -> object:
+    """``${VAR:-}`` yields "", which means "not set" for optional text such as a region."""
+    return None if value == "" else value
+
+
+def _check_org_id(value: str | None) -> str | None:
+    # A check rather than a schema pattern: the schema also validates raw files, where `${CAPELLA_ORG_ID}` stands.
+    if value is not None and not re.fullmatch(ORG_ID_PATTERN, value):
+        raise ValueError(f"{_show(value)} is not valid: {_PATTERN_HINTS[ORG_ID_PATTERN]}")
+    return value
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not an IP address or CIDR block; write e.g. 10.0.0.0/16, 203.0.113.7 or 2001:db8::/32"
+        ) from None
+    return value
+
+
+Provider = Literal["aws", "gcp", "azure"]
+RoutingStrategy = Literal[
+    "round-robin", "least-latency", "throughput", "least-requests", "least-cache-usage", "prefix-aware"
+]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# The constraints sit on the text arm: a blank value is turned into None first, and None has no length.
+Region = Annotated[
+    Annotated[str, Field(max_length=64, pattern=REGION_PATTERN)] | None, BeforeValidator(_blank_is_unset)
+]
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+ModelRef = Annotated[str, Field(pattern=MODEL_REF_PATTERN)]
+
+
+def _field_title(name: str, info: object) -> str:
+    return name  # the YAML key itself, rather than pydantic's "Allowedcidrs"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, field_title_generator=_field_title)
+
+
+class Routing(_Spec):
+    """Model Service request routing (X-cb-routing-strategy, X-cb-max-retries, X-cb-request-duration)."""
+
+    strategy: RoutingStrategy | None = Field(
+        default=None, description="X-cb-routing-strategy; the service default is round-robin."
+    )
+    maxRetries: int | None = Field(default=None, ge=0, le=10, description="X-cb-max-retries, 0..10.")
+    requestTimeoutSeconds: int | None = Field(default=None, ge=1, description="X-cb-request-duration in seconds.")
+
+
+class SemanticCache(_Spec):
+    """Settings of the semantic cache (the create body's caching.semantic)."""
+
+    embeddingModel: str | None = Field(default=None, description="Embedding model the cache compares prompts with.")
+    dimensions: int | None = Field(default=None, ge=1, description="Embedding dimensions.")
+    distanceMetric: Literal["dot_product", "cosine", "l2_norm"] | None = None
+
+
+class Cache(_Spec):
+    """Model caching: the model's caching config and the X-cb-cache* header profile."""
+
+    type: Literal["standard", "semantic", "none"] = Field(
+        default="standard", description="X-cb-cache: standard, semantic or none."
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Semantic match threshold, 0..1 (X-cb-cache-threshold).",
+    )
+    expirySeconds: int | None = Field(
+        default=None, ge=1, description="Cache entry lifetime in seconds (X-cb-cache-expiry-duration)."
+    )
+    conversational: bool | None = Field(default=None, description="Enable the conversational cache.")
+    semantic: SemanticCache | None = None
+
+    @model_validator(mode="after")
+    def _threshold_the_model_accepts(self) -> Cache:
+        # The header takes 0..1, but a semantic threshold also becomes the model's caching.semantic.scoreThreshold,
+        # which the Management API takes strictly between 0 and 1: refuse here, not halfway through an apply.
+        if self.type == "semantic" and self.threshold in (0, 1):
+            raise ValueError(
+                f"threshold {self.threshold:g} is not allowed for a semantic cache: "
+                "use a value strictly between 0 and 1 (the model's scoreThreshold)"
+            )
+        return self
+
+
+class Jailbreak(_Spec):
+    """Jailbreak detection."""
+
+    scoreThreshold: float = Field(
+        gt=0, lt=1, allow_inf_nan=False, description="Score above which a prompt is refused, strictly between 0 and 1."
+    )
+
+
+class ModelSpec(_Spec):
+    """A deployed model, identified by its name."""
+
+    name: Name = Field(description="Identity of the model: unique in the organization.")
+    catalogModel: str = Field(min_length=1, description="Catalog model name, e.g. mistralai/mistral-7b-instruct-v0.3.")
+    provider: Provider | None = Field(
+        default=None, description="Cloud provider: aws, gcp or azure; defaults.provider when unset."
+    )
+    region: Region = Field(default=None, description="Cloud region, e.g. us-east-1; defaults.region when unset.")
+    gpuMemory: Annotated[Literal[24, 48, 192], BeforeValidator(_int_from_text)] = Field(
+        description="GPU memory in GB: 24, 48 or 192."
+    )
+    cpu: Annotated[Literal[4, 32] | None, BeforeValidator(_int_from_text)] = Field(
+        default=None, description="vCPUs: 4 or 32."
+    )
+    state: Literal["running", "paused"] = Field(default="running", description="running or paused.")
+    preventDestroy: bool = Field(default=False, description="Refuse to plan a delete or replace of this model.")
+    quantization: Literal["fp8", "fp16", "fullPrecision"] | None = None
+    optimization: Literal["throughput", "latency"] | None = None
+    dimensions: int | None = Field(default=None, ge=1, description="Output dimensions of an embedding model.")
+    enableBatching: bool | None = None
+    guardrails: tuple[str, ...] | None = Field(default=None, description="Guardrail categories, e.g. [hate speech].")
+    jailbreak: Jailbreak | None = None
+    keywordFiltering: tuple[str, ...] | None = Field(
+        default=None, description="Keywords filtered from requests and responses."
+    )
+    cache: Cache | None = Field(default=None, description="Caching; defaults.cache when unset.")
+    routing: Routing | None = Field(default=None, description="Routing header profile; defaults.routing when unset.")
+
+
+class ApiKeySpec(_Spec):
+    """A Model API key, identified by its name. Any change means a new key."""
+
+    name: Name = Field(description="Identity of the key: unique in the organization.")
+    description: Annotated[str | None, BeforeValidator(_blank_is_unset)] = Field(default=None, max_length=250)
+    region: Region = Field(
+        default=None, description="The key works for models of this region only; defaults.region when unset."
+    )
+    expiryDays: int = Field(default=180, ge=1, le=365, description="Lifetime in days, 1..365.")
+    allowedCIDRs: tuple[Cidr, ...] = Field(
+        min_length=1, description="Addresses allowed to use the key: IPs or CIDR blocks."
+    )
+    allowedModels: tuple[ModelRef, ...] = Field(
+        default=("*",), min_length=1, description='Model names of this manifest, or "*".'
+    )
+    rotateBeforeDays: int = Field(
+        default=0,
+        ge=0,
+        le=364,
+        description="Plan a rotation when the key expires within this many days; below expiryDays.",
+    )
+    preventDestroy: bool = Field(default=False, description="Refuse to plan a delete or rotation of this key.")
+
+
+class Defaults(_Spec):
+    """Values for every model and key that does not set its own."""
+
+    provider: Provider = "aws"
+    region: Region = None
+    routing: Routing | None = None
+    cache: Cache | None = None
+
+
+class Prune(_Spec):
+    """Opt in to deleting live resources the manifest does not declare."""
+
+    match: str = Field(
+        min_length=1, description="fnmatch-style pattern; unmanaged resources whose name matches are deleted."
+    )
+
+
+class OutputsSpec(_Spec):
+    """Where connection strings and key tokens are written."""
+
+    path: str = Field(default=".capella/outputs.json", min_length=1)
+    format: Literal["json", "dotenv"] = "json"
+
+
+# -- checks -------------------------------------------------------------------------------------------
+
+CheckKind = Literal["chat", "chat-stream", "completion", "embedding"]
+DEFAULT_CHECK_PROMPT = "Reply with the single word OK."
+
+
+def _check_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"'{value}' is not an http(s) base URL; write e.g. https://ENV_ID.api.tcloudbasegateway.com/v1/ai/hunyuan"
+        )
+    if parts.username is not None or parts.password is not None:
+        # Printed in every check table: a credential in it would leak. The key belongs in apiKeyEnv.
+        raise ValueError("put no credentials in the URL; name the environment variable holding the key in apiKeyEnv")
+    if parts.query or parts.fragment:
+        raise ValueError("give the base URL only (no ?query or #fragment); /chat/completions etc. are appended to it")
+    return value.rstrip("/")
+
+
+def _dimensions_choice(value: object) -> object:
+    """A number of dimensions or "declared"; one clear message instead of one per member of the union."""
+    if value is None or value == "declared":
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f'{_show(value)} is not allowed; give the expected vector length (e.g. 2048) or "declared" '
+        "for the model's own dimensions"
+    )
+
+
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+Dimensions = Annotated[int | Literal["declared"] | None, BeforeValidator(_dimensions_choice)]
+
+
+class CheckExpect(_Spec):
+    """What a check's answer must satisfy; every assertion set here must hold for the check to pass."""
+
+    nonEmpty: bool = Field(default=True, description="The answer has text (chat, completion) or a vector (embedding).")
+    contains: str | None = Field(
+        default=None, min_length=1, description="Text the answer must contain, ignoring case (not for embedding)."
+    )
+    dimensions: Dimensions = Field(
+        default=None,
+        description='embedding only: the vector length, or "declared" for the model\'s declared dimensions.',
+    )
+    maxLatencyMs: int | None = Field(default=None, ge=1, description="Longest acceptable time to the whole answer.")
+    maxFirstTokenMs: int | None = Field(
+        default=None, ge=1, description="chat-stream only: longest acceptable time to the first token."
+    )
+
+
+class CheckSpec(_Spec):
+    """A smoke test run after apply and by `capella-deploy verify` (like a Terraform check block)."""
+
+    name: Name = Field(description="Names the check in results; unique among the checks.")
+    kind: CheckKind = Field(description="chat, chat-stream (SSE until data: [DONE]), completion or embedding.")
+    model: Name | None = Field(
+        default=None, description="A model of this manifest to call at its connection string; or give endpoint."
+    )
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description="Base URL of an external OpenAI-compatible API, e.g. https://ENV.api.tcloudbasegateway.com"
+        "/v1/ai/hunyuan; /chat/completions, /completions or /embeddings is appended.",
+    )
+    endpointModel: str | None = Field(
+        default=None, min_length=1, description="With endpoint: the model name to request, e.g. hy3-preview."
+    )
+    apiKey: Name | None = Field(
+        default=None,
+        description="With model: the API key of this manifest to call with; else the first key of the model's "
+        "region that allows it.",
+    )
+    apiKeyEnv: Annotated[str, Field(pattern=ENV_VAR_PATTERN)] | None = Field(
+        default=None, description="Environment variable holding the API key (required with endpoint)."
+    )
+    prompt: str = Field(
+        default=DEFAULT_CHECK_PROMPT, min_length=1, description="The prompt; for embedding, the text to embed."
+    )
+    maxTokens: int = Field(default=64, ge=1, le=4096, description="max_tokens of chat and completion requests.")
+    timeoutSeconds: float = Field(
+        default=30, gt=0, le=600, allow_inf_nan=False, description="Give up on the answer after this long."
+    )
+    expect: CheckExpect = CheckExpect()
+
+
+class Manifest(_Spec):
+    """A capella-deploy manifest: the models and API keys an organization should have."""
+
+    apiVersion: Literal["capella-deploy/v1"] = Field(description="Always capella-deploy/v1.")
+    organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_org_id)] = Field(
+        default=None,
+        description="Organization id; when unset or empty, CAPELLA_ORG_ID or the token's only organization.",
+    )
+    defaults: Defaults = Defaults()
+    models: tuple[ModelSpec, ...] = ()
+    apiKeys: tuple[ApiKeySpec, ...] = ()
+    prune: Prune | None = None
+    outputs: OutputsSpec = OutputsSpec()
+    checks: tuple[CheckSpec, ...] = Field(
+        default=(), description="Smoke tests of the deployed models or external endpoints, run after apply."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> Manifest:
+        if isinstance(info.context, Mapping) and info.context.get(_DEFER_CROSS_CHECKS):
+            return self
+        problems = cross_field_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(f"{_format_loc(loc)}: {message}" for loc, message in problems))
+        return self
+
+
+# -- cross-field checks -------------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """Checks spanning several fields, on plain data that may be wrong elsewhere (so: defensively)."""
+    problems: list[tuple[Loc, str]] = []
+    defaults = data.get("defaults")
+    written_default = defaults.get("region") if isinstance(defaults, Mapping) else None
+    default_region = _region(written_default)
+    models = _entries(data.get("models"))
+    keys = _entries(data.get("apiKeys"))
+    problems += _unique_names("models", models)
+    problems += _unique_names("apiKeys", keys)
+
+    model_regions: dict[str, str | None] = {}
+    for index, model in models:
+        if model.get("region") in (None, "") and written_default in (None, ""):
+            problems.append((("models", index, "region"), "no region: set region here or defaults.region"))
+        name = _text(model.get("name"))
+        if name is not None:
+            model_regions.setdefault(name, _effective_region(model.get("region"), default_region))
+
+    declared = ", ".join(sorted(model_regions)) or "none"
+    for index, key in keys:
+        if key.get("region") in (None, "") and written_default in (None, ""):
+            problems.append((("apiKeys", index, "region"), "no region: set region here or defaults.region"))
+        region = _effective_region(key.get("region"), default_region)
+        # Digit text (from a ${VAR}) counts as the number pydantic will make of it.
+        expiry = _int_from_text(key.get("expiryDays", 180))
+        rotate = _int_from_text(key.get("rotateBeforeDays", 0))
+        if type(expiry) is int and type(rotate) is int and 1 <= expiry <= 365 and rotate >= expiry:
+            problems.append(
+                (
+                    ("apiKeys", index, "rotateBeforeDays"),
+                    f"must be less than expiryDays ({expiry}), or every plan would rotate the key",
+                )
+            )
+        allowed = key.get("allowedModels")
+        if not isinstance(allowed, (list, tuple)):
+            continue
+        for position, ref in enumerate(allowed):
+            if not isinstance(ref, str) or ref == "*":
+                continue
+            loc: Loc = ("apiKeys", index, "allowedModels", position)
+            if ref not in model_regions:
+                problems.append((loc, f"no model named '{ref}' in the manifest (models: {declared}); or use \"*\""))
+            elif region is not None and model_regions[ref] is not None and model_regions[ref] != region:
+                problems.append(
+                    (
+                        loc,
+                        f"model '{ref}' is in {model_regions[ref]} but this key is for {region}; "
+                        "a key works only for models of its own region",
+                    )
+                )
+    problems += _check_problems(_entries(data.get("checks")), models, keys, default_region)
+    return problems
+
+
+def _check_problems(
+    checks: list[tuple[int, Mapping[str, Any]]],
+    models: list[tuple[int, Mapping[str, Any]]],
+    keys: list[tuple[int, Mapping[str, Any]]],
+    default_region: str | None,
+) -> list[tuple[Loc, str]]:
+    """What a check refers to must exist and be callable, and its assertions must fit its kind."""
+    problems = _unique_names("checks", checks)
+    model_by_name = {name: model for _, model in models if (name := _text(model.get("name"))) is not None}
+    key_by_name = {name: key for _, key in keys if (name := _text(key.get("name"))) is not None}
+    for index, check in checks:
+        found: list[tuple[tuple[str, ...], str]] = _assertion_problems(check)
+        if check.get("endpoint") is not None:
+            found += _endpoint_problems(check)
+        elif check.get("model") is None:
+            found.append(((), "name a model of this manifest (model:) or an external API (endpoint:)"))
+        else:
+            found += _model_problems(check, model_by_name, key_by_name, default_region)
+        problems += [(("checks", index, *where), message) for where, message in found]
+    return problems
+
+
+def _expect(check: Mapping[str, Any]) -> Mapping[str, Any]:
+    expect = check.get("expect")
+    return expect if isinstance(expect, Mapping) else {}
+
+
+def _assertion_problems(check: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    kind, expect = check.get("kind"), _expect(check)
+    only = {
+        "contains": kind != "embedding",
+        "dimensions": kind == "embedding",
+        "maxFirstTokenMs": kind == "chat-stream",
+    }
+    return [
+        (("expect", field), f"does not apply to kind: {kind}")
+        for field, applies in only.items()
+        if expect.get(field) is not None and not applies
+    ]
+
+
+def _endpoint_problems(check: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    if check.get("model") is not None:
+        found.append(
+            (
+                ("model",),
+                "give model (of this manifest) or endpoint, not both; name the endpoint's model in endpointModel",
+            )
+        )
+    if check.get("endpointModel") is None:
+        found.append(((), "endpointModel is required with endpoint: the model name to request, e.g. hy3-preview"))
+    if check.get("apiKeyEnv") is None:
+        found.append(((), "apiKeyEnv is required with endpoint: the environment variable holding its API key"))
+    if check.get("apiKey") is not None:
+        found.append((("apiKey",), "a key of this manifest works only for its own models; use apiKeyEnv"))
+    if _expect(check).get("dimensions") == "declared":
+        found.append((("expect", "dimensions"), '"declared" needs a model of this manifest; give the number'))
+    return found
+
+
+def _model_problems(
+    check: Mapping[str, Any],
+    model_by_name: Mapping[str, Mapping[str, Any]],
+    key_by_name: Mapping[str, Mapping[str, Any]],
+    default_region: str | None,
+) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    if check.get("endpointModel") is not None:
+        found.append((("endpointModel",), "only with endpoint; a model of this manifest is called by its catalog name"))
+    name = _text(check.get("model"))
+    model = model_by_name.get(name) if name is not None else None
+    if name is None or model is None:
+        if name is not None:  # malformed names are reported by field validation
+            declared = ", ".join(sorted(model_by_name)) or "none"
+            found.append((("model",), f"no model named '{name}' in the manifest (models: {declared})"))
+        return found
+    if _expect(check).get("dimensions") == "declared" and model.get("dimensions") is None:
+        found.append(
+            (("expect", "dimensions"), f"model '{name}' declares no dimensions; declare them or give the number")
+        )
+    region = _effective_region(model.get("region"), default_region)
+    key_name = _text(check.get("apiKey"))
+    if key_name is None:
+        if check.get("apiKeyEnv") is None and not any(
+            _key_admits(key, name, region, default_region) for key in key_by_name.values()
+        ):
+            found.append(
+                (
+                    (),
+                    f"no API key of this manifest can call model '{name}' (region {region}): add one whose "
+                    "allowedModels include it, or give apiKeyEnv",
+                )
+            )
+        return found
+    if check.get("apiKeyEnv") is not None:
+        found.append((("apiKeyEnv",), "give apiKey (a key of this manifest) or apiKeyEnv, not both"))
+    key = key_by_name.get(key_name)
+    if key is None:
+        declared = ", ".join(sorted(key_by_name)) or "none"
+        found.append((("apiKey",), f"no API key named '{key_name}' in the manifest (apiKeys: {declared})"))
+    elif not _key_admits(key, name, region, default_region):
+        found.append(
+            (
+                ("apiKey",),
+                f"key '{key_name}' cannot call model '{name}': a key works only for models of its own region "
+                "that its allowedModels list",
+            )
+        )
+    return found
+
+
+def _key_admits(key: Mapping[str, Any], model: str, region: str | None, default_region: str | None) -> bool:
+    allowed = key.get("allowedModels", ["*"])
+    listed = isinstance(allowed, (list, tuple)) and ("*" in allowed or model in allowed)
+    return listed and _effective_region(key.get("region"), default_region) == region
+
+
+def _entries(value: object) -> list[tuple[int, Mapping[str, Any]]]:
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [(index, item) for index, item in enumerate(value) if isinstance(item, Mapping)]
+
+
+def _unique_names(section: str, entries: list[tuple[int, Mapping[str, Any]]]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    for index, entry in entries:
+        name = _text(entry.get("name"))
+        if name is None:
+            continue
+        if name in first:
+            message = f"'{name}' is already the name of {section}[{first[name]}]; names must be unique"
+            problems.append(((section, index, "name"), message))
+        else:
+            first[name] = index
+    return problems
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _effective_region(own: object, default: str | None) -> str | None:
+    return default if own in (None, "") else _region(own)
+
+
+def _region(value: object) -> str | None:
+    """A region fit to compare: malformed ones are reported by field validation, not compared."""
+    text = _text(value)
+    return text if text is not None and re.fullmatch(REGION_PATTERN, text) else None
+
+
+# -- loading ------------------------------------------------------------------------------------------
+
+
+class ManifestError(Exception):
+    """Every problem found in the manifest files, in the order the files were given, then by line."""
+
+    def __init__(self, issues: Sequence[ManifestIssue], files: Sequence[str] = ()) -> None:
+        rank = {name: index for index, name in enumerate(files)}
+        self.issues: list[ManifestIssue] = sorted(
+            issues, key=lambda i: (rank.get(i.file, len(rank)), i.file, i.line or 0, i.path)
+        )
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+def load_manifest(
+    paths: Sequence[str | Path],
+    *,
+    variables: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Read, merge, interpolate and validate manifest files; raise ``ManifestError`` listing every problem.
+
+    ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``.
+    """
+    if not paths:
+        raise ManifestError([ManifestIssue("(no file)", None, "", "no manifest given; pass one or more -f FILE")])
+    lookup = dict(os.environ if environ is None else environ)
+    lookup.update(variables or {})
+
+    issues: list[ManifestIssue] = []
+    trees: list[YMap] = []
+    unreadable = False
+    for path in paths:
+        source = read_source(Path(path), lookup)
+        issues.extend(source.issues)
+        if source.tree is None:
+            unreadable = True
+        else:
+            trees.append(source.tree)
+    if unreadable:  # validating what is left would only add noise about the missing parts
+        raise ManifestError(issues, [str(path) for path in paths])
+
+    tree, merge_issues = merge_sources(trees)
+    issues.extend(merge_issues)
+    data = to_plain(tree)
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest.model_validate(data, context={_DEFER_CROSS_CHECKS: True})
+    except ValidationError as exc:
+        for error in exc.errors():
+            issue = _issue_at(tree, error["loc"], _describe(error))
+            if issue is not None:
+                issues.append(issue)
+    for loc, message in cross_field_problems(data):
+        issue = _issue_at(tree, loc, message)
+        if issue is not None:
+            issues.append(issue)
+    if issues or manifest is None:
+        raise ManifestError(issues, [str(path) for path in paths])
+    return manifest
+
+
+def _issue_at(tree: YNode, loc: Loc, message: str) -> ManifestIssue | None:
+    node = locate(tree, loc)
+    if isinstance(node, YScalar) and node.tainted:
+        return None  # the interpolation problem at this spot is already reported
+    return node.pos.issue(_format_loc(loc), message)
+
+
+def _format_loc(loc: Loc) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+# -- error messages -----------------------------------------------------------------------------------
+
+
+def _describe(error: ErrorDetails) -> str:
+    """A message that says what is wrong and what to write instead."""
+    kind, loc, value = error["type"], error["loc"], error.get("input")
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind == "missing":
+        info = _field_at(loc)
+        hint = f": {info.description}" if info is not None and info.description else ""
+        return f"required field '{loc[-1]}' is missing{hint}"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        return _unknown_field(str(loc[-1]), list(model.model_fields) if model is not None else [])
+    if kind == "literal_error":
+        return f"{_show(value)} is not allowed; use one of {ctx['expected']}"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        return f"{_show(value)} is not valid: {_PATTERN_HINTS.get(pattern, f'must match {pattern}')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping (key: value entries), got {_show(value)}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {_show(value)}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"is longer than {ctx.get('max_length')} characters"
+    if kind == "string_type":
+        quote = "; put it in quotes" if isinstance(value, (int, float, bool)) or value is None else ""
+        return f"expected text, got {_show(value)}{quote}"
+    message = error["msg"].replace("Input should be", "must be")
+    return f"{message} (got {_show(value)})"
+
+
+def _unknown_field(name: str, allowed: list[str]) -> str:
+    by_lower = {field.lower(): field for field in allowed}
+    guess = by_lower.get(name.lower())
+    if guess is None:
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+        guess = by_lower[close[0]] if close else None
+    if guess is not None:
+        return f"unknown field '{name}'; did you mean '{guess}'?"
+    return f"unknown field '{name}'; allowed fields: {', '.join(allowed)}"
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        # A message quotes enough of a value to recognise it, never a whole file's worth; secrets are masked
+        # first, as a cut would leave part of one that no later masking recognises.
+        value = redact(value)
+        return f"'{value}'" if len(value) <= 80 else f"'{value[:60]}…' ({len(value)} characters)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return str(value)
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class validating the value at ``loc``, following field annotations from Manifest."""
+    current: Any = Manifest
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = get_args(current)
+            if get_origin(current) is not tuple or not args:
+                return None
+            current = args[0]
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _field_at(loc: Sequence[str | int]) -> FieldInfo | None:
+    model = _model_at(loc[:-1])
+    if model is None or not isinstance(loc[-1], str):
+        return None
+    return model.model_fields.get(loc[-1])
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and ``X | None`` down to X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+# -- JSON Schema --------------------------------------------------------------------------------------
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a manifest file, generated from the models."""
+    generated = Manifest.model_json_schema()
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "capella-deploy manifest",
+        "description": (
+            "Models and Model API keys of a Couchbase Capella AI Services organization, as capella-deploy "
+            "plans and applies them. String values may use ${VAR} and ${VAR:-default}."
+        ),
+    }
+    schema.update({key: value for key, value in generated.items() if key not in ("title", "description")})
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schema(path: str | Path = DEFAULT_SCHEMA_PATH) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(schema_text(), encoding="utf-8")
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m capella_deploy.manifest", description="Print or write the manifest JSON Schema."
+    )
+    parser.add_argument(
+        "--write-schema",
+        nargs="?",
+        const=str(DEFAULT_SCHEMA_PATH),
+        metavar="PATH",
+        help=f"write the schema to PATH (default {DEFAULT_SCHEMA_PATH}) instead of printing it",
+    )
+    args = parser.parse_args(argv)
+    if args.write_schema is None:
+        sys.stdout.write(schema_text())
+    else:
+        print(f"wrote {write_schema(args.write_schema)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

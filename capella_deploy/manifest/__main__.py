@@ -1,0 +1,5 @@
+import sys
+
+from capella_deploy.manifest import main
+
+sys.exit(main())

@@ -1,0 +1,298 @@
+"""Connection strings and key tokens, kept where applications and pipelines can pick them up.
+
+The outputs file is the only place a key token is ever stored. It is rewritten whole on every
+change, atomically (temporary file, fsync, rename) and created with mode 0600 from the first byte,
+so a crash can never leave it truncated, and a token returned by the API is on disk before the
+applier moves on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shlex
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from capella_deploy.errors import CapellaError
+from capella_deploy.secrets import MASK, Secret, remember
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+OutputFormat = Literal["json", "dotenv"]
+FORMAT_VERSION = 1
+
+
+class OutputsError(CapellaError):
+    pass
+
+
+class Outputs:
+    """The outputs document, held in memory and flushed to ``path`` after every change."""
+
+    def __init__(self, path: Path, fmt: OutputFormat = "json", org_id: str | None = None) -> None:
+        self.path = path
+        self.format: OutputFormat = fmt
+        self._org_id = org_id
+        self._lock = threading.Lock()
+        self._doc: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "organizationId": org_id,
+            "models": {},
+            "apiKeys": {},
+        }
+        self._reload()
+
+    @property
+    def models(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._doc["models"]  # type: ignore[no-any-return]
+
+    @property
+    def api_keys(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._doc["apiKeys"]  # type: ignore[no-any-return]
+
+    def token(self, key_name: str) -> Secret | None:
+        entry = self.api_keys.get(key_name)
+        value = entry.get("token") if entry else None
+        return Secret(value) if isinstance(value, str) and value else None
+
+    def record_model(self, name: str, **fields: Any) -> None:
+        def change(doc: dict[str, Any]) -> bool:
+            entry = dict(doc["models"].get(name, {}))
+            entry.update({k: v for k, v in fields.items() if v is not None})
+            doc["models"][name] = entry
+            return True
+
+        self._update(change)
+
+    def record_key(self, name: str, *, key_id: str, token: Secret | None, **fields: Any) -> None:
+        def change(doc: dict[str, Any]) -> bool:
+            entry: dict[str, Any] = {"id": key_id, **{k: v for k, v in fields.items() if v is not None}}
+            # A token that was lost in transit is recorded as missing, never invented or copied. But another
+            # run of the same manifest may have written this very key's token already: that one stays.
+            previous = doc["apiKeys"].get(name) or {}
+            if token is None and previous.get("id") == key_id and previous.get("token"):
+                return False
+            entry["token"] = token.reveal() if token is not None else None
+            doc["apiKeys"][name] = entry
+            return True
+
+        self._update(change)
+
+    def save(self) -> None:
+        """Write the document as it is: proves the file can be written before anything is created."""
+        self._update(lambda doc: True)
+
+    def forget_model(self, name: str, model_id: str | None = None) -> None:
+        """Drop the model's entry (only if it is for ``model_id``, when given: a successor's entry stays)."""
+
+        def change(doc: dict[str, Any]) -> bool:
+            entry = doc["models"].get(name)
+            if entry is not None and (model_id is None or entry.get("id") == model_id):
+                del doc["models"][name]
+                return True
+            return False
+
+        self._update(change)
+
+    def forget_key(self, name: str, key_id: str | None = None) -> None:
+        def change(doc: dict[str, Any]) -> bool:
+            entry = doc["apiKeys"].get(name)
+            if entry is not None and (key_id is None or entry.get("id") == key_id):
+                del doc["apiKeys"][name]
+                return True
+            return False
+
+        self._update(change)
+
+    def masked(self) -> dict[str, Any]:
+        doc = json.loads(json.dumps(self._doc))
+        for entry in doc["apiKeys"].values():
+            if entry.get("token"):
+                entry["token"] = MASK
+        return doc  # type: ignore[no-any-return]
+
+    def document(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]
+
+    def _update(self, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Apply ``change`` to the file as it is now, and write the result if ``change`` says it changed.
+
+        Read-modify-write under a lock on the directory, rather than a rewrite from memory: two runs given the
+        same outputs path (no shared run lock: other working directories, other lock directories) would
+        otherwise each erase the tokens the other had just written.
+        """
+        with self._lock, _directory_lock(self.path.parent):
+            _remove_leftovers(self.path)
+            self._reload()
+            if change(self._doc):
+                text = render_json(self._doc) if self.format == "json" else render_dotenv(self._doc)
+                atomic_write(self.path, text)
+
+    def _reload(self) -> None:
+        if self.path.exists():
+            doc = _read(self.path)
+            recorded = doc.get("organizationId")
+            # One file, one organization: mixing would hand one organization's tokens to the other's apps.
+            if self._org_id is not None and recorded not in (None, self._org_id):
+                raise OutputsError(
+                    f"{self.path} holds the outputs of organization {recorded}, not {self._org_id}; "
+                    "pass another --outputs path for this organization"
+                )
+            if self._org_id is not None:
+                doc["organizationId"] = self._org_id
+            for entry in doc["apiKeys"].values():
+                if isinstance(entry, dict):
+                    remember(entry.get("token"))
+            self._doc = doc
+
+
+def render_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+_MODEL_FIELDS = (
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("region", "REGION"),
+    ("connectionString", "URL"),
+    ("headers", "HEADERS"),  # the X-cb-* header profile, as a JSON object
+)
+_KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), ("token", "TOKEN"))
+
+
+DOTENV_HEADER = "# capella-deploy outputs"
+
+
+def render_dotenv(doc: Mapping[str, Any]) -> str:
+    # The comment before each group names the resource, so a later run can read the file back.
+    lines = [DOTENV_HEADER, f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
+    for section, prefix, fields in (
+        ("models", "CAPELLA_MODEL_", _MODEL_FIELDS),
+        ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS),
+    ):
+        for name, entry in sorted(doc.get(section, {}).items()):
+            lines.append(f"# {section} {name}")
+            for field, suffix in fields:
+                if entry.get(field) is not None:
+                    lines.append(f"{prefix}{env_name(name)}_{suffix}={_quote(_text(entry[field]))}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_dotenv(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"version": FORMAT_VERSION, "organizationId": None, "models": {}, "apiKeys": {}}
+    entry: dict[str, Any] | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    for line in text.splitlines():
+        if line.startswith("# models ") or line.startswith("# apiKeys "):
+            _, section, name = line.split(" ", 2)
+            entry = doc[section].setdefault(name, {})
+            fields = _MODEL_FIELDS if section == "models" else _KEY_FIELDS
+            continue
+        var, sep, raw = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        value = shlex.split(raw)[0] if raw else ""
+        if var == "CAPELLA_ORG_ID":
+            doc["organizationId"] = value or None
+        elif entry is not None:
+            for field, suffix in fields:
+                if var.endswith("_" + suffix):
+                    entry[field] = json.loads(value) if field == "headers" else value
+                    break
+    return doc
+
+
+def _text(value: Any) -> str:
+    """A field as one line of text: mappings (the header profile) as compact JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, Mapping) else str(value)
+
+
+def env_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def format_for(path: Path, explicit: str | None, default: OutputFormat = "json") -> OutputFormat:
+    """The format to write: the one asked for, else dotenv for a `.env` path, else ``default``."""
+    if explicit in ("json", "dotenv"):
+        return explicit  # type: ignore[return-value]
+    return "dotenv" if path.suffix == ".env" else default
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Read an outputs file in whichever format it is in, so a change of format converts it, never empties it."""
+    try:
+        text = path.read_text()
+        if text.lstrip().startswith("{"):
+            doc = json.loads(text)
+        elif text.startswith(DOTENV_HEADER):
+            doc = parse_dotenv(text)
+        else:
+            raise ValueError("neither JSON nor capella-deploy dotenv")
+    except (OSError, ValueError) as exc:
+        raise OutputsError(
+            f"{path}: cannot read the outputs file ({type(exc).__name__}); "
+            "it holds key tokens that cannot be fetched again, so it is left untouched: repair or move it"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
+        raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
+    return doc
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory itself, so no lock file is left beside the outputs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # no flock on this platform: runs sharing one outputs file are not protected
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files a killed writer left beside ``path``: they may hold tokens.
+
+    Called under the directory lock, which every writer holds while its temporary file exists, so any
+    such file found then belongs to a writer that died.
+    """
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: never a partial file, never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,34 @@
+"""Publishing outputs as GitHub Actions step outputs, each token masked in the job log first."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, Outputs, OutputsError, _text, env_name
+from capella_deploy.secrets import revealed
+
+
+def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
+    """Append outputs to $GITHUB_OUTPUT; every token is masked in the job log before it is written."""
+    target = environ.get("GITHUB_OUTPUT")
+    if not target:
+        raise OutputsError("--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step")
+    doc = outputs.document()
+    lines: list[str] = []
+    for name, entry in sorted(doc["models"].items()):
+        for field, suffix in _MODEL_FIELDS:
+            if entry.get(field) is not None:
+                lines.append(f"model_{env_name(name).lower()}_{suffix.lower()}={_text(entry[field])}")
+    for name, entry in sorted(doc["apiKeys"].items()):
+        token = entry.get("token")
+        if token:
+            # The workflow command must come first so the runner masks the value wherever it appears.
+            with revealed():
+                sys.stdout.write(f"::add-mask::{token}\n")
+        for field, suffix in _KEY_FIELDS:
+            if entry.get(field) is not None:
+                lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
+    sys.stdout.flush()
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))

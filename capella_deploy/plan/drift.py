@@ -1,0 +1,225 @@
+"""Drift: how the live organization differs from the manifest, derived from a plan. Pure, no I/O.
+
+A plan already holds every difference the tool can see; drift reads it from the other side. A change
+with both a live and a declared side is *drifted* (attribute by attribute), a create is *missing*, and a
+live resource the manifest does not declare is *unmanaged*. Changes the plan makes for reasons other than
+a difference (a key rotated for age, a key renewed because its model is) are not drift.
+
+Ignore rules are fnmatch patterns over ``address`` or ``address.attribute.path`` (``model.chat.caching.
+expiryTTL``); a pattern that matches an address or any dotted prefix of a path silences it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
+
+REPORT_FORMAT_VERSION = "1.0"
+# Causes that describe a difference between live and declared; other replaces follow from one of these.
+_DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed"})
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    patterns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> IgnoreRules:
+        """Read an ignore file: one pattern a line; blank lines and ``#`` comments are skipped."""
+        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        return cls(tuple(line for line in lines if line))
+
+    def __add__(self, other: IgnoreRules) -> IgnoreRules:
+        return IgnoreRules(self.patterns + other.patterns)
+
+    def ignores(self, address: str, path: str = "") -> bool:
+        return any(fnmatch.fnmatchcase(candidate, p) for candidate in _prefixes(address, path) for p in self.patterns)
+
+
+@dataclass(frozen=True)
+class DriftedAttribute:
+    """One attribute: ``before`` is the live value, ``after`` the declared one (as in the JSON plan)."""
+
+    path: str
+    before: Any
+    after: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True)
+class Drifted:
+    kind: Kind
+    name: str
+    live_id: str | None
+    action: Action
+    reason: str | None
+    attributes: tuple[DriftedAttribute, ...]
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind.value}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind.value,
+            "name": self.name,
+            "liveId": self.live_id,
+            "action": self.action.value,
+            "reason": self.reason,
+            "attributes": [a.to_dict() for a in self.attributes],
+        }
+
+
+@dataclass(frozen=True)
+class Missing:
+    kind: Kind
+    name: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind.value}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "kind": self.kind.value, "name": self.name}
+
+
+@dataclass(frozen=True)
+class UnmanagedResource:
+    kind: Kind
+    name: str
+    live_id: str
+    # Set when the plan would delete it (pruned, or a duplicate of a managed name); None when left alone.
+    planned: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind.value}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind.value,
+            "name": self.name,
+            "liveId": self.live_id,
+            "planned": self.planned,
+        }
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    org_id: str
+    drifted: tuple[Drifted, ...] = ()
+    missing: tuple[Missing, ...] = ()
+    unmanaged: tuple[UnmanagedResource, ...] = ()
+    ignored: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.drifted or self.missing or self.unmanaged)
+
+    def summary(self) -> dict[str, int]:
+        return {"drifted": len(self.drifted), "missing": len(self.missing), "unmanaged": len(self.unmanaged)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": REPORT_FORMAT_VERSION,
+            "organization_id": self.org_id,
+            "in_sync": self.in_sync,
+            "summary": self.summary(),
+            "drifted": [d.to_dict() for d in self.drifted],
+            "missing": [m.to_dict() for m in self.missing],
+            "unmanaged": [u.to_dict() for u in self.unmanaged],
+            "ignored": list(self.ignored),
+            "warnings": list(self.warnings),
+        }
+
+
+def drift_report(plan: Plan, rules: IgnoreRules | None = None) -> DriftReport:
+    rules = rules or IgnoreRules()
+    drifted: list[Drifted] = []
+    missing: list[Missing] = []
+    unmanaged: list[UnmanagedResource] = []
+    ignored: list[str] = []
+    for change in plan.changes:
+        address = f"{change.kind.value}.{change.name}"
+        if change.action is Action.CREATE:
+            if rules.ignores(address):
+                ignored.append(address)
+            else:
+                missing.append(Missing(change.kind, change.name))
+        elif change.action is Action.DELETE and change.live_id is not None:
+            if rules.ignores(address):
+                ignored.append(f"{address}[{change.live_id}]")
+            else:
+                unmanaged.append(UnmanagedResource(change.kind, change.name, change.live_id, change.reason))
+        elif _is_drift(change):
+            kept, dropped = _split_ignored(address, change.attribute_changes, rules)
+            ignored.extend(dropped)
+            # A failed deployment differs from the manifest even when no attribute does.
+            if kept or (change.cause == "replace_because_failed" and not rules.ignores(address)):
+                drifted.append(Drifted(change.kind, change.name, change.live_id, change.action, change.reason, kept))
+    for item in plan.unmanaged:
+        address = f"{item.kind.value}.{item.name}"
+        if rules.ignores(address):
+            ignored.append(f"{address}[{item.live_id}]")
+        else:
+            unmanaged.append(UnmanagedResource(item.kind, item.name, item.live_id))
+    return DriftReport(
+        org_id=plan.org_id,
+        drifted=tuple(drifted),
+        missing=tuple(missing),
+        unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
+        ignored=tuple(ignored),
+        warnings=plan.warnings,
+    )
+
+
+def _is_drift(change: ResourceChange) -> bool:
+    if change.action in (Action.NOOP, Action.ROTATE, Action.CREATE, Action.DELETE):
+        return False
+    return change.before is not None and change.after is not None and change.cause in _DRIFT_CAUSES
+
+
+def _split_ignored(
+    address: str, changes: Iterable[AttributeChange], rules: IgnoreRules
+) -> tuple[tuple[DriftedAttribute, ...], list[str]]:
+    kept: list[DriftedAttribute] = []
+    dropped: list[str] = []
+    for change in changes:
+        for leaf in _leaves(change.path, change.before, change.after):
+            if rules.ignores(address, leaf.path):
+                dropped.append(f"{address}.{leaf.path}")
+            else:
+                kept.append(leaf)
+    return tuple(kept), dropped
+
+
+def _leaves(path: str, before: Any, after: Any) -> Iterator[DriftedAttribute]:
+    """Split a mapping that is absent on one side into its leaves, so rules can name one of them."""
+    if isinstance(after, Mapping) and before is None:
+        for key in sorted(after):
+            yield from _leaves(f"{path}.{key}", None, after[key])
+    elif isinstance(before, Mapping) and after is None:
+        for key in sorted(before):
+            yield from _leaves(f"{path}.{key}", before[key], None)
+    else:
+        yield DriftedAttribute(path, before, after)
+
+
+def _prefixes(address: str, path: str) -> Iterator[str]:
+    yield address
+    current = address
+    for part in path.split(".") if path else ():
+        current = f"{current}.{part}"
+        yield current
+
+
+# -- renderings --------------------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""Saved plans: ``plan --out FILE`` and ``apply FILE``.
+
+A saved plan holds the plan, the resolved manifest it was made from (so apply needs nothing else),
+the tool version, the fingerprint of the live state it was computed against and the plan's
+checksum. It holds no secret: tokens only ever reach the outputs, and a plan that holds a known secret's
+value (a manifest variable set to the token, say) is refused rather than saved.
+Applying re-reads the organization and refuses a plan whose live fingerprint no longer matches,
+and a plan that was already applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from capella_deploy import __version__
+from capella_deploy.errors import CapellaError
+from capella_deploy.manifest import Manifest
+from capella_deploy.outputs import atomic_write
+from capella_deploy.plan import Plan
+from capella_deploy.secrets import redact
+
+FORMAT = "capella-deploy-plan"
+FORMAT_VERSION = 1
+
+
+class PlanFileError(CapellaError):
+    pass
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    canonical = json.dumps(manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    plan: Plan
+    manifest: Manifest
+    tool_version: str
+    created_at: str
+    applied_at: str | None = None
+    path: Path | None = None  # where it was saved or loaded from; not part of the document
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "formatVersion": FORMAT_VERSION,
+            "toolVersion": self.tool_version,
+            "createdAt": self.created_at,
+            "appliedAt": self.applied_at,
+            "checksum": self.plan.checksum(),
+            "manifest": self.manifest.model_dump(mode="json", exclude_defaults=True),
+            "plan": self.plan.to_dict(),
+        }
+
+
+def save(path: Path, plan: Plan, manifest: Manifest) -> SavedPlan:
+    saved = SavedPlan(plan, manifest, __version__, _now(), path=path)
+    _write(saved)
+    return saved
+
+
+def load(path: Path) -> SavedPlan:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlanFileError(
+            f"{path}: cannot read the saved plan ({type(exc).__name__}); run `plan --out` again"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise PlanFileError(f"{path}: not a capella-deploy saved plan")
+    if doc.get("formatVersion") != FORMAT_VERSION:
+        raise PlanFileError(f"{path}: saved plan format {doc.get('formatVersion')} is not supported by this version")
+    try:
+        plan = Plan.from_dict(doc["plan"])
+        manifest = Manifest.model_validate(doc["manifest"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanFileError(
+            f"{path}: the saved plan is damaged ({type(exc).__name__}); run `plan --out` again"
+        ) from None
+    if plan.checksum() != doc.get("checksum"):
+        raise PlanFileError(f"{path}: the saved plan's checksum does not match its content; it was edited or damaged")
+    if manifest_digest(manifest) != plan.manifest_digest:
+        raise PlanFileError(f"{path}: the saved plan's manifest does not match the plan; it was edited or damaged")
+    return SavedPlan(
+        plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt"), path=path
+    )
+
+
+def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
+    path = saved.path
+    if saved.applied_at:
+        raise PlanFileError(
+            f"{path}: this plan was already applied at {saved.applied_at}; run `capella-deploy plan` again"
+        )
+    if saved.tool_version != __version__:
+        raise PlanFileError(
+            f"{path}: the plan was made by capella-deploy {saved.tool_version}, this is {__version__}; plan again"
+        )
+    if saved.plan.live_fingerprint != live_fingerprint:
+        raise PlanFileError(
+            f"{path}: the plan is stale: the organization changed since it was made; run `capella-deploy plan` again"
+        )
+
+
+def mark_applied(saved: SavedPlan) -> None:
+    _write(replace(saved, applied_at=_now()))
+
+
+def _write(saved: SavedPlan) -> None:
+    assert saved.path is not None
+    text = json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n"
+    if redact(text) != text:
+        # Masked, the plan would no longer be the one shown, and apply would refuse it; unmasked, the file leaks.
+        raise PlanFileError(
+            f"{saved.path}: the plan was not saved: it holds the value of a secret this run knows (the Management "
+            "API token or a key token), which a plan file must never carry; take that value out of the manifest"
+        )
+    atomic_write(saved.path, text)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()

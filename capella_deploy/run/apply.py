@@ -1,0 +1,222 @@
+"""The apply and destroy operations: plan (or load a saved plan), guard, confirm, carry out, settle, publish, check.
+
+No click here: whoever runs the operation (the command line, a test) hands in an ``ApplyHooks`` object, which
+shows the plan, asks for confirmation and reports progress. The operation decides; the hooks only show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
+from capella_deploy.checks import CheckReport
+from capella_deploy.errors import ConfigError
+from capella_deploy.live import read_live
+from capella_deploy.manifest import Manifest
+from capella_deploy.outputs import Outputs, format_for
+from capella_deploy.outputs.sinks import Sink, sink_for
+from capella_deploy.plan import Plan, planfile
+from capella_deploy.plan.planfile import SavedPlan
+from capella_deploy.run.lock import org_lock
+from capella_deploy.run.planning import make_plan
+from capella_deploy.run.session import Session, Target, open_session
+from capella_deploy.run.settle import settle_outputs
+from capella_deploy.run.verify import run_manifest_checks
+from capella_deploy.secrets import redact
+from capella_deploy.views.apply import render_apply_markdown
+from capella_deploy.views.checks import render_checks_markdown
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """Everything an apply or destroy run was asked to do, as the command line parsed it."""
+
+    target: Target
+    auto_approve: bool
+    parallelism: int
+    timeout: float
+    outputs_target: str | None
+    output_format: str | None
+    allow_mass_change: bool
+    lock_timeout: float = 0.0
+    checksum: str | None = None
+    replace: tuple[str, ...] = ()
+    planfile: Path | None = None
+    destroy: bool = False
+
+
+class ApplyHooks(Protocol):
+    """What the operation tells whoever runs it, and the one question it asks."""
+
+    # Seconds between reminders of what is still under way (None: no reminders).
+    reminder_seconds: float | None
+
+    def plan_ready(self, plan: Plan) -> None: ...
+
+    def blocked(self, reasons: Sequence[str]) -> None: ...
+
+    def confirm(self, verb: str, org_id: str | None) -> bool: ...
+
+    def declined(self) -> None: ...
+
+    def progress(self, address: str, message: str, elapsed: float) -> None: ...
+
+    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
+        """(address, seconds since it started) for each change still under way."""
+
+    def applied(self, result: ApplyResult, outputs_path: Path) -> None: ...
+
+    def checks(self, report: CheckReport) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def warning(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+
+def blockers(plan: Plan, allow_mass_change: bool) -> list[str]:
+    """Reasons this plan must not be applied."""
+    reasons = list(plan.errors)
+    mass = None if allow_mass_change else plan.mass_change()
+    if mass:
+        reasons.append(mass)
+    return reasons
+
+
+async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: ApplyHooks) -> bool:
+    """Apply (or destroy) under the organization's lock; True when everything asked for was done and checked."""
+    saved = planfile.load(request.planfile) if request.planfile is not None else None
+    if saved is not None:
+        manifest = saved.manifest
+    if manifest is None:
+        raise ConfigError("give a saved plan or a manifest")
+    org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
+    async with open_session(request.target, org) as session:
+        with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
+            return await _apply_locked(session, manifest, saved, request, hooks)
+
+
+async def _apply_locked(
+    session: Session, manifest: Manifest, saved: SavedPlan | None, request: ApplyRequest, hooks: ApplyHooks
+) -> bool:
+    if saved is not None:
+        live = await read_live(session.client, session.org_id)
+        planfile.check_fresh(saved, live.fingerprint())
+        plan = saved.plan
+    else:
+        plan = await make_plan(session, manifest, request.replace, destroy=request.destroy)
+    hooks.plan_ready(plan)
+    if request.checksum is not None and request.checksum != plan.checksum():
+        raise ConfigError(
+            f"the plan computed now has checksum {plan.checksum()}, not the reviewed {request.checksum}: "
+            "the manifest or the organization changed since the review; plan and review again"
+        )
+    blocked = blockers(plan, request.allow_mass_change)
+    if blocked:
+        hooks.blocked(blocked)
+        return False
+    sink = sink_for(request.outputs_target, os.environ)
+    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
+    store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
+    if not plan.has_changes:
+        # Nothing to change; the declared checks still say whether the deployment answers.
+        return await _after_apply(session, manifest, store, request, hooks, sink, result=None)
+    verb = "destroy" if request.destroy else "apply"
+    if not request.auto_approve and not hooks.confirm(verb, plan.org_id if request.destroy else None):
+        hooks.declined()
+        return False
+    # A token the API returns must have somewhere to go: find out now, before anything is created.
+    store.save()
+    if saved is not None:
+        planfile.mark_applied(saved)
+    started = session.clock.now()
+    applier = Applier(
+        session.client,
+        manifest,
+        plan,
+        store,
+        clock=session.clock,
+        options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
+        progress=lambda address, message: hooks.progress(address, message, session.clock.now() - started),
+    )
+    async with _reminders(hooks, applier, session):
+        result = await applier.run()
+    hooks.applied(result, store.path)
+    return await _after_apply(session, manifest, store, request, hooks, sink, result=result)
+
+
+@contextlib.asynccontextmanager
+async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
+    """While the block runs, tell the hooks every ``reminder_seconds`` (wall time) what is still under way."""
+    if hooks.reminder_seconds is None:
+        yield
+        return
+    interval = hooks.reminder_seconds
+
+    async def remind() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = session.clock.now()
+            items = [(address, now - since) for address, since in sorted(applier.active.items())]
+            if items:
+                hooks.still_working(items)
+
+    task = asyncio.ensure_future(remind())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _after_apply(
+    session: Session,
+    manifest: Manifest,
+    store: Outputs,
+    request: ApplyRequest,
+    hooks: ApplyHooks,
+    sink: Sink | None,
+    *,
+    result: ApplyResult | None,
+) -> bool:
+    """Settle and record outputs, publish them, run the checks when all was applied, report to the job summary."""
+    applied = result is None or result.ok
+    if not request.destroy:
+        failed = frozenset(
+            r.address.removeprefix("model.")
+            for r in (result.failed if result else ())
+            if r.address.startswith("model.")
+        )
+        settled = await settle_outputs(
+            session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout, failed=failed
+        )
+        for warning in settled.warnings:
+            hooks.warning(warning)
+        for problem in settled.unsettled:
+            hooks.error(problem)
+        applied = applied and not settled.unsettled
+    if sink is not None:
+        hooks.note(sink(store))
+    report = None
+    if applied and not request.destroy and manifest.checks:
+        report = await run_manifest_checks(
+            manifest, store.document(), sandbox_state=request.target.sandbox_state, environ=request.target.environ
+        )
+        hooks.checks(report)
+    _write_job_summary(request.target.environ, result, report)
+    return applied and (report is None or report.ok)
+
+
+def _write_job_summary(environ: Mapping[str, str], result: ApplyResult | None, report: CheckReport | None) -> None:
+    summary = environ.get("GITHUB_STEP_SUMMARY")
+    if not summary:
+        return
+    text = render_apply_markdown(result) + ("\n" + render_checks_markdown(report) if report is not None else "")
+    with open(summary, "a", encoding="utf-8") as handle:
+        handle.write(redact(text))

@@ -1,0 +1,1 @@
+"""Every rendering, as functions of values: plans, apply results, checks, drift (human, JSON, Markdown)."""

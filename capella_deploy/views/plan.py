@@ -1,0 +1,238 @@
+"""Plans rendered three ways (human, JSON, Markdown) behind one interface, and apply summaries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from capella_deploy import __version__
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
+
+_SYMBOL = {
+    Action.CREATE: ("+", "green", "will be created"),
+    Action.UPDATE: ("~", "yellow", "will be updated in place"),
+    Action.REPLACE: ("-/+", "red", "must be replaced"),
+    Action.PAUSE: ("~", "yellow", "will be paused"),
+    Action.RESUME: ("~", "yellow", "will be resumed"),
+    Action.DELETE: ("-", "red", "will be destroyed"),
+    Action.ROTATE: ("+/-", "yellow", "will be rotated (a new key, and the old one deleted)"),
+}
+
+SUMMARY_ORDER = (
+    (Action.CREATE, "to create"),
+    (Action.UPDATE, "to update"),
+    (Action.REPLACE, "to replace"),
+    (Action.PAUSE, "to pause"),
+    (Action.RESUME, "to resume"),
+    (Action.ROTATE, "to rotate"),
+    (Action.DELETE, "to destroy"),
+)
+
+
+def render_plan(plan: Plan) -> str:
+    lines: list[str] = []
+    pending = plan.pending
+    if pending:
+        lines.append(f"capella-deploy will perform the following actions in organization {plan.org_id}:")
+        lines.append("")
+        for change in pending:
+            lines.extend(_render_change(change))
+            lines.append("")
+    else:
+        lines.append(f"No changes. Organization {plan.org_id} matches the manifest.")
+        lines.append("")
+    if plan.unmanaged:
+        lines.append("Unmanaged (live but not in the manifest; left alone):")
+        for item in plan.unmanaged:
+            lines.append(f"  {item.kind.value} {item.name!r} ({item.live_id})")
+        lines.append("")
+    for warning in plan.warnings:
+        lines.append(click.style("Warning: ", fg="yellow", bold=True) + warning)
+    for error in plan.errors:
+        lines.append(click.style("Error: ", fg="red", bold=True) + error)
+    if pending:
+        lines.append(summary_line(plan))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def summary_line(plan: Plan) -> str:
+    counts = plan.counts()
+    parts = [f"{counts[action.value]} {label}" for action, label in SUMMARY_ORDER]
+    return click.style("Plan: ", bold=True) + ", ".join(parts) + "."
+
+
+def _render_change(change: ResourceChange) -> list[str]:
+    symbol, colour, verb = _SYMBOL[change.action]
+    reason = f" ({change.reason})" if change.reason else ""
+    header = [f"  # {change.address} {verb}{reason}"]
+    opener = click.style(f"{symbol:>3}", fg=colour, bold=True) + f" {change.kind.value} {change.name!r}"
+    if change.action is Action.CREATE:
+        body = [_line("+", "green", key, None, value) for key, value in sorted((change.after or {}).items())]
+    elif change.action is Action.DELETE:
+        body = [_line("-", "red", key, value, None) for key, value in sorted((change.before or {}).items())]
+    else:
+        body = [_change_line(c) for c in change.attribute_changes]
+    if not body:
+        return [*header, opener]
+    return [*header, opener + " {", *body, "    }"]
+
+
+def _change_line(change: AttributeChange) -> str:
+    note = click.style("  # forces replacement", fg="red") if change.forces_replace else ""
+    return _line("~", "yellow", change.path, change.before, change.after) + note
+
+
+def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
+    mark = click.style(symbol, fg=colour)
+    if symbol == "+":
+        return f"      {mark} {key} = {display(after)}"
+    if symbol == "-":
+        return f"      {mark} {key} = {display(before)}"
+    return f"      {mark} {key} = {display(before)} -> {display(after)}"
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+JSON_FORMAT_VERSION = "1.0"
+SENSITIVE = "(sensitive value)"
+_RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
+
+
+def _json_actions(change: ResourceChange) -> list[str]:
+    if change.action is Action.REPLACE:
+        # Models make way for their successor; keys are created first so applications can switch.
+        return ["delete", "create"] if change.kind is Kind.MODEL else ["create", "delete"]
+    if change.action is Action.ROTATE:
+        return ["create", "delete"]
+    if change.action in (Action.PAUSE, Action.RESUME):
+        return ["update"]
+    return [change.action.value]
+
+
+def _with_token_marker(change: ResourceChange) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A new key's token exists only after apply; it is named, masked, and listed as sensitive."""
+    after = change.after
+    if change.kind is Kind.API_KEY and after is not None and change.action is not Action.NOOP:
+        return {**after, "token": SENSITIVE}, {"token": True}
+    return after, {}
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as a document in the spirit of ``terraform show -json`` (see docs/plan-json.md)."""
+    resource_changes = []
+    drift = []
+    for change in plan.changes:
+        after, after_sensitive = _with_token_marker(change)
+        entry: dict[str, Any] = {
+            "address": change.address,
+            "type": _RESOURCE_TYPE[change.kind],
+            "name": change.name,
+            "live_id": change.live_id,
+            "change": {
+                "actions": _json_actions(change),
+                "before": change.before,
+                "after": after,
+                "before_sensitive": {},
+                "after_sensitive": after_sensitive,
+                "replace_paths": [[c.path] for c in change.attribute_changes if c.forces_replace],
+                "attributes": [c.to_dict() for c in change.attribute_changes],
+            },
+            "reason": change.reason,
+        }
+        if change.cause:
+            entry["action_reason"] = change.cause
+        resource_changes.append(entry)
+        if change.before is not None and change.after is not None and change.attribute_changes:
+            drift.append(
+                {
+                    "address": change.address,
+                    "type": _RESOURCE_TYPE[change.kind],
+                    "name": change.name,
+                    "live_id": change.live_id,
+                    "attributes": [c.to_dict() for c in change.attribute_changes],
+                }
+            )
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "tool_version": __version__,
+        "organization_id": plan.org_id,
+        "checksum": plan.checksum(),
+        "live_fingerprint": plan.live_fingerprint,
+        "manifest_digest": plan.manifest_digest,
+        "summary": {action.value: count for action, count in ((a, plan.counts()[a.value]) for a in Action)},
+        "resource_changes": resource_changes,
+        "resource_drift": drift,
+        "unmanaged": [u.to_dict() for u in plan.unmanaged],
+        "errors": list(plan.errors),
+        "warnings": list(plan.warnings),
+    }
+
+
+def render_json_plan(plan: Plan) -> str:
+    return json.dumps(plan_json(plan), indent=2, sort_keys=True) + "\n"
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+
+MARKDOWN_MARKER = "<!-- capella-deploy-plan -->"
+_EMOJI = {
+    Action.CREATE: "🟢",
+    Action.UPDATE: "🟡",
+    Action.REPLACE: "🔴",
+    Action.PAUSE: "⏸️",
+    Action.RESUME: "▶️",
+    Action.ROTATE: "🔁",
+    Action.DELETE: "🔴",
+}
+
+
+def render_markdown(plan: Plan) -> str:
+    """A pull-request comment: counts, a table of changes, the full diff folded away. No secrets."""
+    counts = plan.counts()
+    summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in SUMMARY_ORDER if counts[a.value])
+    lines = [MARKDOWN_MARKER, f"### capella-deploy plan for organization `{plan.org_id}`", ""]
+    lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
+    lines.append("")
+    if plan.errors:
+        lines.append("> [!CAUTION]")
+        lines.extend(f"> {md_cell(error)}" for error in plan.errors)
+        lines.append("")
+    if plan.pending:
+        lines += ["| | resource | action | why |", "|---|---|---|---|"]
+        for change in plan.pending:
+            why = md_cell(change.reason or "")
+            lines.append(f"| {_EMOJI[change.action]} | `{change.address}` | {change.action.value} | {why} |")
+        lines += ["", "<details><summary>Details</summary>", "", "```diff"]
+        for change in plan.pending:
+            lines.extend(_diff_lines(change))
+        lines += ["```", "", "</details>", ""]
+    if plan.unmanaged:
+        names = ", ".join(f"`{u.kind.value}.{u.name}`" for u in plan.unmanaged)
+        lines += [f"Unmanaged (left alone): {names}", ""]
+    lines.append(f"Plan checksum: `{plan.checksum()}`")
+    return "\n".join(lines) + "\n"
+
+
+def _diff_lines(change: ResourceChange) -> list[str]:
+    out = [f"# {change.address}: {change.action.value}" + (f" ({change.reason})" if change.reason else "")]
+    if change.action is Action.CREATE:
+        out += [f"+ {k} = {display(v)}" for k, v in sorted((change.after or {}).items())]
+    elif change.action is Action.DELETE:
+        out += [f"- {k} = {display(v)}" for k, v in sorted((change.before or {}).items())]
+    for c in change.attribute_changes:
+        out += [f"- {c.path} = {display(c.before)}", f"+ {c.path} = {display(c.after)}"]
+    return out
+
+
+def md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "human": lambda plan: render_plan(plan),
+    "json": render_json_plan,
+    "markdown": render_markdown,
+}
