@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from capella_deploy.clock import Clock, ManualClock, ScaledClock
+from capella_deploy.sandbox import lifecycle
 from capella_deploy.sandbox.faults import FaultInjector, Faults, RouteFault
 from capella_deploy.sandbox.lifecycle import Timings
 from capella_deploy.sandbox.operations import CONFLICTS, RULES, SPEC, Rules
@@ -138,10 +139,10 @@ class Sandbox:
         return self.clock.now()
 
     def world(self) -> World:
-        """The current world, for reading only."""
+        """The current world, for reading only, as reads see it now (an edit shows once it has landed)."""
         world = self._store.read()
         self._follow_timeline(world)
-        return world
+        return lifecycle.with_landed_edits(world, self.clock.now())
 
     @contextlib.contextmanager
     def mutate(self) -> Iterator[World]:

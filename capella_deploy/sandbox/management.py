@@ -67,7 +67,9 @@ async def list_models(request: Request) -> Response:
     records = [m for m in sorted(world.models.values(), key=lambda m: m.audit.created_at) if lifecycle.visible(m, now)]
     if status_filter is None and kind_filter is None:
         # Render only the page asked for: rendering every model for every page made listing N models cost N²/perPage.
-        page_records, cursor = views.paginate(records, base + request.url.path, params)
+        page_records, cursor = views.paginate(
+            records, base + request.url.path, params, max_per_page=sandbox.faults.max_per_page
+        )
         return JSONResponse(
             {"cursor": cursor, "data": [{"model": views.model_view(m, now, base)} for m in page_records]}
         )
@@ -77,7 +79,7 @@ async def list_models(request: Request) -> Response:
         if (status_filter is None or v["status"] == status_filter)
         and (kind_filter is None or v["config"]["type"] == kind_filter)
     ]
-    page, cursor = views.paginate(shown, base + request.url.path, params)
+    page, cursor = views.paginate(shown, base + request.url.path, params, max_per_page=sandbox.faults.max_per_page)
     return JSONResponse({"cursor": cursor, "data": [{"model": v} for v in page]})
 
 
@@ -131,12 +133,10 @@ async def update_model(request: Request) -> Response:
                 f"The model is {model.status}; it can be edited only when healthy or paused. "
                 "Wait until its status settles, then send the change again."
             )
-        new_name = changes.pop("name", model.name)
-        if new_name != model.name:
-            if sandbox.rules == operations.CONFLICTS:
-                _check_unique_model_name(world, new_name)
-            model.name = new_name
-        model.options.update(changes)
+        new_name = changes.get("name", model.name)
+        if new_name != model.name and sandbox.rules == operations.CONFLICTS:
+            _check_unique_model_name(world, new_name)
+        lifecycle.edit(model, changes, now, sandbox.faults.edit_delay_seconds)
         model.audit.touch(world.actor_id, now)
     return Response(status_code=204)
 
@@ -201,7 +201,9 @@ async def list_keys(request: Request) -> Response:
     world = sandbox.world()
     keys = [k for k in world.api_keys.values() if region is None or k.region == region]
     keys.sort(key=KEY_SORTS[sort_by], reverse=direction == "desc")
-    page, cursor = views.paginate(keys, base_url(request) + request.url.path, params)
+    page, cursor = views.paginate(
+        keys, base_url(request) + request.url.path, params, max_per_page=sandbox.faults.max_per_page
+    )
     return JSONResponse({"cursor": cursor, "data": [views.key_view(k, world) for k in page]})
 
 

@@ -119,7 +119,8 @@ async def list_providers(request: Request) -> Response:
     if wanted is not None and wanted not in TYPES:
         raise invalid(f"providerType must be one of {', '.join(TYPES)}; got {wanted!r}")
     shown = [p for p in sandbox.world().providers.values() if wanted is None or p.type == wanted]
-    page, cursor = views.paginate(shown, base_url(request) + request.url.path, request.query_params)
+    url = base_url(request) + request.url.path
+    page, cursor = views.paginate(shown, url, request.query_params, max_per_page=sandbox.faults.max_per_page)
     return JSONResponse({"cursor": cursor, "data": [provider_view(p, with_id=True) for p in page]})
 
 

@@ -107,6 +107,10 @@ class ModelRecord:
     target_status: str | None = None
     transition_ends_at: float | None = None
     usage: Usage = field(default_factory=Usage)
+    # An accepted edit that reads do not show yet (see ``Faults.edit_delay_seconds``): its changes, as PUT sent
+    # them, land at ``edit_lands_at``.
+    pending_edit: dict[str, Any] = field(default_factory=dict)
+    edit_lands_at: float | None = None
 
 
 @dataclass
