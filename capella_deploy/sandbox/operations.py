@@ -124,5 +124,3 @@ OPERATIONS = (
     UPDATE_PROVIDER,
     DELETE_PROVIDER,
 )
-# Not in the spec's status lists but answered anywhere: a missing or wrong token, and injected faults.
-ANYWHERE = frozenset({401, 429, 500, 502, 503, 504})

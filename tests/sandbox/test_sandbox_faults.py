@@ -204,9 +204,12 @@ def test_a_server_may_serve_smaller_pages(api) -> None:
     assert "at most 25" in api.get(api.keys_url, params={"perPage": 26}).json()["hint"]
 
 
-@pytest.mark.parametrize("setting", ["edit_delay_seconds: -1", "max_per_page: 0"])
-def test_edit_delay_and_page_size_must_make_sense(tmp_path, setting) -> None:
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("edit_delay_seconds: -1", "must not be negative"), ("max_per_page: 0", "must be at least 1")],
+)
+def test_edit_delay_and_page_size_must_make_sense(tmp_path, setting, message) -> None:
     path = tmp_path / "faults.yaml"
     path.write_text(setting + "\n")
-    with pytest.raises(ValueError, match=setting.split(":")[0]):
+    with pytest.raises(ValueError, match=f"{setting.split(':')[0]} {message}"):
         Faults.load(path)
