@@ -1,8 +1,9 @@
 """Two applies of one manifest at once never make duplicates; the advisory lock serialises runs on one machine.
 
-Without the lock (two machines, or two working directories) the API's refusal of a second resource with the
-same name is what prevents duplicates: a model the other run made is adopted, a key the other run made is
-reported (its token belongs to the other run). With the lock, the second run waits (``--lock-timeout``) or
+Without the lock (two machines, or two working directories) the conflicts world's refusal of a second resource
+with the same name is what prevents duplicates: a model the other run made is adopted, a key the other run made
+is reported (its token belongs to the other run). The spec world refuses nothing of the kind, so there the tool
+must find and settle what the race made. With the lock, the second run waits (``--lock-timeout``) or
 stops at once naming the holder. ``plan`` and ``drift`` take no lock.
 """
 
@@ -32,12 +33,14 @@ from reliability_support import (
     read_outputs,
     sha256,
     untruths,
+    world_seeds,
+    worlds,
 )
 
 from capella_deploy.cli import main
 from capella_deploy.outputs import Outputs
 from capella_deploy.run.lock import DEFAULT_LOCK_DIR, org_lock, read_lock
-from capella_deploy.sandbox import Sandbox
+from capella_deploy.sandbox import Rules, Sandbox
 from capella_deploy.secrets import Secret
 
 TOKEN = "cbrel-concurrency-token-33"
@@ -50,13 +53,22 @@ models:
 apiKeys:
   - {name: app, expiryDays: 90, allowedCIDRs: [10.0.0.0/16], allowedModels: [chat]}
 """
+# The tool still counts on the API to refuse a second resource of a name (409); the spec world accepts it.
+RACE_DUPLICATES = (
+    "spec world: two runs without a lock each create what they did not find, the API accepts the second model "
+    "and key of each name (no 409), and the tool neither notices nor removes the duplicate it made"
+)
+SHARED_OUTPUTS_TOKENS = (
+    "spec world: both runs create each key, the API keeps both keys of a name (no 409), and the outputs keep "
+    "one token per name, so the other key's token is in no outputs file"
+)
 OTHER_RUN = re.compile(r"a key named '[\w-]+' already exists that this plan did not know of \(made by another run\?\)")
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_two_applies_at_once_without_a_lock_never_duplicate(seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("rules", "seed"), world_seeds(range(10), dict.fromkeys(range(10), RACE_DUPLICATES)))
+def test_two_applies_at_once_without_a_lock_never_duplicate(rules: Rules, seed: int, tmp_path: Path) -> None:
     profile = ChaosProfile() if seed % 2 else CALM
-    first = new_world(seed, tmp_path, profile=profile)
+    first = new_world(seed, tmp_path, profile=profile, rules=rules)
     second = first.twin(tmp_path / "other-outputs.json")
     reports = apply_together([first, second])
     assert duplicates(first.sandbox) == []
@@ -86,8 +98,9 @@ def test_two_applies_at_once_without_a_lock_never_duplicate(seed: int, tmp_path:
     assert [name for name, _, _ in live_keys(first.sandbox)] == sorted(k.name for k in first.manifest.apiKeys)
 
 
-def test_two_runs_sharing_one_outputs_file_keep_each_others_tokens(tmp_path: Path) -> None:
-    first = new_world(1, tmp_path)
+@pytest.mark.parametrize("rules", worlds(spec_fails=SHARED_OUTPUTS_TOKENS))
+def test_two_runs_sharing_one_outputs_file_keep_each_others_tokens(rules: Rules, tmp_path: Path) -> None:
+    first = new_world(1, tmp_path, rules=rules)
     second = first.twin(first.outputs_path)
     apply_together([first, second])
     outputs = read_outputs(first.outputs_path)
@@ -99,10 +112,11 @@ def test_two_runs_sharing_one_outputs_file_keep_each_others_tokens(tmp_path: Pat
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def site(rules: Rules, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory with the manifest and a sandbox in the world ``rules`` (each test's parameter)."""
     monkeypatch.chdir(tmp_path)  # the lock directory is relative to the working directory
     (tmp_path / "capella.yaml").write_text(MANIFEST)
-    Sandbox(tmp_path / "sandbox.json", token=TOKEN).set_speed(1000.0)  # a deployment takes 0.3 s
+    Sandbox(tmp_path / "sandbox.json", token=TOKEN, rules=rules).set_speed(1000.0)  # a deployment takes 0.3 s
     yield tmp_path
 
 
@@ -140,6 +154,7 @@ def org_of(site: Path) -> str:
     return org
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_a_second_run_stops_at_once_naming_the_holder(site: Path) -> None:
     holder = spawn(site, slow=True)
     wait_until_locked(site, org_of(site), holder)
@@ -157,6 +172,7 @@ def test_a_second_run_stops_at_once_naming_the_holder(site: Path) -> None:
     assert [k["name"] for k in state["api_keys"].values()] == ["app"]
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_a_second_run_with_a_lock_timeout_waits_then_finds_nothing_to_do(site: Path) -> None:
     holder = spawn(site, slow=True)
     wait_until_locked(site, org_of(site), holder)
@@ -173,6 +189,7 @@ def test_a_second_run_with_a_lock_timeout_waits_then_finds_nothing_to_do(site: P
     assert sha256(outputs["apiKeys"]["app"]["token"]) == key["token_sha256"]
 
 
+@pytest.mark.parametrize("rules", worlds(spec_fails=RACE_DUPLICATES))
 def test_two_runs_started_together_in_different_directories_make_one_set(site: Path) -> None:
     # Different working directories mean different lock directories: only the API stands between them.
     (site / "a").mkdir()
@@ -180,13 +197,17 @@ def test_two_runs_started_together_in_different_directories_make_one_set(site: P
     for sub in ("a", "b"):
         (site / sub / "capella.yaml").write_text(MANIFEST)
     state = str(site / "sandbox.json")
+    # Creates take 3 s to land, so each run reads the organization before the other's creates exist: the two
+    # really race, however far apart a loaded machine starts them.
+    faults = site / "slow-creates.json"
+    faults.write_text(json.dumps({"routes": [{"match": "POST /v4/**", "latency_ms": 3000}]}))
 
     def start(sub: str) -> subprocess.Popen[str]:
         args = ["apply", "-f", "capella.yaml", "--auto-approve", f"--sandbox={state}", "--outputs", "out.json"]
         return subprocess.Popen(
             [sys.executable, "-c", "from capella_deploy.cli import main; main()", *args],
             cwd=site / sub,
-            env=env(),
+            env={**env(), "CAPELLA_SANDBOX_FAULTS": str(faults)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -202,6 +223,7 @@ def test_two_runs_started_together_in_different_directories_make_one_set(site: P
         assert run.returncode == (0 if "Apply complete!" in out or "No changes." in out else 1), out + err
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_plan_and_drift_take_no_lock(site: Path) -> None:
     org = org_of(site)
     cli_env = {"CAPELLA_API_TOKEN": TOKEN, "CAPELLA_ORG_ID": "", "CAPELLA_SANDBOX_FAULTS": ""}
@@ -217,6 +239,7 @@ def test_plan_and_drift_take_no_lock(site: Path) -> None:
     assert apply.exit_code == 1 and "is locked" in apply.stderr
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_lock_timeout_waits_for_a_release(site: Path) -> None:
     org = org_of(site)
     released = threading.Event()

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from reliability_support import sha256
+from reliability_support import sha256, worlds
 
 from capella_deploy.cli import main
 from capella_deploy.outputs import Outputs
-from capella_deploy.sandbox import Sandbox
+from capella_deploy.sandbox import Rules, Sandbox
 
 TOKEN = "cbrel-crash-token-8a1f"
 SPEED = 2000.0  # a 5-minute deployment takes 150 ms: long enough to be killed during it
@@ -147,11 +147,12 @@ def test_the_outputs_store_survives_kill_9_mid_write(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def crash_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def crash_site(rules: Rules, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory with the manifest and a sandbox in the world ``rules`` (each test's parameter)."""
     # The lock directory is relative to the working directory, as for a user running in a repository.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "capella.yaml").write_text(MANIFEST)
-    Sandbox(tmp_path / "sandbox.json", token=TOKEN).set_speed(SPEED)
+    Sandbox(tmp_path / "sandbox.json", token=TOKEN, rules=rules).set_speed(SPEED)
     yield tmp_path
 
 
@@ -205,7 +206,8 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", [*KILL_POINTS, "random-1", "random-2", "random-3"])
+@pytest.mark.parametrize("rules", worlds())
+@pytest.mark.parametrize("point", [*KILL_POINTS, "random-1", "random-2"])
 def test_apply_killed_at_any_point_leaves_sound_outputs_and_the_next_apply_converges(
     point: str, crash_site: Path
 ) -> None:
@@ -248,6 +250,7 @@ def test_apply_killed_at_any_point_leaves_sound_outputs_and_the_next_apply_conve
     assert cli(site, "plan", "-f", "capella.yaml", "--sandbox=sandbox.json", "--detailed-exitcode").exit_code == 0
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_after_a_crash_the_next_apply_records_every_model_in_the_outputs(crash_site: Path) -> None:
     site = crash_site
     args = [sys.executable, "-c", "from capella_deploy.cli import main; main()", *apply_args(site)]
@@ -264,6 +267,7 @@ def test_after_a_crash_the_next_apply_records_every_model_in_the_outputs(crash_s
     }
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_a_stale_lock_names_its_dead_holder_and_force_unlock_removes_it(crash_site: Path) -> None:
     site = crash_site
     args = [sys.executable, "-c", "from capella_deploy.cli import main; main()", *apply_args(site)]
@@ -285,6 +289,7 @@ def test_a_stale_lock_names_its_dead_holder_and_force_unlock_removes_it(crash_si
     assert cli(site, *apply_args(site)).exit_code == 0
 
 
+@pytest.mark.parametrize("rules", worlds())
 def test_a_key_whose_token_never_reached_the_outputs_is_reported_by_the_next_apply(crash_site: Path) -> None:
     # The narrowest crash window: the API created the key and answered, the run died before writing the token.
     site = crash_site
