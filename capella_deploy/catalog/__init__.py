@@ -104,7 +104,7 @@ def _list(data: dict[str, Any], key: str, item: type) -> list[Any]:
     value = data[key]
     if not isinstance(value, list) or not value or not all(type(v) is item for v in value):
         raise ValueError(f"{key} must be a non-empty list of {item.__name__}")
-    if len(set(map(str, value))) != len(value):
+    if item is not dict and len(set(value)) != len(value):  # models are told apart by name, below
         raise ValueError(f"{key} lists a value twice")
     return value
 
