@@ -16,13 +16,17 @@ from capella_deploy.cli.common import (
     ExitCode,
     F,
     guarded,
+    load_checked_manifest,
     load_manifest_files,
     make_target,
     manifest_options,
     parse_duration,
+    read_manifest_files,
+    skip_catalog_option,
     target_option,
     target_options,
     variable_options,
+    warn,
 )
 from capella_deploy.cli.conventions import (
     COMPLETE_VAR,
@@ -153,24 +157,37 @@ def validate(
       capella-deploy validate -f base.yaml -f prod.yaml --var-file prod.env
       capella-deploy validate capella/*.yaml          # each file on its own, as pre-commit runs it
     """
+    from capella_deploy.catalog import CATALOG
     from capella_deploy.manifest import ManifestError
+    from capella_deploy.manifest.offered import check_catalog
 
     if not files and not manifests:
         raise click.UsageError("give the manifest: -f FILE (repeat to overlay) or MANIFEST ... (each on its own)")
     groups = ([list(files)] if files else []) + [[path] for path in manifests]
     problems = 0
+    unoffered = 0
     for group in groups:
         try:
-            manifest = load_manifest_files(group, variables, var_files)
+            loaded = read_manifest_files(group, variables, var_files)
         except ManifestError as exc:
             click.echo(str(exc), err=True)
             problems += len(exc.issues)
             continue
+        manifest = loaded.manifest
         counts = f"{len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s)"
         if len(groups) == 1:
             click.echo(f"The manifest is valid: {counts}.")
         else:
             click.echo(f"{' + '.join(str(path) for path in group)}: valid: {counts}.")
+        # Warnings only: the catalog may be older than what Capella offers today; plan and apply decide.
+        for finding in check_catalog(loaded, CATALOG).findings:
+            warn(finding.text)
+            unoffered += 1
+    if unoffered:
+        warn(
+            f"{unoffered} value(s) above are not in the {CATALOG.label}: Capella would refuse to create them, "
+            "and plan and apply refuse them too (--skip-catalog-check overrides that, should Capella offer them now)"
+        )
     if problems:
         click.echo(f"{problems} problem(s) in the manifest{'s' if len(groups) > 1 else ''}.", err=True)
         sys.exit(ExitCode.ERROR)
@@ -188,6 +205,7 @@ def validate(
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@skip_catalog_option
 @guarded
 def plan(
     files: Sequence[Path],
@@ -202,6 +220,7 @@ def plan(
     as_markdown: bool,
     replace: Sequence[str],
     allow_mass_change: bool,
+    skip_catalog_check: bool,
 ) -> None:
     """Show what apply would change.
 
@@ -213,7 +232,7 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables, var_files)
+    manifest, catalog = load_checked_manifest(files, variables, var_files, skip_catalog_check=skip_catalog_check)
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -221,7 +240,7 @@ def plan(
         from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
-            return await make_plan(session, manifest, replace, targets=targets)
+            return await make_plan(session, manifest, replace, targets=targets, catalog=catalog)
 
     import asyncio
 
@@ -322,6 +341,7 @@ def apply_options(func: F) -> F:
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@skip_catalog_option
 @guarded
 def apply(
     planfile: Path | None,
@@ -334,6 +354,7 @@ def apply(
     checksum: str | None,
     replace: Sequence[str],
     allow_mass_change: bool,
+    skip_catalog_check: bool,
     **options: Any,
 ) -> None:
     """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs.
@@ -344,13 +365,17 @@ def apply(
     Example:
       capella-deploy apply capella.plan.json        # or: apply -f capella.yaml --auto-approve
     """
-    if planfile is not None and (files or variables or var_files or replace or targets):
+    if planfile is not None and (files or variables or var_files or replace or targets or skip_catalog_check):
         raise click.UsageError(
-            "a saved plan already holds its manifest, variables and targets: give PLANFILE or -f, not both"
+            "a saved plan already holds its manifest, variables, targets and catalog check: "
+            "give PLANFILE or -f, not both"
         )
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
-    if planfile is not None:
+    manifest, catalog = None, None
+    if planfile is None:
+        manifest, catalog = load_checked_manifest(files, variables, var_files, skip_catalog_check=skip_catalog_check)
+    else:
         options = {**options, "auto_approve": True}
     request = _request(
         make_target(sandbox, token_file),
@@ -360,8 +385,9 @@ def apply(
         replace=tuple(replace),
         targets=tuple(targets),
         planfile=planfile,
+        catalog=catalog,
     )
-    _run_apply(load_manifest_files(files, variables, var_files) if planfile is None else None, request)
+    _run_apply(manifest, request)
 
 
 @main.command()

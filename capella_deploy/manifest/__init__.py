@@ -644,6 +644,10 @@ class LoadedManifest:
             node = found
         return node.pos.file
 
+    def issue_at(self, loc: Loc, message: str) -> ManifestIssue:
+        """A problem with the value at ``loc`` (e.g. ("models", 0, "region")), at the file and line that set it."""
+        return locate(self._tree, loc).pos.issue(_format_loc(loc), message)
+
 
 def load_manifest(
     paths: Sequence[str | Path],

@@ -19,6 +19,7 @@ from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
+from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Sink, sink_for
 from capella_deploy.plan import Plan, planfile
@@ -50,6 +51,8 @@ class ApplyRequest:
     targets: tuple[str, ...] = ()
     planfile: Path | None = None
     destroy: bool = False
+    # What the manifest asks for that the catalog does not offer; a saved plan already carries its verdict.
+    catalog: CatalogCheck | None = None
 
 
 class ApplyHooks(Protocol):
@@ -113,7 +116,14 @@ async def _apply_locked(
         planfile.check_fresh(saved, live.fingerprint())
         plan = saved.plan
     else:
-        plan = await make_plan(session, manifest, request.replace, destroy=request.destroy, targets=request.targets)
+        plan = await make_plan(
+            session,
+            manifest,
+            request.replace,
+            destroy=request.destroy,
+            targets=request.targets,
+            catalog=request.catalog,
+        )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
         raise ConfigError(
