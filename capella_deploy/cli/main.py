@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
     from capella_deploy.run.apply import ApplyRequest
+    from capella_deploy.run.lock import Lease
     from capella_deploy.run.session import Target
 
 
@@ -77,6 +80,9 @@ class _LazyGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Log every API request (never a secret) to stderr.")
 def main(debug: bool) -> None:
     """Plan and apply Couchbase Capella AI Services deployments from YAML manifests."""
+    # A CI runner cancels a job with SIGTERM: stop as at Ctrl-C, releasing the organization lock on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -267,18 +273,37 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
 
 @main.command(name="force-unlock")
 @click.argument("lock_id")
-@click.option("--org", "org_id", required=True, help="The organization whose lock to remove.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="The organization (default CAPELLA_ORG_ID, else the only one).")
+@target_options
 @guarded
-def force_unlock(lock_id: str, org_id: str) -> None:
-    """Remove the lock a killed run left behind (its id is in the error the next run prints)."""
-    from capella_deploy.run.lock import DEFAULT_LOCK_DIR
-    from capella_deploy.run.lock import force_unlock as unlock
+def force_unlock(lock_id: str, org_id: str | None, sandbox: str | None, token_file: Path | None) -> None:
+    """Remove the lock LOCK_ID from the organization, from anywhere: a run that died holding it, for one.
 
-    holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
-    click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
+    The lock error of the run that found it locked prints this command in full. A run still holding the lock
+    stops at its next lease renewal.
+    """
+    import asyncio
+
+    from capella_deploy.run.lock import force_unlock as unlock
+    from capella_deploy.run.session import open_session
+
+    target = make_target(sandbox, token_file)
+
+    async def run() -> tuple[str, list[Lease]]:
+        async with open_session(target, org_id) as session:
+            return session.org_id, await unlock(session.client, session.org_id, lock_id)
+
+    org, removed = asyncio.run(run())
+    click.echo(f"Removed the lock {lock_id} from organization {org}: {removed[0].describe()}.")
 
 
 # -- internals ----------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (in the background)
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyRequest:

@@ -23,7 +23,7 @@ from capella_deploy.outputs.sinks import Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
 from capella_deploy.run.checks import CheckReport
-from capella_deploy.run.lock import org_lock
+from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import make_plan
 from capella_deploy.run.session import Session, Target, open_session
 from capella_deploy.run.settle import settle_outputs
@@ -98,8 +98,31 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         raise ConfigError("give a saved plan or a manifest")
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
     async with open_session(request.target, org) as session:
-        with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
+        operation = "destroy" if request.destroy else "apply"
+        target = request.target
+        lock_request = LockRequest(
+            operation=operation,
+            timeout=request.lock_timeout,
+            region=_lease_region(manifest),
+            unlock_command=unlock_command(
+                session.org_id,
+                sandbox_state=str(target.sandbox_state) if target.sandbox_state is not None else None,
+                token_file=str(target.token_file) if target.token_file is not None else None,
+            ),
+        )
+        async with org_lock(
+            session.client, session.org_id, lock_request, notify=hooks.note, warn=hooks.warning
+        ) as lock:
+            hooks.note(
+                f"Locked organization {session.org_id} for {operation} (lock {lock.id}, taken in {lock.waited:.2f} s)."
+            )
             return await _apply_locked(session, manifest, saved, request, hooks)
+
+
+def _lease_region(manifest: Manifest) -> str:
+    """A region the organization uses, for the lock's lease key: the manifest's default, else its first."""
+    regions = [manifest.defaults.region, *(m.region for m in manifest.models), *(k.region for k in manifest.apiKeys)]
+    return next((region for region in regions if region), "us-east-1")
 
 
 async def _apply_locked(
