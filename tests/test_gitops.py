@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
+from click.testing import Result
 
 from tests.conftest import World
-from tests.test_cli_e2e import manifest
+from tests.test_cli_e2e import MANIFEST, manifest
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "plan.schema.json").read_text())
 
@@ -105,3 +109,77 @@ def test_apply_writes_a_job_summary_with_the_checks(world: World) -> None:
     assert "chat-answers" in text and "✅ pass" in text
     token = json.loads(world.outputs.read_text())["apiKeys"]["chat-app"]["token"]
     assert token not in text and world.token not in text
+
+
+# -- output sinks: checked before the first change, publishing this manifest's entries only ----------------
+
+
+def nothing_created(world: World) -> bool:
+    state = world.sandbox.world()
+    return not state.models and not state.api_keys
+
+
+def sink_apply(world: World, path: str, target: str) -> Result:
+    return world.run("apply", "-f", path, "--auto-approve", f"--sandbox={world.state}", "--outputs", target)
+
+
+def test_github_outputs_without_github_output_are_refused_before_anything_is_created(world: World) -> None:
+    world.env.pop("GITHUB_OUTPUT", None)
+    refused = sink_apply(world, manifest(world), "github")
+    assert refused.exit_code == 1
+    assert "--outputs github needs $GITHUB_OUTPUT" in refused.stderr
+    assert nothing_created(world)
+    world.env["GITHUB_OUTPUT"] = str(world.root / "no-such-directory" / "output")
+    unwritable = sink_apply(world, manifest(world), "github")
+    assert unwritable.exit_code == 1 and "cannot append to $GITHUB_OUTPUT" in unwritable.stderr
+    assert nothing_created(world)
+
+
+def test_secrets_manager_without_boto3_is_refused_before_anything_is_created(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as where the aws extra is not installed
+    refused = sink_apply(world, manifest(world), "aws-secretsmanager:capella/prod")
+    assert refused.exit_code == 1 and "needs boto3: pip install 'capella-deploy[aws]'" in refused.stderr
+    assert nothing_created(world)
+
+
+def test_secrets_manager_without_credentials_is_refused_before_anything_is_created(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("boto3", reason="boto3 is not installed (the aws extra)")
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask for
+    refused = sink_apply(world, manifest(world), "aws-secretsmanager:capella/prod")
+    assert refused.exit_code == 1, refused.output
+    assert "NoCredentialsError; give boto3 credentials" in refused.stderr
+    assert nothing_created(world)
+
+
+OTHER_TEAM = """\
+apiVersion: capella-deploy/v1
+defaults: {{provider: aws, region: us-east-1}}
+apiKeys:
+  - {{name: other-key, expiryDays: 30, allowedCIDRs: [10.1.0.0/16]}}
+outputs: {{path: {shared}}}
+"""
+
+
+def test_github_outputs_publish_only_this_manifests_entries(world: World) -> None:
+    shared = world.root / "shared-outputs.json"
+    other = world.write("other.yaml", OTHER_TEAM.format(shared=shared))
+    ours = world.write("ours.yaml", MANIFEST.format(gpu=48, state="running", cidr="10.0.0.0/16"))
+    ours.write_text(ours.read_text() + f"outputs: {{path: {shared}}}\n")
+    assert world.run("apply", "-f", str(other), "--auto-approve", f"--sandbox={world.state}").exit_code == 0
+    github_output = world.root / "github_output"
+    world.env["GITHUB_OUTPUT"] = str(github_output)
+    applied = sink_apply(world, str(ours), "github")
+    assert applied.exit_code == 0, applied.output
+    names = {line.split("=", 1)[0] for line in github_output.read_text().splitlines()}
+    assert {"key_app_token", "model_chat_url", "model_embed_id"} <= names
+    assert not any(name.startswith("key_other_key") for name in names), "another manifest's key is not ours"
+    assert set(json.loads(shared.read_text())["apiKeys"]) == {"app", "other-key"}, "the file keeps both"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from capella_deploy.errors import ConfigError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs, format_for
-from capella_deploy.outputs.sinks import Sink, sink_for
+from capella_deploy.outputs.sinks import Entries, Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
 from capella_deploy.run.checks import CheckReport
@@ -96,6 +95,11 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         manifest = saved.manifest
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
+    # Every place the outputs go must take them before the first change: a token has one chance to be kept.
+    entries = Entries({m.name for m in manifest.models}, {k.name for k in manifest.apiKeys})
+    sink = sink_for(request.outputs_target, request.target.environ, entries)
+    if sink is not None:
+        sink.check()
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
     async with open_session(request.target, org) as session:
         operation = "destroy" if request.destroy else "apply"
@@ -116,7 +120,7 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
             hooks.note(
                 f"Locked organization {session.org_id} for {operation} (lock {lock.id}, taken in {lock.waited:.2f} s)."
             )
-            return await _apply_locked(session, manifest, saved, request, hooks)
+            return await _apply_locked(session, manifest, saved, request, hooks, sink)
 
 
 def _lease_region(manifest: Manifest) -> str:
@@ -126,7 +130,12 @@ def _lease_region(manifest: Manifest) -> str:
 
 
 async def _apply_locked(
-    session: Session, manifest: Manifest, saved: SavedPlan | None, request: ApplyRequest, hooks: ApplyHooks
+    session: Session,
+    manifest: Manifest,
+    saved: SavedPlan | None,
+    request: ApplyRequest,
+    hooks: ApplyHooks,
+    sink: Sink | None,
 ) -> bool:
     if saved is not None:
         live = await read_live(session.client, session.org_id)
@@ -144,7 +153,6 @@ async def _apply_locked(
     if blocked:
         hooks.blocked(blocked)
         return False
-    sink = sink_for(request.outputs_target, os.environ)
     path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
     store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
     if not plan.has_changes:
@@ -224,7 +232,7 @@ async def _after_apply(
             hooks.error(problem)
         applied = applied and not settled.unsettled
     if sink is not None:
-        hooks.note(sink(store))
+        hooks.note(sink.publish(store.document()))
     report = None
     if applied and not request.destroy and manifest.checks:
         report = await run_manifest_checks(
