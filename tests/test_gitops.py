@@ -183,3 +183,67 @@ def test_github_outputs_publish_only_this_manifests_entries(world: World) -> Non
     assert {"key_app_token", "model_chat_url", "model_embed_id"} <= names
     assert not any(name.startswith("key_other_key") for name in names), "another manifest's key is not ours"
     assert set(json.loads(shared.read_text())["apiKeys"]) == {"app", "other-key"}, "the file keeps both"
+
+
+# -- environments -------------------------------------------------------------------------------------------
+
+
+def staging_manifest(world: World) -> Path:
+    return world.write(
+        "staging.yaml", "environment: staging\n" + MANIFEST.format(gpu=48, state="running", cidr="10.0.0.0/16")
+    )
+
+
+def test_an_environment_names_the_plan_comment_the_json_plan_and_the_checksum(world: World) -> None:
+    path = world.write(
+        "staging.yaml", "environment: staging\n" + MANIFEST.format(gpu=48, state="running", cidr="10.0.0.0/16")
+    )
+    markdown = world.cli("plan", "-f", str(path), "--markdown")
+    assert markdown.exit_code == 0, markdown.output
+    lines = markdown.stdout.splitlines()
+    assert lines[:2] == [
+        "<!-- capella-deploy-plan:staging -->",
+        f"### capella-deploy plan for environment `staging` (organization `{world.sandbox.org_id}`)",
+    ]
+    doc = json.loads(world.cli("plan", "-f", str(path), "--json").stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["environment"] == "staging"
+    plain = json.loads(world.cli("plan", "-f", manifest(world), "--json").stdout)
+    assert plain["environment"] is None and plain["checksum"] != doc["checksum"]
+    human = world.cli("plan", "-f", str(path))
+    assert f"in organization {world.sandbox.org_id} (environment staging):" in human.stdout
+
+
+def test_environment_flag_and_manifest_must_agree(world: World) -> None:
+    path = world.write(
+        "staging.yaml", "environment: staging\n" + MANIFEST.format(gpu=48, state="running", cidr="10.0.0.0/16")
+    )
+    clash = world.cli("plan", "-f", str(path), "--environment", "production")
+    assert clash.exit_code == 1
+    assert f"{path}:1: environment: this manifest is for environment 'staging', not 'production'" in clash.stderr
+    assert world.cli("plan", "-f", str(path), "--environment", "staging").exit_code == 0
+    bad = world.run("validate", "-f", str(path), "--environment", "prod/eu")
+    assert bad.exit_code == 1 and "'prod/eu' is not an environment name" in bad.output
+
+
+def test_each_environment_has_its_own_default_outputs_file(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(world.root)
+    path = manifest(world)
+    applied = world.run("apply", "-f", path, "--environment", "canary", "--auto-approve", f"--sandbox={world.state}")
+    assert applied.exit_code == 0, applied.output
+    outputs = world.root / ".capella" / "canary" / "outputs.json"
+    assert set(json.loads(outputs.read_text())["apiKeys"]) == {"app"}
+    assert not (world.root / ".capella" / "outputs.json").exists()
+    checked = world.run("verify", "-f", path, "--environment", "canary", f"--sandbox={world.state}")
+    assert checked.exit_code == 0, checked.output  # verify finds the environment's outputs by itself
+
+
+def test_a_saved_plan_is_applied_only_to_its_environment(world: World) -> None:
+    planfile = world.root / "staging.plan.json"
+    planned = world.cli("plan", "-f", manifest(world), "--environment", "staging", "--out", str(planfile))
+    assert planned.exit_code == 0, planned.output
+    wrong = world.cli("apply", str(planfile), "--environment", "production", "--auto-approve")
+    assert wrong.exit_code == 1
+    assert "is a plan for environment staging, not for environment production" in wrong.stderr
+    assert not world.sandbox.world().models
+    assert world.cli("apply", str(planfile), "--environment", "staging", "--auto-approve").exit_code == 0

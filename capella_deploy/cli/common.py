@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -51,7 +52,30 @@ def target_options(func: F) -> F:
     return func
 
 
+def environment_option(func: F) -> F:
+    return click.option(
+        "--environment",
+        "environment",
+        metavar="NAME",
+        callback=_check_environment,
+        help="The environment the manifest deploys (or `environment:` in it): names the plan comment, the lock "
+        "holder and the default outputs path .capella/NAME/outputs.json.",
+    )(func)
+
+
+def _check_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from capella_deploy.manifest import NAME_PATTERN
+
+    if value is not None and (len(value) > 32 or not re.fullmatch(NAME_PATTERN, value)):
+        raise click.BadParameter(
+            f"{value!r} is not an environment name: up to 32 letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 def manifest_options(func: F) -> F:
+    func = environment_option(func)
     func = click.option(
         "-f",
         "--file",
@@ -94,7 +118,7 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Manifest:
+def load_manifest_files(files: Sequence[Path], variables: Sequence[str], environment: str | None = None) -> Manifest:
     from capella_deploy.manifest import load_manifest
 
     parsed: dict[str, str] = {}
@@ -103,7 +127,7 @@ def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Mani
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not K=V", param_hint="--var")
         parsed[key] = value
-    return load_manifest(list(files), variables=parsed)
+    return load_manifest(list(files), variables=parsed, environment=environment)
 
 
 def make_target(sandbox: str | None, token_file: Path | None) -> Target:

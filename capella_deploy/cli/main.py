@@ -17,6 +17,7 @@ from capella_deploy import __version__
 from capella_deploy.cli.common import (
     ExitCode,
     F,
+    environment_option,
     guarded,
     load_manifest_files,
     make_target,
@@ -95,9 +96,9 @@ def main(debug: bool) -> None:
 @main.command()
 @manifest_options
 @guarded
-def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
+def validate(files: Sequence[Path], variables: Sequence[str], environment: str | None) -> None:
     """Check manifests without talking to Capella."""
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, environment)
     click.echo(f"The manifest is valid: {len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s).")
 
 
@@ -116,6 +117,7 @@ def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
 def plan(
     files: Sequence[Path],
     variables: Sequence[str],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     detailed_exitcode: bool,
@@ -130,7 +132,7 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, environment)
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -192,6 +194,7 @@ def apply_options(func: F) -> F:
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")
+@environment_option
 @target_options
 @apply_options
 @click.option("--checksum", help="Apply only if the plan computed now has this checksum.")
@@ -204,6 +207,7 @@ def apply(
     planfile: Path | None,
     files: Sequence[Path],
     variables: Sequence[str],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     checksum: str | None,
@@ -223,8 +227,9 @@ def apply(
         checksum=checksum,
         replace=tuple(replace),
         planfile=planfile,
+        environment=environment,
     )
-    _run_apply(load_manifest_files(files, variables) if planfile is None else None, request)
+    _run_apply(load_manifest_files(files, variables, environment) if planfile is None else None, request)
 
 
 @main.command()
@@ -233,12 +238,17 @@ def apply(
 @apply_options
 @guarded
 def destroy(
-    files: Sequence[Path], variables: Sequence[str], sandbox: str | None, token_file: Path | None, **options: Any
+    files: Sequence[Path],
+    variables: Sequence[str],
+    environment: str | None,
+    sandbox: str | None,
+    token_file: Path | None,
+    **options: Any,
 ) -> None:
     """Delete every model and key the manifest manages (preventDestroy still protects)."""
     # Destroying everything the manifest names is the point of the command: no mass-change guard.
     request = _request(make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True)
-    _run_apply(load_manifest_files(files, variables), request)
+    _run_apply(load_manifest_files(files, variables, environment), request)
 
 
 @main.command()

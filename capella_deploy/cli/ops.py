@@ -73,6 +73,7 @@ def _warn(message: str) -> None:
 def drift(
     files: Sequence[Path],
     variables: Sequence[str],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     report_path: Path | None,
@@ -89,7 +90,7 @@ def drift(
     from capella_deploy.plan.drift import drift_report
     from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, environment)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
@@ -198,6 +199,7 @@ def export(
 def clone(
     files: Sequence[Path],
     variables: Sequence[str],
+    environment: str | None,
     region: str,
     name_suffix: str | None,
     provider: str | None,
@@ -212,7 +214,7 @@ def clone(
     from capella_deploy.gitops.export import manifest_yaml
     from capella_deploy.manifest import Manifest
 
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, environment)
     suffix = default_suffix(region) if name_suffix is None else name_suffix
     try:
         result = clone_manifest(

@@ -132,6 +132,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     live_fingerprint: str = ""
     manifest_digest: str = ""
+    # The manifest's environment (staging, production...): names the plan comment of a pipeline.
+    environment: str | None = None
 
     @property
     def pending(self) -> tuple[ResourceChange, ...]:
@@ -173,6 +175,7 @@ class Plan:
             "warnings": list(self.warnings),
             "liveFingerprint": self.live_fingerprint,
             "manifestDigest": self.manifest_digest,
+            "environment": self.environment,
         }
 
     @classmethod
@@ -185,6 +188,7 @@ class Plan:
             warnings=tuple(data.get("warnings", [])),
             live_fingerprint=data.get("liveFingerprint", ""),
             manifest_digest=data.get("manifestDigest", ""),
+            environment=data.get("environment"),
         )
 
     def checksum(self) -> str:

@@ -47,6 +47,8 @@ class ApplyRequest:
     replace: tuple[str, ...] = ()
     planfile: Path | None = None
     destroy: bool = False
+    # The environment the run is for (``--environment``): a saved plan of another environment is refused.
+    environment: str | None = None
 
 
 class ApplyHooks(Protocol):
@@ -95,6 +97,12 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         manifest = saved.manifest
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
+    if saved is not None and request.environment not in (None, manifest.environment):
+        planned_for = f"environment {manifest.environment}" if manifest.environment else "no environment"
+        raise ConfigError(
+            f"{request.planfile} is a plan for {planned_for}, not for environment {request.environment}; "
+            "apply the plan made for this environment"
+        )
     # Every place the outputs go must take them before the first change: a token has one chance to be kept.
     entries = Entries({m.name for m in manifest.models}, {k.name for k in manifest.apiKeys})
     sink = sink_for(request.outputs_target, request.target.environ, entries)
@@ -107,6 +115,7 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         lock_request = LockRequest(
             operation=operation,
             timeout=request.lock_timeout,
+            environment=manifest.environment,
             region=_lease_region(manifest),
             unlock_command=unlock_command(
                 session.org_id,
@@ -153,7 +162,7 @@ async def _apply_locked(
     if blocked:
         hooks.blocked(blocked)
         return False
-    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
+    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs_path)
     store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.

@@ -41,6 +41,7 @@ from reliability_support import (
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.cli import main
+from capella_deploy.manifest import ManifestError, load_manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.run.lock import LEASE_SECONDS, LockHeld, LockLost, LockRequest, OrgLock, force_unlock, org_lock
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
@@ -474,6 +475,15 @@ def test_plan_drift_and_export_take_no_lock_and_never_show_it(site: Path, sandbo
     assert len(leases(sandbox)) == 1 and [k[0] for k in live_keys(sandbox)] == ["app", leases(sandbox)[0]["name"]]
 
 
+def test_an_environment_is_named_in_the_lease(site: Path, sandbox: Sandbox) -> None:
+    holder = spawn(site, "--environment", "canary", slow=True)
+    wait_until_locked(sandbox, holder)
+    [lease] = leases(sandbox)
+    holder.communicate(timeout=60)
+    assert lease["env"] == "canary" and lease["op"] == "apply" and lease["pid"] == holder.pid
+    assert holder.returncode == 0
+
+
 def test_a_lost_token_report_never_erases_the_token_another_run_wrote(tmp_path: Path) -> None:
     path = tmp_path / "outputs.json"
     mine, theirs = Outputs(path), Outputs(path)
@@ -484,3 +494,11 @@ def test_a_lost_token_report_never_erases_the_token_another_run_wrote(tmp_path: 
     assert set(json.loads(path.read_text())["models"]) == {"chat"}
     mine.record_key("app", key_id="k2", token=None, region="us-east-1")  # a different key: recorded as it is
     assert json.loads(path.read_text())["apiKeys"]["app"] == {"id": "k2", "region": "us-east-1", "token": None}
+
+
+def test_a_manifest_may_not_declare_a_key_named_like_a_lease(tmp_path: Path) -> None:
+    path = tmp_path / "capella.yaml"
+    path.write_text(MANIFEST.replace("name: app,", "name: capella-deploy-lock-app,"))
+    expected = r"capella\.yaml:7: apiKeys\[0\]\.name: names starting with capella-deploy-lock- are the organization"
+    with pytest.raises(ManifestError, match=expected):
+        load_manifest([path])
