@@ -323,7 +323,8 @@ def test_a_failing_page_fails_the_listing() -> None:
         page = int(request.url.params["page"])
         if page == 3:
             return api_error(400, 1000, "bad page")
-        return httpx.Response(200, json={"data": [], "cursor": {"pages": {"page": page, "last": 5, "next": 2}}})
+        cursor = {"pages": {"page": page, "last": 5, "next": page + 1}}
+        return httpx.Response(200, json={"data": [model(f"p{page}")], "cursor": cursor})
 
     with pytest.raises(BadRequest, match="bad page"):
         run(make_client(handler), lambda c: c.list_models(ORG))

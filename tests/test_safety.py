@@ -129,16 +129,18 @@ def test_a_long_apply_is_reminded_of_what_is_still_under_way(world: World) -> No
     from capella_deploy.run.apply import ApplyRequest, run_apply
     from capella_deploy.run.session import Target
 
-    world.sandbox.set_speed(1_000)  # a five-minute deployment takes 0.3 s
+    world.sandbox.set_speed(300)  # a five-minute deployment takes a second of wall time
     manifest = load_manifest([fleet(world, 0)], environ={})
     hooks = Recorder(reminder_seconds=0.05)
     target = Target(sandbox_state=world.state, token_file=None, environ=world.env)
     request = ApplyRequest(target, True, 10, 3600.0, str(world.outputs), None, False)
     assert asyncio.run(run_apply(manifest, request, hooks))
     assert len(hooks.reminders) >= 2, hooks.reminders
-    assert {address for address, _ in hooks.reminders[0]} == {f"model.m{i}" for i in range(10)}
+    planned = {f"model.m{i}" for i in range(10)}
+    assert all(items and {address for address, _ in items} <= planned for items in hooks.reminders)
     # Each reminder tells how long every change has been under way, in sandbox seconds.
     first, later = dict(hooks.reminders[0]), dict(hooks.reminders[-1])
+    assert later.keys() & first.keys()
     assert all(later[a] > first[a] for a in later.keys() & first.keys())
     assert Path(world.outputs).exists()
 

@@ -5,6 +5,10 @@ passes a shared gate (closed by a Retry-After) and an optional token bucket befo
 Idempotent calls are retried on 429/502/503/504 and lost connections with full-jitter backoff; a
 create is retried only when the API cannot have acted on it, otherwise it fails with
 ``AmbiguousCreate`` so the caller can look the resource up by name instead of making a duplicate.
+
+Answers are not trusted to be sane: JSON nested deeper than ``MAX_JSON_DEPTH`` is refused before it is
+walked, a Retry-After waits at most ``MAX_RETRY_AFTER`` and a long one is announced, a listing stops at
+the first page that adds nothing yet points on, and a refused page size falls back to smaller pages.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -48,16 +52,25 @@ from capella_deploy.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
-from capella_deploy.secrets import MASK, Secret
+from capella_deploy.secrets import API_TOKEN_VARIABLE, MASK, Secret, redact
 
 DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
 USER_AGENT = f"capella-deploy/{__version__} (+python-httpx/{httpx.__version__})"
 PER_PAGE = 100
+# The page size used for the rest of a run once a server refuses PER_PAGE (the spec states no maximum; the
+# official Terraform provider pages with 25).
+FALLBACK_PER_PAGE = 25
 # A bound on what a listing may claim, so a broken or hostile cursor cannot make the client spin: a million
 # resources at the largest page size.
 MAX_PAGES = 10_000
 # Pages after the first are fetched concurrently, this many at a time per listing.
 PAGE_CONCURRENCY = 8
+# The longest wait a Retry-After can impose at once, whether it says 60 s or a date in the year 9999.
+MAX_RETRY_AFTER = 300.0
+# A Retry-After wait longer than this is announced (a warning, shown by default), so a run never hangs silently.
+ANNOUNCED_WAIT = 5.0
+# Capella's answers nest a few levels; deeper JSON is refused before anything walks it.
+MAX_JSON_DEPTH = 64
 
 log = logging.getLogger("capella_deploy.http")
 
@@ -103,7 +116,7 @@ class ClientStats:
 
 
 def load_token(*, token_file: str | Path | None, environ: Mapping[str, str]) -> Secret:
-    """The Management API token: from ``token_file`` if given, else CAPELLA_API_TOKEN."""
+    """The Management API token: from ``token_file`` if given, else the environment (CAPELLA_API_TOKEN)."""
     if token_file is not None:
         try:
             text = Path(token_file).read_text(encoding="utf-8")
@@ -115,13 +128,13 @@ def load_token(*, token_file: str | Path | None, environ: Mapping[str, str]) -> 
             raise ConfigError(f"the token file {token_file} is empty")
         source = f"the token file {token_file}"
     else:
-        token = environ.get("CAPELLA_API_TOKEN", "").strip()
+        token = environ.get(API_TOKEN_VARIABLE, "").strip()
         if not token:
             raise ConfigError(
-                "no Management API token: set CAPELLA_API_TOKEN or pass --token-file FILE "
+                f"no Management API token: set {API_TOKEN_VARIABLE} or pass --token-file FILE "
                 "(the token is never accepted on the command line)"
             )
-        source = "CAPELLA_API_TOKEN"
+        source = API_TOKEN_VARIABLE
     secret = Secret(token)
     _check_token(secret, source)
     return secret
@@ -188,10 +201,19 @@ class _Call:
 
 @dataclass
 class _Page:
+    number: int
     items: list[dict[str, Any]]
     next: int
     last: int
     per_page: int
+
+
+class _Unreadable(Exception):
+    """A body that is not a JSON object this client will read; the message says why."""
+
+
+class _TooDeep(_Unreadable):
+    pass
 
 
 class CapellaClient:
@@ -234,6 +256,7 @@ class CapellaClient:
         self._requests = 0
         self._retries = 0
         self._rate_limited = 0
+        self._per_page = PER_PAGE
         self._http = httpx.AsyncClient(
             base_url=self._base_url,
             auth=_BearerAuth(token),
@@ -338,26 +361,62 @@ class CapellaClient:
     # -- pagination --------------------------------------------------------------------------------
 
     async def _list(self, path: str, *, first_params: Mapping[str, str | int] | None = None) -> list[dict[str, Any]]:
-        params = {"page": 1, "perPage": PER_PAGE} if first_params is None else first_params
-        first = await self._page(path, 1, params)
+        call = _Call("GET", path)
+        first = await self._first_page(path, first_params)
         if first.last > MAX_PAGES:
-            raise self._unexpected(
-                _Call("GET", path), 200, f"the listing claims {first.last} pages (more than {MAX_PAGES})"
-            )
+            raise self._unexpected(call, 200, f"the listing claims {first.last} pages (more than {MAX_PAGES})")
+        seen: set[str] = set()
+        self._check_progress(call, first, seen)
         pages = [first]
         current = 1
         if first.last > 1 and first.next == 2:
             # The first page told how many there are: fetch the rest side by side, in order.
-            numbers = range(2, first.last + 1)
-            pages += await self._gather(self._page(path, n, _paging(n, first.per_page)) for n in numbers)
+            async def checked(number: int) -> _Page:
+                page = await self._page(path, number, _paging(number, first.per_page))
+                self._check_progress(call, page, seen)
+                return page
+
+            pages += await self._gather(checked, range(2, first.last + 1))
             current = first.last
         # Without `last`, or when items arrived while listing, walk on one page at a time.
         while pages[-1].next > current:
             if len(pages) >= MAX_PAGES:
-                raise self._unexpected(_Call("GET", path), 200, f"the listing goes on past {MAX_PAGES} pages")
+                raise self._unexpected(call, 200, f"the listing goes on past {MAX_PAGES} pages")
             current = pages[-1].next
-            pages.append(await self._page(path, current, _paging(current, pages[-1].per_page)))
+            page = await self._page(path, current, _paging(current, pages[-1].per_page))
+            self._check_progress(call, page, seen)
+            pages.append(page)
         return _deduplicated(item for page in pages for item in page.items)
+
+    async def _first_page(self, path: str, first_params: Mapping[str, str | int] | None) -> _Page:
+        if first_params is not None:
+            return await self._page(path, 1, first_params)
+        asked = self._per_page
+        try:
+            return await self._page(path, 1, _paging(1, asked))
+        except APIError as exc:
+            # A validation refusal of the page size: every later listing of this run asks for smaller pages.
+            if exc.status not in (400, 422) or asked <= FALLBACK_PER_PAGE:
+                raise
+            log.info(
+                "GET %s: perPage=%d refused with %d; listing %d a page from now on",
+                path,
+                asked,
+                exc.status,
+                FALLBACK_PER_PAGE,
+            )
+            self._per_page = FALLBACK_PER_PAGE
+            return await self._page(path, 1, _paging(1, FALLBACK_PER_PAGE))
+
+    def _check_progress(self, call: _Call, page: _Page, seen: set[str]) -> None:
+        """Stop a listing at a page that gives nothing new yet points on: a cursor that would never end."""
+        new = {identity for identity in map(_identity, page.items) if identity is not None and identity not in seen}
+        seen.update(new)
+        if not new and page.next > page.number:
+            what = "is empty" if not page.items else "adds no item not listed before"
+            raise self._unexpected(
+                call, 200, f"page {page.number} {what} yet points to page {page.next}; the listing was stopped there"
+            )
 
     async def _page(self, path: str, number: int, params: Mapping[str, str | int]) -> _Page:
         call = _Call("GET", path, params=params)
@@ -368,28 +427,41 @@ class CapellaClient:
         cursor = answer.get("cursor")
         pages = cursor.get("pages") if isinstance(cursor, dict) else None
         pages = pages if isinstance(pages, dict) else {}
-        per_page = _positive_int(pages.get("perPage")) or PER_PAGE
+        per_page = _positive_int(pages.get("perPage")) or self._per_page
         return _Page(
-            data, next=_positive_int(pages.get("next")), last=_positive_int(pages.get("last")), per_page=per_page
+            number,
+            data,
+            next=_positive_int(pages.get("next")),
+            last=_positive_int(pages.get("last")),
+            per_page=per_page,
         )
 
     @staticmethod
-    async def _gather(calls: Iterable[Awaitable[_Page]]) -> list[_Page]:
+    async def _gather(fetch: Callable[[int], Awaitable[_Page]], numbers: Iterable[int]) -> list[_Page]:
         semaphore = asyncio.Semaphore(PAGE_CONCURRENCY)
+        failed = False
 
-        async def bounded(call: Awaitable[_Page]) -> _Page:
+        async def bounded(number: int) -> _Page | None:
+            nonlocal failed
             async with semaphore:
-                return await call
+                # Pages queued behind a failed one are not fetched: the listing has failed already.
+                if failed:
+                    return None
+                try:
+                    return await fetch(number)
+                except BaseException:
+                    failed = True
+                    raise
 
-        tasks = [asyncio.ensure_future(bounded(call)) for call in calls]
+        tasks = [asyncio.ensure_future(bounded(number)) for number in numbers]
         try:
-            return list(await asyncio.gather(*tasks))
+            pages = await asyncio.gather(*tasks)
         except BaseException:
-            # One page failed: the listing has failed, so stop fetching the others.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        return [page for page in pages if page is not None]
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -407,10 +479,11 @@ class CapellaClient:
                 raise
             raise AmbiguousCreate(kind=kind, name=name, reason=f"{exc.status} {exc.message}") from exc
         # The body of a key create holds the key's token: it is read here and never quoted in an error.
-        answer = _json_object(response)
-        if answer is None:
-            raise AmbiguousCreate(kind=kind, name=name, reason=f"{response.status_code} answer with an unreadable body")
-        return answer
+        try:
+            return _parse_object(response.content)
+        except _Unreadable as exc:
+            reason = f"{response.status_code} answer with an unreadable body ({exc})"
+            raise AmbiguousCreate(kind=kind, name=name, reason=reason) from None
 
     async def _json(self, call: _Call) -> dict[str, Any]:
         response = await self._request(call)
@@ -477,9 +550,22 @@ class CapellaClient:
         if 200 <= response.status_code < 300:
             return response
         api_error = self._error(call, response)
-        if api_error.retry_after is not None and api_error.status in _RETRY_STATUSES:
-            self._gate.close_for(api_error.retry_after)
+        wait = api_error.retry_after
+        if wait is not None and api_error.status in _RETRY_STATUSES and self._gate.close_for(wait) > ANNOUNCED_WAIT:
+            self._announce_wait(call, api_error.status, wait, response.headers.get("Retry-After", ""))
         raise api_error
+
+    def _announce_wait(self, call: _Call, status: int, wait: float, header: str) -> None:
+        asked = _retry_after(header, self._clock.now()) or wait
+        capped = f", capped at {wait:g} s" if asked > wait else ""
+        log.warning(
+            "%s %s: the API answered %d and asks to wait %.0f s (Retry-After%s); no call goes out until then",
+            call.method,
+            call.path,
+            status,
+            asked,
+            capped,
+        )
 
     def _should_retry(self, call: _Call, exc: BaseException) -> bool:
         if isinstance(exc, APIError):
@@ -514,7 +600,8 @@ class CapellaClient:
 
     def _error(self, call: _Call, response: httpx.Response) -> APIError:
         status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"), self._clock.now())
+        asked = _retry_after(response.headers.get("Retry-After"), self._clock.now())
+        retry_after = None if asked is None else min(asked, MAX_RETRY_AFTER)
         answer = _json_object(response)
         code = answer.get("code") if answer is not None else None
         message = answer.get("message") if answer is not None else None
@@ -561,11 +648,17 @@ class CapellaClient:
             return f"an undecodable {kind} body"
         if not text.strip():
             return f"an empty body ({kind})"
+        try:
+            _parse_object(response.content)
+        except _TooDeep as exc:
+            return f"{exc} ({kind})"
+        except _Unreadable:
+            pass
         return f"{kind}: {_excerpt(self._scrub(text))}"
 
     def _scrub(self, text: str) -> str:
-        """``text`` with the API token masked, should a server or proxy ever echo it back."""
-        return text.replace(self._token.reveal(), MASK)
+        """``text`` with every known secret masked, should a server or proxy ever echo one back."""
+        return redact(text.replace(self._token.reveal(), MASK))
 
 
 # -- internals ---------------------------------------------------------------------------------------
@@ -593,13 +686,18 @@ def _unwrap_model(item: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else item
 
 
+def _identity(item: dict[str, Any]) -> str | None:
+    identity = _unwrap_model(item).get("id") or item.get("keyId")
+    return identity if isinstance(identity, str) else None
+
+
 def _deduplicated(items: Any) -> list[dict[str, Any]]:
     """Items in order, each id once: an item can move across a page boundary while pages are read."""
     seen: set[str] = set()
     result: list[dict[str, Any]] = []
     for item in items:
-        identity = _unwrap_model(item).get("id") or item.get("keyId")
-        if isinstance(identity, str):
+        identity = _identity(item)
+        if identity is not None:
             if identity in seen:
                 continue
             seen.add(identity)
@@ -614,14 +712,46 @@ def _name_of(body: Mapping[str, Any] | None) -> str:
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
-        value = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        return _parse_object(response.content)
+    except _Unreadable:
         return None
-    return value if isinstance(value, dict) else None
+
+
+def _parse_object(content: bytes) -> dict[str, Any]:
+    """The JSON object in ``content``, nested at most MAX_JSON_DEPTH levels; ``_Unreadable`` otherwise."""
+    try:
+        value = json.loads(content)
+    except RecursionError:
+        # The parser gives up long before the stack does; what it refused is deeper than any limit here.
+        raise _TooDeep(f"a JSON body nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise _Unreadable("not JSON") from None
+    if isinstance(value, (dict, list)) and _deeper_than(value, MAX_JSON_DEPTH):
+        raise _TooDeep(f"a JSON body nested deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(value, dict):
+        raise _Unreadable("JSON, but not an object")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    # Level by level, not recursively: the depth is the very thing that must not be trusted to the stack.
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+    return False
 
 
 def _retry_after(header: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: whole seconds (what Capella sends) or an HTTP date."""
+    """Seconds a Retry-After header asks for: whole seconds (what Capella sends) or an HTTP date; not capped."""
     if header is None:
         return None
     text = header.strip()

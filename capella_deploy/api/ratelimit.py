@@ -61,11 +61,14 @@ class RetryGate:
         self._until = float("-inf")
         self._span = 0.0
 
-    def close_for(self, seconds: float) -> None:
+    def close_for(self, seconds: float) -> float:
+        """Close the gate for ``seconds`` from now; return how much later that makes it open (0 if no later)."""
         now = self._clock.now()
-        if now + seconds > self._until:
+        later = now + seconds - max(self._until, now)
+        if later > 0:
             self._until = now + seconds
             self._span = seconds
+        return max(0.0, later)
 
     async def wait(self) -> None:
         # A loop, because another call may push the gate further while this one waits.

@@ -83,8 +83,11 @@ def verify(
 def env(model: str, outputs_path: Path, key_name: str | None, show_secrets: bool) -> None:
     """Print OPENAI_BASE_URL and OPENAI_API_KEY for MODEL, and the X-cb-* headers to send."""
     from capella_deploy.errors import ConfigError
+    from capella_deploy.secrets import revealed
     from capella_deploy.views.env import render_env
 
     if not outputs_path.exists():
         raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
-    click.echo(render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets), nl=False)
+    text = render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets)
+    with revealed():
+        click.echo(text, nl=False)

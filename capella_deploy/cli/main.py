@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -58,16 +59,21 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        from capella_deploy.secrets import API_TOKEN_VARIABLE, masked_output, remember
+
         # click exits 2 on a usage error, which here means "changes present"; a mistyped command is an error.
         kwargs["standalone_mode"] = False
-        try:
-            return super().main(*args, **kwargs)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(ExitCode.ERROR)
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            sys.exit(ExitCode.ERROR)
+        # Known from the start, so even `validate`, which never reads the token, masks it in what it prints.
+        remember(os.environ.get(API_TOKEN_VARIABLE, "").strip())
+        with masked_output():
+            try:
+                return super().main(*args, **kwargs)
+            except click.ClickException as exc:
+                exc.show()
+                sys.exit(ExitCode.ERROR)
+            except click.Abort:
+                click.echo("Aborted.", err=True)
+                sys.exit(ExitCode.ERROR)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items() if not cmd.hidden]
@@ -273,12 +279,14 @@ def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
     """Print the outputs of the last apply (tokens masked); the file may be JSON or dotenv."""
     from capella_deploy.errors import ConfigError
     from capella_deploy.outputs import Outputs, render_dotenv, render_json
+    from capella_deploy.secrets import revealed
 
     if not outputs_path.exists():
         raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
     store = Outputs(outputs_path)
     doc = store.document() if show_secrets else store.masked()
-    click.echo((render_json if output_format == "json" else render_dotenv)(doc), nl=False)
+    with revealed():
+        click.echo((render_json if output_format == "json" else render_dotenv)(doc), nl=False)
 
 
 @main.command(name="force-unlock")

@@ -25,6 +25,7 @@ from capella_deploy.cli.common import (
     target_options,
 )
 from capella_deploy.errors import ConfigError
+from capella_deploy.secrets import redact
 
 if TYPE_CHECKING:
     from capella_deploy.gitops.clone import Offering
@@ -106,7 +107,7 @@ def drift(
     for warning in report.warnings:
         _warn(warning)
     if report_path is not None:
-        atomic_write(report_path, render_json(report))
+        atomic_write(report_path, redact(render_json(report)))
         click.echo(f"Wrote the drift report to {report_path}.", err=True)
     if notify and not report.in_sync:
         from capella_deploy.gitops.notify import post_report
@@ -286,5 +287,5 @@ def _emit(text: str, output: Path | None) -> None:
         click.echo(text, nl=False)
         return
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    output.write_text(redact(text), encoding="utf-8")
     click.echo(f"Wrote {output}.", err=True)

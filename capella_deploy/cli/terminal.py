@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from capella_deploy.apply.applier import ApplyResult
+from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
 from capella_deploy.plan import Plan
-from capella_deploy.run.checks import CheckReport
 from capella_deploy.views.apply import render_apply_result, render_elapsed
 from capella_deploy.views.checks import render_checks
 from capella_deploy.views.plan import render_plan

@@ -6,11 +6,13 @@ reported to the caller, never raised: the drift itself is what a run's exit code
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
 from capella_deploy.api.client import is_loopback
+from capella_deploy.secrets import redact
 
 TIMEOUT_SECONDS = 10.0
 
@@ -27,7 +29,8 @@ def post_report(url: str, payload: dict[str, Any]) -> tuple[str, bool]:
     if parsed.scheme == "http" and not is_loopback(parsed.host):
         return f"--notify: {where} is plain http; use https (plain http is allowed only for localhost)", False
     try:
-        response = httpx.post(url, json=payload, timeout=TIMEOUT_SECONDS)
+        body = redact(json.dumps(payload))  # a report may quote live values, and a webhook is outside this process
+        response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=TIMEOUT_SECONDS)
     except httpx.HTTPError as exc:
         return f"could not post the drift report to {where}: {type(exc).__name__}", False
     if response.status_code >= 400:

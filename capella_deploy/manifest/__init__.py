@@ -46,6 +46,7 @@ from capella_deploy.manifest.yamlsource import (
     read_source,
     to_plain,
 )
+from capella_deploy.secrets import redact
 
 __all__ = [
     "ApiKeySpec",
@@ -771,7 +772,9 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        # A message quotes enough of a value to recognise it, never a whole file's worth.
+        # A message quotes enough of a value to recognise it, never a whole file's worth; secrets are masked
+        # first, as a cut would leave part of one that no later masking recognises.
+        value = redact(value)
         return f"'{value}'" if len(value) <= 80 else f"'{value[:60]}…' ({len(value)} characters)"
     if isinstance(value, Mapping):
         return "a mapping"

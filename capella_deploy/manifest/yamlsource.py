@@ -17,7 +17,8 @@ Interpolation
     empty) and ``$${`` for a literal ``${``. Values come from ``--var`` first, then the environment;
     they are inserted as text and never interpolated again. Interpolation runs per file, before merging
     and validation, so a number or boolean written as ``${VAR}`` reaches validation as text and is
-    coerced there. An unknown variable is reported at its own file and line.
+    coerced there. An unknown variable is reported at its own file and line, and so is a reference to
+    CAPELLA_API_TOKEN: the Management API token is a credential of the tool, never a value of the manifest.
 
 Merging several files (``-f base.yaml -f overlay.yaml``)
     Files merge in the order given, each on top of the result so far:
@@ -43,6 +44,8 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from capella_deploy.secrets import API_TOKEN_VARIABLE
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ALIASES = 100
@@ -381,6 +384,12 @@ def _expand(text: str, lookup: Mapping[str, str]) -> tuple[str, list[str]]:
             return match.group(0)
         if not _VARIABLE.fullmatch(name):
             problems.append(f"'${{{body}}}' is not a variable reference; use ${{NAME}} or ${{NAME:-default}}")
+            return match.group(0)
+        if name == API_TOKEN_VARIABLE:
+            problems.append(
+                f"${{{name}}} is the Management API token, which never goes into a manifest: it would be sent to "
+                "Capella as a value and shown in plans; remove the reference"
+            )
             return match.group(0)
         value = lookup.get(name)
         if has_default and not value:

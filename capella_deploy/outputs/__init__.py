@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capella_deploy.errors import CapellaError
-from capella_deploy.secrets import MASK, Secret
+from capella_deploy.secrets import MASK, Secret, remember
 
 try:
     import fcntl
@@ -149,6 +149,9 @@ class Outputs:
                 )
             if self._org_id is not None:
                 doc["organizationId"] = self._org_id
+            for entry in doc["apiKeys"].values():
+                if isinstance(entry, dict):
+                    remember(entry.get("token"))
             self._doc = doc
 
 

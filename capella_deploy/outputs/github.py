@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, OutputsError, _text, env_name
+from capella_deploy.secrets import revealed
 
 
 def check_github_output(environ: Mapping[str, str]) -> str:
@@ -37,7 +38,8 @@ def publish_to_github(doc: Mapping[str, Any], environ: Mapping[str, str]) -> Non
         token = entry.get("token")
         if token:
             # The workflow command must come first so the runner masks the value wherever it appears.
-            sys.stdout.write(f"::add-mask::{token}\n")
+            with revealed():
+                sys.stdout.write(f"::add-mask::{token}\n")
         for field, suffix in _KEY_FIELDS:
             if entry.get(field) is not None:
                 lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")

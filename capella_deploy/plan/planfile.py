@@ -2,7 +2,8 @@
 
 A saved plan holds the plan, the resolved manifest it was made from (so apply needs nothing else),
 the tool version, the fingerprint of the live state it was computed against and the plan's
-checksum. It holds no secret: the manifest has none, and tokens only ever reach the outputs.
+checksum. It holds no secret: tokens only ever reach the outputs, and a plan that holds a known secret's
+value (a manifest variable set to the token, say) is refused rather than saved.
 Applying re-reads the organization and refuses a plan whose live fingerprint no longer matches,
 and a plan that was already applied.
 """
@@ -21,6 +22,7 @@ from capella_deploy.errors import CapellaError
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import atomic_write
 from capella_deploy.plan import Plan
+from capella_deploy.secrets import redact
 
 FORMAT = "capella-deploy-plan"
 FORMAT_VERSION = 1
@@ -112,7 +114,14 @@ def mark_applied(saved: SavedPlan) -> None:
 
 def _write(saved: SavedPlan) -> None:
     assert saved.path is not None
-    atomic_write(saved.path, json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(saved.to_dict(), indent=2, sort_keys=True) + "\n"
+    if redact(text) != text:
+        # Masked, the plan would no longer be the one shown, and apply would refuse it; unmasked, the file leaks.
+        raise PlanFileError(
+            f"{saved.path}: the plan was not saved: it holds the value of a secret this run knows (the Management "
+            "API token or a key token), which a plan file must never carry; take that value out of the manifest"
+        )
+    atomic_write(saved.path, text)
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
+from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
@@ -21,12 +22,12 @@ from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Entries, Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
-from capella_deploy.run.checks import CheckReport
 from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import make_plan
 from capella_deploy.run.session import Session, Target, open_session
 from capella_deploy.run.settle import settle_outputs
 from capella_deploy.run.verify import run_manifest_checks
+from capella_deploy.secrets import redact
 from capella_deploy.views.apply import render_apply_markdown
 from capella_deploy.views.checks import render_checks_markdown
 
@@ -256,7 +257,6 @@ def _write_job_summary(environ: Mapping[str, str], result: ApplyResult | None, r
     summary = environ.get("GITHUB_STEP_SUMMARY")
     if not summary:
         return
+    text = render_apply_markdown(result) + ("\n" + render_checks_markdown(report) if report is not None else "")
     with open(summary, "a", encoding="utf-8") as handle:
-        handle.write(render_apply_markdown(result))
-        if report is not None:
-            handle.write("\n" + render_checks_markdown(report))
+        handle.write(redact(text))

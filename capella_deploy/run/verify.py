@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
+from capella_deploy.checks import CheckReport, TransportFor, run_checks
 from capella_deploy.errors import ConfigError
 from capella_deploy.manifest import Manifest
-from capella_deploy.run.checks import CheckReport, TransportFor, run_checks
 from capella_deploy.run.session import embedded_sandbox
 
 

@@ -7,6 +7,7 @@ is cheap: Starlette, uvicorn and httpx load only when the app or a transport is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import hashlib
@@ -52,9 +53,9 @@ class Sandbox:
         # Without an injected clock, time is the state's shared timeline, so every process using the same
         # state file sees the same sandbox time (and a model deploying in one is healthy in the other).
         self._anchor: ClockAnchor | None = None
-        self._own_clock: ScaledClock | None = None
+        self._own_clock: _Timeline | None = None
         if clock is None:
-            self._own_clock = ScaledClock(world.clock.speed, world.clock.start, wall_anchor=world.clock.wall)
+            self._own_clock = _Timeline(self, world.clock)
             self._anchor = copy.copy(world.clock)
             clock = self._own_clock
         self.clock: Clock = clock
@@ -143,6 +144,19 @@ class Sandbox:
             wall = time.time()
             world.clock = ClockAnchor(start=world.clock.at(wall), wall=wall, speed=speed)
 
+    def step_clock(self) -> None:
+        """Detach the shared timeline from the wall clock: from now on sandbox time moves only when a client of this
+        sandbox waits on its clock (each wait moves it by the time waited) or ``advance_clock`` moves it.
+
+        A run through the in-process transport then takes the same course however fast or loaded the machine is;
+        ``set_speed`` makes the timeline follow the wall clock again.
+        """
+        if self._own_clock is None:
+            raise ValueError("the sandbox was given its own clock; use a ManualClock for stepped time")
+        with self.mutate() as world:
+            wall = time.time()
+            world.clock = ClockAnchor(start=world.clock.at(wall), wall=wall, speed=world.clock.speed, stepped=True)
+
     def advance_clock(self, seconds: float) -> None:
         """Move sandbox time forward at once (transitions due in that span complete)."""
         if seconds < 0:
@@ -158,6 +172,29 @@ class Sandbox:
     def _follow_timeline(self, world: World) -> None:
         if self._own_clock is None or world.clock == self._anchor:
             return
-        anchor = world.clock
-        self._own_clock.rebase(start=anchor.start, speed=anchor.speed, wall_anchor=anchor.wall)
-        self._anchor = copy.copy(anchor)
+        self._own_clock.follow(world.clock)
+        self._anchor = copy.copy(world.clock)
+
+
+class _Timeline(ScaledClock):
+    """The state file's shared timeline as this process sees it: scaled wall time, or stepped by waits."""
+
+    def __init__(self, sandbox: Sandbox, anchor: ClockAnchor) -> None:
+        self._sandbox = sandbox
+        self.stepped = anchor.stepped
+        super().__init__(anchor.speed, anchor.start, wall_anchor=anchor.wall)
+
+    def follow(self, anchor: ClockAnchor) -> None:
+        self.stepped = anchor.stepped
+        self.rebase(start=anchor.start, speed=anchor.speed, wall_anchor=anchor.wall)
+
+    def now(self) -> float:
+        return self._origin if self.stepped else super().now()
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.stepped:
+            await super().sleep(seconds)
+            return
+        # The wait is what moves stepped time, for every process sharing the state; then let others run.
+        self._sandbox.advance_clock(max(0.0, seconds))
+        await asyncio.sleep(0)

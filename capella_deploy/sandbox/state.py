@@ -145,14 +145,19 @@ class BatchRecord:
 
 @dataclass
 class ClockAnchor:
-    """A shared timeline: sandbox time ``start`` at wall time ``wall``, running ``speed`` times faster."""
+    """A shared timeline: sandbox time ``start`` at wall time ``wall``, running ``speed`` times faster.
+
+    A ``stepped`` timeline does not follow the wall clock: it stays at ``start``, which only waits and
+    ``advance_clock`` move (see ``Sandbox.step_clock``).
+    """
 
     start: float
     wall: float
     speed: float
+    stepped: bool = False
 
     def at(self, wall: float) -> float:
-        return self.start + (wall - self.wall) * self.speed
+        return self.start if self.stepped else self.start + (wall - self.wall) * self.speed
 
 
 @dataclass

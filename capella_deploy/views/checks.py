@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from capella_deploy.run.checks import CheckReport, CheckResult
+from capella_deploy.checks import CheckReport, CheckResult
 
 
 def _latency(result: CheckResult) -> str:

@@ -47,8 +47,10 @@ checks:
   - {name: embed-ok, model: embed, kind: embedding, apiKey: app}
 outputs: {path: outputs.json}
 """
+# With stepped sandbox time the whole life follows from this seed; seed 1 loses a key token in transit and
+# converges on the second apply, which the checks below count on.
 FAULTS = {
-    "seed": 4,
+    "seed": 1,
     "routes": [
         {"match": "**", "error_rate": 0.02, "error_status": 429, "storm_seconds": 20},
         {"match": "POST /v4/organizations/*/aiServices/models/apiKeys", "drop_after": 0.5},
@@ -105,7 +107,9 @@ def test_a_whole_life_under_faults_leaks_no_secret(life: Produced, tmp_path: Pat
     produced = life
     Path("capella.yaml").write_text(MANIFEST)
     Path("faults.json").write_text(json.dumps(FAULTS))
-    Sandbox(tmp_path / "sandbox.json", token=API_TOKEN).set_speed(20_000)
+    # Stepped time: deployments, storms and Retry-After waits end after the same requests on any machine, so the
+    # faults (drawn in request order from a seeded generator) land on the same calls in every run.
+    Sandbox(tmp_path / "sandbox.json", token=API_TOKEN).step_clock()
     env = {"CAPELLA_API_TOKEN": API_TOKEN, "CAPELLA_ORG_ID": "", "CAPELLA_SANDBOX_FAULTS": "faults.json"}
     target = ["--sandbox=sandbox.json"]
 
