@@ -14,10 +14,7 @@ def check_github_output(environ: Mapping[str, str]) -> str:
     """The step-output file GitHub Actions gives this step, once it is known to take appends."""
     target = environ.get("GITHUB_OUTPUT")
     if not target:
-        raise OutputsError(
-            "--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step; outside Actions, "
-            "write the outputs to a file (--outputs PATH) instead"
-        )
+        raise OutputsError("--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step")
     try:
         with open(target, "a", encoding="utf-8"):
             pass
