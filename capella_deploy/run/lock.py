@@ -266,8 +266,10 @@ class OrgLock:
     async def keep(self, holder: asyncio.Task[Any]) -> None:
         """Renew the lease until cancelled; if the lock is lost, say why and cancel ``holder``."""
         every = self._request.lease_seconds / 3
+        wait = every
         while True:
-            await self._clock.sleep(every)
+            await self._clock.sleep(wait)
+            wait = every
             try:
                 await self._renew()
             except LockLost as exc:
@@ -276,6 +278,7 @@ class OrgLock:
                 left = self._expires - self._clock.now()
                 if left > 0:
                     self._warn(f"could not renew the lock's lease ({exc}); trying again, {_seconds(left)} left")
+                    wait = min(every, max(1.0, left / 4))
                     continue
                 self.lost = f"the lock's lease ran out: it could not be renewed ({exc})"
             if self.lost is not None:
@@ -310,6 +313,7 @@ class OrgLock:
     # -- giving back -------------------------------------------------------------------------------
 
     async def release(self) -> None:
+        """Delete every key of this lock, also after a failed or interrupted ``acquire``."""
         try:
             leases = await list_leases(self._client, self.org_id) if self._unsure else []
             await self._drop_keys(leases)
@@ -330,12 +334,14 @@ class OrgLock:
             "allowedCIDRs": [UNREACHABLE_CIDR],
             "region": self._request.region,
         }
+        # Until the answer is in, the key may exist unseen (an interrupt, a lost answer): a listing finds it by the
+        # lock id in its description.
+        unsure, self._unsure = self._unsure, True
         try:
             created = await self._client.create_api_key(self.org_id, body)
         except AmbiguousCreate:
-            # The key may exist: the next listing finds it by the lock id in its description.
-            self._unsure = True
             return
+        self._unsure = unsure
         # The token admits no one (see lease.py) and is not kept: only the key's id is.
         self._keys.append(created.id)
 
@@ -378,9 +384,8 @@ async def org_lock(
     try:
         await lock.acquire()
     except BaseException:
-        # A failure or an interrupt while queueing must not leave our lease behind to block the others.
-        with contextlib.suppress(CapellaError):
-            await lock._drop_keys(await list_leases(client, org_id))
+        # A failure or an interrupt while queueing must not leave a lease behind to block the others.
+        await lock.release()
         raise
     holder = asyncio.current_task()
     assert holder is not None

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 from reliability_support import (
@@ -44,7 +45,7 @@ from capella_deploy.cli import main
 from capella_deploy.manifest import ManifestError, load_manifest
 from capella_deploy.outputs import Outputs
 from capella_deploy.run.lock import LEASE_SECONDS, LockHeld, LockLost, LockRequest, OrgLock, force_unlock, org_lock
-from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
+from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Sandbox
 from capella_deploy.sandbox.server import running_server
 from capella_deploy.secrets import Secret
 
@@ -306,15 +307,17 @@ def test_a_held_lock_names_its_holder_and_the_command_that_frees_it_from_anywher
     assert lease["cidrs"] == ["192.0.2.1/32"] and lease["days"] == 1
     assert len(sandbox.world().api_keys[lease["id"]].description) <= 250
 
-    blocked = CliRunner().invoke(
-        main, ["apply", "-f", "capella.yaml", "--auto-approve", f"--sandbox={state}"], env=cli_env
-    )
+    apply = ["apply", "-f", "capella.yaml", "--auto-approve", f"--sandbox={state}"]
+    blocked = CliRunner().invoke(main, apply, env=cli_env)
     assert blocked.exit_code == 1
     assert f"organization {sandbox.org_id} is locked: lock {lock_id} held by " in blocked.stderr
     assert "for destroy of environment staging since 20" in blocked.stderr and "--lock-timeout" in blocked.stderr
     command = re.search(r"free it now with: (capella-deploy force-unlock .*)$", blocked.stderr.strip())
     assert command, blocked.stderr
     assert command[1] == f"capella-deploy force-unlock {lock_id} --org {sandbox.org_id} --sandbox={state}"
+    (tmp_path / "token").write_text(TOKEN)
+    with_file = CliRunner().invoke(main, [*apply, "--token-file", str(tmp_path / "token")], env=cli_env)
+    assert with_file.exit_code == 1 and f"--sandbox={state} --token-file {tmp_path / 'token'}" in with_file.stderr
     assert [k.name for k in sandbox.world().api_keys.values() if not k.name.startswith(LEASE)] == []
 
     elsewhere = tmp_path / "elsewhere"
@@ -327,9 +330,7 @@ def test_a_held_lock_names_its_holder_and_the_command_that_frees_it_from_anywher
     assert f"Removed the lock {lock_id} from organization {sandbox.org_id}" in freed.stdout
     assert leases(sandbox) == []
     monkeypatch.chdir(tmp_path)
-    applied = CliRunner().invoke(
-        main, ["apply", "-f", "capella.yaml", "--auto-approve", f"--sandbox={state}"], env=cli_env
-    )
+    applied = CliRunner().invoke(main, apply, env=cli_env)
     assert applied.exit_code == 0, applied.output
     assert leases(sandbox) == []
 
@@ -502,3 +503,35 @@ def test_a_manifest_may_not_declare_a_key_named_like_a_lease(tmp_path: Path) -> 
     expected = r"capella\.yaml:7: apiKeys\[0\]\.name: names starting with capella-deploy-lock- are the organization"
     with pytest.raises(ManifestError, match=expected):
         load_manifest([path])
+
+
+class CountingDrops(httpx.AsyncBaseTransport):
+    """The sandbox's transport, counting the creates whose answer never came back."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.lost_creates = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.inner.handle_async_request(request)
+        except httpx.TransportError:
+            self.lost_creates += request.method == "POST"
+            raise
+
+
+def test_lease_keys_whose_answers_were_lost_are_found_and_given_back(tmp_path: Path) -> None:
+    # Half the lease creates are carried out but their answer dropped: the lock finds such a key by its lock id.
+    route = RouteFault(match="POST /v4/organizations/*/aiServices/models/apiKeys", drop_after=0.5)
+    sandbox = spec_world(Sandbox(tmp_path / "sandbox.json", token=TOKEN, faults=Faults(seed=5, routes=[route])))
+    network = CountingDrops(sandbox.transport())
+
+    async def rounds() -> None:
+        async with CapellaClient(base_url=IN_PROCESS_BASE_URL, token=Secret(TOKEN), transport=network) as client:
+            for _ in range(12):
+                async with org_lock(client, sandbox.org_id, LockRequest("apply", timeout=30)) as lock:
+                    assert {lease["lock"] for lease in leases(sandbox)} == {lock.id}
+                assert leases(sandbox) == [], "every key of the lock is given back, answered or not"
+
+    asyncio.run(rounds())
+    assert network.lost_creates >= 3, "the faults hit lease creates"
