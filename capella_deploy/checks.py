@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import httpx
 
-from capella_deploy.api.client import is_loopback
 from capella_deploy.kinds.desired import header_profile
 from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec
+from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import MASK, Secret
 
 __all__ = [
@@ -237,9 +237,9 @@ async def run_checks(
 
 def _refuse_plain_http(base_url: str, *, in_process: bool) -> None:
     """A key token goes in every request: never over plain http to another machine."""
-    url = httpx.URL(base_url)
-    if url.scheme == "http" and not in_process and not is_loopback(url.host):
-        raise _Unrunnable(f"{url.scheme}://{url.host} is plain http: the key would cross the network unencrypted")
+    problem = None if in_process else plain_http_problem(httpx.URL(base_url), "the key")
+    if problem is not None:
+        raise _Unrunnable(problem)
 
 
 def _target_of(spec: CheckSpec) -> str:

@@ -569,6 +569,7 @@ def test_a_key_is_never_sent_over_plain_http_to_another_machine(world: World) ->
     path = deploy(world, checks)
     report = by_name(check_in_process(world, path, environ={"GATEWAY_KEY": "gk-123"}))
     assert report["remote"].status == "fail"
-    assert (
-        report["remote"].reason == "http://gateway.example is plain http: the key would cross the network unencrypted"
+    assert report["remote"].reason == (
+        "http://gateway.example is plain http: the key would cross the network unencrypted; "
+        "use https (plain http is allowed only for localhost)"
     )

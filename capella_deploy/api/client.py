@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -52,6 +51,7 @@ from capella_deploy.errors import (
     UnexpectedResponse,
     Unprocessable,
 )
+from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import API_TOKEN_VARIABLE, MASK, Secret, redact
 
 DEFAULT_API_URL = "https://cloudapi.cloud.couchbase.com"
@@ -159,22 +159,10 @@ def _check_base_url(base_url: str, *, custom_transport: bool) -> str:
         raise ConfigError("CAPELLA_API_URL must not carry credentials; set CAPELLA_API_TOKEN instead")
     if url.query or url.fragment:
         raise ConfigError(f"CAPELLA_API_URL {base_url!r} must not have a query or fragment")
-    if url.scheme == "http" and not custom_transport and not is_loopback(url.host):
-        raise ConfigError(
-            f"CAPELLA_API_URL {base_url!r} is plain http: the API token would cross the network "
-            "unencrypted; use https (plain http is allowed only for localhost)"
-        )
+    problem = None if custom_transport else plain_http_problem(url, "the API token")
+    if problem is not None:
+        raise ConfigError(f"CAPELLA_API_URL: {problem}")
     return base_url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine, where plain http cannot be overheard."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _BearerAuth(httpx.Auth):
@@ -357,6 +345,29 @@ class CapellaClient:
     async def delete_api_key(self, org_id: str, key_id: str) -> None:
         with contextlib.suppress(NotFound):
             await self._request(_Call("DELETE", _models(org_id, "apiKeys", key_id)))
+
+    # -- AI provider integrations ------------------------------------------------------------------
+
+    async def list_providers(self, org_id: str) -> list[dict[str, Any]]:
+        return await self._list(_providers(org_id))
+
+    async def create_provider(self, org_id: str, body: dict[str, Any]) -> str:
+        # The body carries credentials: like a key's token, it is never quoted in an error or a log line.
+        answer = await self._create("provider", _Call("POST", _providers(org_id), body=body, idempotent=False))
+        provider_id = answer.get("id")
+        if not isinstance(provider_id, str) or not provider_id:
+            raise AmbiguousCreate(kind="provider", name=_name_of(body), reason="the answer carried no provider id")
+        return provider_id
+
+    async def update_provider(
+        self, org_id: str, provider_id: str, body: dict[str, Any], *, if_match: int | None = None
+    ) -> None:
+        headers = {} if if_match is None else {"If-Match": str(if_match)}
+        await self._request(_Call("PUT", _providers(org_id, provider_id), body=body, headers=headers))
+
+    async def delete_provider(self, org_id: str, provider_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._request(_Call("DELETE", _providers(org_id, provider_id)))
 
     # -- pagination --------------------------------------------------------------------------------
 
@@ -671,6 +682,10 @@ def _path(*segments: str) -> str:
 
 def _models(org_id: str, *rest: str) -> str:
     return _path("v4", "organizations", org_id, "aiServices", "models", *rest)
+
+
+def _providers(org_id: str, *rest: str) -> str:
+    return _path("v4", "organizations", org_id, "aiServices", "providers", *rest)
 
 
 def _paging(page: int, per_page: int) -> dict[str, str | int]:

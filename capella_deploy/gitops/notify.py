@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from capella_deploy.api.client import is_loopback
+from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import redact
 
 TIMEOUT_SECONDS = 10.0
@@ -26,8 +26,9 @@ def post_report(url: str, payload: dict[str, Any]) -> tuple[str, bool]:
     where = f"{parsed.scheme}://{parsed.host}"
     if parsed.scheme not in ("http", "https") or not parsed.host:
         return f"--notify: {where} is not an http(s) URL; the report was not sent", False
-    if parsed.scheme == "http" and not is_loopback(parsed.host):
-        return f"--notify: {where} is plain http; use https (plain http is allowed only for localhost)", False
+    problem = plain_http_problem(parsed, "the report")
+    if problem is not None:
+        return f"--notify: {problem}", False
     try:
         body = redact(json.dumps(payload))  # a report may quote live values, and a webhook is outside this process
         response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=TIMEOUT_SECONDS)
