@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -60,8 +61,31 @@ def target_options(func: F) -> F:
     return func
 
 
+def environment_option(func: F) -> F:
+    return click.option(
+        "--environment",
+        "environment",
+        metavar="NAME",
+        callback=_check_environment,
+        help="The environment the manifest deploys (or `environment:` in it): names the plan comment, the lock "
+        "holder and the default outputs path .capella/NAME/outputs.json.",
+    )(func)
+
+
+def _check_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from capella_deploy.manifest import NAME_PATTERN
+
+    if value is not None and (len(value) > 32 or not re.fullmatch(NAME_PATTERN, value)):
+        raise click.BadParameter(
+            f"{value!r} is not an environment name: up to 32 letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 def manifest_options(func: F) -> F:
-    """-f (required), --var and --var-file."""
+    """-f (required), --var, --var-file and --environment."""
+    func = environment_option(func)
     func = click.option(
         "-f",
         "--file",
@@ -142,7 +166,11 @@ def guarded(func: F) -> F:
 
 
 def read_manifest_files(
-    files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path] = ()
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
 ) -> LoadedManifest:
     """The manifest as its files said it, with where each value came from."""
     from capella_deploy.cli.variables import parse_vars, read_var_files
@@ -150,7 +178,9 @@ def read_manifest_files(
 
     from_files = read_var_files(var_files)
     # --var values must be used by the manifest; a var file may serve several manifests, as in Terraform.
-    loaded = read_manifest(list(files), variables=parse_vars(variables), environ={**os.environ, **from_files})
+    loaded = read_manifest(
+        list(files), variables=parse_vars(variables), environ={**os.environ, **from_files}, environment=environment
+    )
     unused = sorted(set(from_files) - loaded.variables_used)
     if unused:
         files_text = ", ".join(str(f) for f in var_files)
@@ -159,22 +189,32 @@ def read_manifest_files(
 
 
 def load_manifest_files(
-    files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path] = (), *, resolve_outputs: bool = True
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
+    resolve_outputs: bool = True,
 ) -> Manifest:
     """The manifest; ``resolve_outputs`` makes ``outputs.path`` relative to the working directory (see
     ``outputs_path_from``), for every command but one that writes the manifest out again."""
-    loaded = read_manifest_files(files, variables, var_files)
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
     return _with_outputs_resolved(loaded) if resolve_outputs else loaded.manifest
 
 
 def load_checked_manifest(
-    files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path], *, skip_catalog_check: bool
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    *,
+    environment: str | None = None,
+    skip_catalog_check: bool,
 ) -> tuple[Manifest, CatalogCheck]:
     """The manifest and what it asks for that the catalog does not offer (plan and apply make errors of it)."""
     from capella_deploy.catalog import CATALOG
     from capella_deploy.manifest.offered import check_catalog
 
-    loaded = read_manifest_files(files, variables, var_files)
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
     return _with_outputs_resolved(loaded), check_catalog(loaded, CATALOG, skipped=skip_catalog_check)
 
 

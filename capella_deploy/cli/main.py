@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ from capella_deploy import __version__
 from capella_deploy.cli.common import (
     ExitCode,
     F,
+    environment_option,
     guarded,
     load_checked_manifest,
     load_manifest_files,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
     from capella_deploy.run.apply import ApplyRequest
+    from capella_deploy.run.lock import Lease
     from capella_deploy.run.session import Target
 
 ENVIRONMENT = """\b
@@ -133,6 +137,9 @@ def main(ctx: click.Context) -> None:
     """
     if ctx.color is None:  # --no-color, when given, has already said False
         ctx.color = color_from_environment(os.environ)
+    # A CI runner cancels a job with SIGTERM: stop as at Ctrl-C, releasing the organization lock on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @main.command()
@@ -146,9 +153,14 @@ def main(ctx: click.Context) -> None:
     help="Manifest file; repeat to overlay files in order (checked together).",
 )
 @variable_options
+@environment_option
 @guarded
 def validate(
-    manifests: Sequence[Path], files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path]
+    manifests: Sequence[Path],
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
 ) -> None:
     """Check manifests without talking to Capella: the -f files together (an overlay), each MANIFEST alone.
 
@@ -168,7 +180,7 @@ def validate(
     unoffered = 0
     for group in groups:
         try:
-            loaded = read_manifest_files(group, variables, var_files)
+            loaded = read_manifest_files(group, variables, var_files, environment=environment)
         except ManifestError as exc:
             click.echo(str(exc), err=True)
             problems += len(exc.issues)
@@ -211,6 +223,7 @@ def plan(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
@@ -232,7 +245,9 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest, catalog = load_checked_manifest(files, variables, var_files, skip_catalog_check=skip_catalog_check)
+    manifest, catalog = load_checked_manifest(
+        files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+    )
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -333,6 +348,7 @@ def apply_options(func: F) -> F:
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
 @variable_options
+@environment_option
 @target_options
 @target_option
 @apply_options
@@ -348,6 +364,7 @@ def apply(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
@@ -374,7 +391,9 @@ def apply(
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
     manifest, catalog = None, None
     if planfile is None:
-        manifest, catalog = load_checked_manifest(files, variables, var_files, skip_catalog_check=skip_catalog_check)
+        manifest, catalog = load_checked_manifest(
+            files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+        )
     else:
         options = {**options, "auto_approve": True}
     request = _request(
@@ -386,6 +405,7 @@ def apply(
         targets=tuple(targets),
         planfile=planfile,
         catalog=catalog,
+        environment=environment,
     )
     _run_apply(manifest, request)
 
@@ -400,6 +420,7 @@ def destroy(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
@@ -415,28 +436,46 @@ def destroy(
     request = _request(
         make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True, targets=tuple(targets)
     )
-    _run_apply(load_manifest_files(files, variables, var_files), request)
+    _run_apply(load_manifest_files(files, variables, var_files, environment=environment), request)
 
 
 @main.command(name="force-unlock")
 @click.argument("lock_id")
-@click.option("--org", "org_id", required=True, help="The organization whose lock to remove.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="The organization (default CAPELLA_ORG_ID, else the only one).")
+@target_options
 @guarded
-def force_unlock(lock_id: str, org_id: str) -> None:
-    """Remove the lock a killed run left behind (its id is in the error the next run prints).
+def force_unlock(lock_id: str, org_id: str | None, sandbox: str | None, token_file: Path | None) -> None:
+    """Free the organization lock LOCK_ID from anywhere, e.g. the lock of a run that died holding it.
+
+    The lock error of the run that found it locked prints this command in full. A run still holding the lock
+    stops at its next lease renewal.
 
     \b
     Example:
       capella-deploy force-unlock 3f2a9c1e --org 6af08c0a-8cab-4c1c-b257-b521575c16d0
     """
-    from capella_deploy.run.lock import DEFAULT_LOCK_DIR
-    from capella_deploy.run.lock import force_unlock as unlock
+    import asyncio
 
-    holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
-    click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
+    from capella_deploy.run.lock import force_unlock as unlock
+    from capella_deploy.run.session import open_session
+
+    target = make_target(sandbox, token_file)
+
+    async def run() -> tuple[str, list[Lease]]:
+        async with open_session(target, org_id) as session:
+            return session.org_id, await unlock(session.client, session.org_id, lock_id)
+
+    org, removed = asyncio.run(run())
+    click.echo(f"Removed the lock {lock_id} from organization {org}: {removed[0].describe()}.")
 
 
 # -- internals ----------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (in the background)
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyRequest:

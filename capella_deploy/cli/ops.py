@@ -73,6 +73,7 @@ def drift(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     report_path: Path | None,
@@ -93,7 +94,7 @@ def drift(
     from capella_deploy.plan.drift import drift_report, unmatched_patterns
     from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
-    manifest = load_manifest_files(files, variables, var_files)
+    manifest = load_manifest_files(files, variables, var_files, environment=environment)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
@@ -214,6 +215,7 @@ def clone(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     region: str,
     name_suffix: str | None,
     provider: str | None,
@@ -237,7 +239,7 @@ def clone(
     from capella_deploy.manifest import Manifest
 
     # The clone is written out as a manifest: its outputs.path stays as the source manifest wrote it.
-    source = read_manifest_files(files, variables, var_files)
+    source = read_manifest_files(files, variables, var_files, environment=environment)
     manifest = source.manifest
     suffix = default_suffix(region) if name_suffix is None else name_suffix
     try:

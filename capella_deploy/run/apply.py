@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
-from capella_deploy.outputs.sinks import Sink, sink_for
+from capella_deploy.outputs.sinks import Entries, Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
-from capella_deploy.run.lock import org_lock
+from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import make_plan
 from capella_deploy.run.session import Session, Target, open_session
 from capella_deploy.run.settle import settle_outputs
@@ -53,6 +52,8 @@ class ApplyRequest:
     destroy: bool = False
     # What the manifest asks for that the catalog does not offer; a saved plan already carries its verdict.
     catalog: CatalogCheck | None = None
+    # The environment the run is for (``--environment``): a saved plan of another environment is refused.
+    environment: str | None = None
 
 
 class ApplyHooks(Protocol):
@@ -101,15 +102,55 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         manifest = saved.manifest
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
+    if saved is not None and request.environment not in (None, manifest.environment):
+        planned_for = f"environment {manifest.environment}" if manifest.environment else "no environment"
+        raise ConfigError(
+            f"{request.planfile} is a plan for {planned_for}, not for environment {request.environment}; "
+            "apply the plan made for this environment"
+        )
+    # Every place the outputs go must take them before the first change: a token has one chance to be kept.
+    entries = Entries({m.name for m in manifest.models}, {k.name for k in manifest.apiKeys})
+    sink = sink_for(request.outputs_target, request.target.environ, entries)
+    if sink is not None:
+        sink.check()
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
     source = f"the saved plan {request.planfile}" if saved else "the manifest's organizationId"
     async with open_session(request.target, org, source) as session:
-        with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
-            return await _apply_locked(session, manifest, saved, request, hooks)
+        operation = "destroy" if request.destroy else "apply"
+        target = request.target
+        lock_request = LockRequest(
+            operation=operation,
+            timeout=request.lock_timeout,
+            environment=manifest.environment,
+            region=_lease_region(manifest),
+            unlock_command=unlock_command(
+                session.org_id,
+                sandbox_state=str(target.sandbox_state) if target.sandbox_state is not None else None,
+                token_file=str(target.token_file) if target.token_file is not None else None,
+            ),
+        )
+        async with org_lock(
+            session.client, session.org_id, lock_request, notify=hooks.note, warn=hooks.warning
+        ) as lock:
+            hooks.note(
+                f"Locked organization {session.org_id} for {operation} (lock {lock.id}, taken in {lock.waited:.2f} s)."
+            )
+            return await _apply_locked(session, manifest, saved, request, hooks, sink)
+
+
+def _lease_region(manifest: Manifest) -> str:
+    """A region the organization uses, for the lock's lease key: the manifest's default, else its first."""
+    regions = [manifest.defaults.region, *(m.region for m in manifest.models), *(k.region for k in manifest.apiKeys)]
+    return next((region for region in regions if region), "us-east-1")
 
 
 async def _apply_locked(
-    session: Session, manifest: Manifest, saved: SavedPlan | None, request: ApplyRequest, hooks: ApplyHooks
+    session: Session,
+    manifest: Manifest,
+    saved: SavedPlan | None,
+    request: ApplyRequest,
+    hooks: ApplyHooks,
+    sink: Sink | None,
 ) -> bool:
     if saved is not None:
         live = await read_live(session.client, session.org_id)
@@ -134,8 +175,7 @@ async def _apply_locked(
     if blocked:
         hooks.blocked(blocked)
         return False
-    sink = sink_for(request.outputs_target, os.environ)
-    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs.path)
+    path = Path(request.outputs_target) if request.outputs_target and sink is None else Path(manifest.outputs_path)
     store = Outputs(path, format_for(path, request.output_format, manifest.outputs.format), org_id=plan.org_id)
     if not plan.has_changes:
         # Nothing to change; the declared checks still say whether the deployment answers.
@@ -227,7 +267,7 @@ async def _after_apply(
             hooks.error(problem)
         applied = applied and not settled.unsettled
     if sink is not None:
-        hooks.note(sink(store))
+        hooks.note(sink.publish(store.document()))
     report = None
     if applied and not request.destroy and manifest.checks:
         report = await run_manifest_checks(
