@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from datetime import date
@@ -159,6 +160,15 @@ def test_catalog_models_and_dimensions_are_checked_against_the_model_they_name()
     assert "did you mean" not in found["model.unknown"] and ", ".join(CATALOG.models) in found["model.unknown"]
     assert found["model.text-dims"] == f"dimensions applies to embedding models only; {CHAT} is a text-generation model"
     assert found["model.too-many"] == f"{EMBED} produces at most 2048 dimensions; got 4096"
+
+
+def test_a_long_catalog_model_name_is_quoted_in_part() -> None:
+    long = "acme/" + "x" * 5000
+    manifest = manifest_of(
+        {"defaults": {"region": "us-east-1"}, "models": [{"name": "m", "catalogModel": long, "gpuMemory": 24}]}
+    )
+    (problem,) = unoffered(manifest, CATALOG)
+    assert len(problem.message) < 1000 and "(5005 characters)" in problem.message
 
 
 def test_sizes_are_checked_against_the_catalog_not_only_the_manifest_types() -> None:
@@ -358,21 +368,27 @@ def test_every_catalog_entry_deploys_in_the_sandbox(world: World) -> None:
 
 
 TOKEN = "catalog-agreement-token"
-_SANDBOX = Sandbox(token=TOKEN, clock=ManualClock())
 _NAMES = itertools.count()
+
+
+@functools.cache
+def agreement_sandbox() -> Sandbox:
+    """One sandbox for every generated example: each create has a name of its own."""
+    return Sandbox(token=TOKEN, clock=ManualClock())
 
 
 async def _create(kind: str, body: dict[str, Any]) -> str | None:
     """The API's refusal of a create body, or None when it was accepted."""
+    sandbox = agreement_sandbox()
     client = CapellaClient(
-        base_url=IN_PROCESS_BASE_URL, token=Secret(TOKEN), transport=_SANDBOX.transport(), clock=ManualClock()
+        base_url=IN_PROCESS_BASE_URL, token=Secret(TOKEN), transport=sandbox.transport(), clock=ManualClock()
     )
     async with client:
         try:
             if kind == "model":
-                await client.create_model(_SANDBOX.org_id, body)
+                await client.create_model(sandbox.org_id, body)
             else:
-                await client.create_api_key(_SANDBOX.org_id, body)
+                await client.create_api_key(sandbox.org_id, body)
         except Unprocessable as refusal:
             return f"{refusal.message} {refusal.hint}"
     return None

@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from capella_deploy.catalog import Catalog
-from capella_deploy.manifest import LoadedManifest, Loc, Manifest
+from capella_deploy.manifest import LoadedManifest, Loc, Manifest, _show
 
 _CLOSE = 0.75
+# Longer text is no near miss of a catalog name, and comparing it would cost time for nothing.
+_LONGEST_GUESSED = 200
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,9 @@ def _not_offered(what: str, value: str | int, offered: Iterable[str | int]) -> s
     choices = [str(choice) for choice in offered]
     if not isinstance(value, str):  # a size: the list says it all
         return f"{what} {value} is not offered; offered: {', '.join(choices)}"
-    close = _closest(value, choices)
+    close = _closest(value, choices) if len(value) <= _LONGEST_GUESSED else []
     guess = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"{what} {value!r} is not offered{guess}; offered: {', '.join(choices)}"
+    return f"{what} {_show(value)} is not offered{guess}; offered: {', '.join(choices)}"
 
 
 def _closest(value: str, choices: list[str]) -> list[str]:
