@@ -112,6 +112,20 @@ def test_the_manifest_accepts_every_value_the_catalog_offers() -> None:
         assert unoffered(manifest, CATALOG) == []
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    "files",
+    [[path] for path in sorted(EXAMPLES.glob("*.yaml"))]
+    + [[EXAMPLES / "overlays/base.yaml", EXAMPLES / "overlays/eu.yaml"]],
+    ids=lambda files: "+".join(path.name for path in files),
+)
+def test_the_examples_ask_only_for_what_the_catalog_offers(files: list[Path]) -> None:
+    loaded = read_manifest(files, environ={"CAPELLA_EU_ORG_ID": "org-eu"})
+    assert check_catalog(loaded, CATALOG).findings == ()
+
+
 # -- the check, pure --------------------------------------------------------------------------------------
 
 
