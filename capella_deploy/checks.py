@@ -41,7 +41,7 @@ __all__ = [
 TransportFor = Callable[[str], "httpx.AsyncBaseTransport | None"]
 Timer = Callable[[], float]
 Status = Literal["pass", "fail", "skip"]
-JSON_FORMAT_VERSION = "1.0"
+JSON_FORMAT_VERSION = "2.0"
 _PREVIEW = 60  # characters of an answer quoted in a failure
 
 
@@ -66,8 +66,8 @@ class CheckResult:
             "kind": self.kind,
             "target": self.target,
             "status": self.status,
-            "latencyMs": _rounded(self.latency_ms),
-            "firstTokenMs": _rounded(self.first_token_ms),
+            "latency_ms": _rounded(self.latency_ms),
+            "first_token_ms": _rounded(self.first_token_ms),
             "reason": self.reason,
             "detail": self.detail,
         }
@@ -86,7 +86,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "formatVersion": JSON_FORMAT_VERSION,
+            "format_version": JSON_FORMAT_VERSION,
             "ok": self.ok,
             "summary": {status: self.count(status) for status in ("pass", "fail", "skip")},
             "checks": [result.to_dict() for result in self.results],

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from capella_deploy.lease import is_lease_key
+
 if TYPE_CHECKING:
     from capella_deploy.api.client import CapellaClient
 
@@ -78,6 +80,7 @@ class LiveModel:
     keyword_filtering: tuple[str, ...] | None
     connection_string: str | None
     version: int | None
+    created_at: datetime | None = None
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -217,6 +220,7 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
         keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
         connection_string=_str(item.get("connectionString")),
         version=_int(_mapping(item.get("audit")).get("version")),
+        created_at=parse_time(_mapping(item.get("audit")).get("createdAt")),
     )
 
 
@@ -240,7 +244,7 @@ def parse_key(raw: Mapping[str, Any]) -> LiveKey:
         expiry_days=_expiry(raw.get("expiry")),
         allowed_cidrs=tuple(str(c) for c in cidrs if isinstance(c, str)),
         allowed_models=tuple(allowed) or (("*", "*"),),
-        created_at=_time(_mapping(raw.get("audit")).get("createdAt")),
+        created_at=parse_time(_mapping(raw.get("audit")).get("createdAt")),
     )
 
 
@@ -259,7 +263,8 @@ async def read_live(client: CapellaClient, org_id: str) -> LiveState:
             warnings.append(f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress")
         models.append(model)
     keys: list[LiveKey] = []
-    for raw in raw_keys:
+    # The organization lock's leases are keys too, but no manifest's: no plan, drift report or export sees them.
+    for raw in (raw for raw in raw_keys if not is_lease_key(raw)):
         try:
             keys.append(parse_key(raw))
         except LiveStateError as exc:
@@ -301,7 +306,8 @@ def _int(value: Any) -> int | None:
 _RFC3339 = re.compile(r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?")
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time of the API (audit fields), or None when it is not one."""
     if not isinstance(value, str):
         return None
     match = _RFC3339.fullmatch(value.strip())

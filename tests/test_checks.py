@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -24,6 +25,7 @@ from capella_deploy.kinds.desired import header_profile
 from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.run.verify import sandbox_transport_for
 from capella_deploy.sandbox.server import running_server
+from capella_deploy.schemas import schema_text
 from capella_deploy.secrets import MASK
 from capella_deploy.views.checks import render_checks, render_checks_json, render_checks_markdown
 from capella_deploy.views.env import render_env
@@ -95,13 +97,14 @@ def test_every_kind_passes_against_a_fresh_apply(world: World) -> None:
     result = verify(world, path, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    jsonschema.validate(report, json.loads(schema_text("verify")))
     assert report["ok"] and report["summary"] == {"pass": 4, "fail": 0, "skip": 0}
     checks = {c["name"]: c for c in report["checks"]}
     assert [c["name"] for c in report["checks"]] == ["chat-ok", "stream-ok", "completion-ok", "embed-ok"]
     assert checks["embed-ok"]["detail"] == "2048 dimensions"
-    assert checks["stream-ok"]["firstTokenMs"] is not None
-    assert checks["stream-ok"]["firstTokenMs"] <= checks["stream-ok"]["latencyMs"]
-    assert all(c["latencyMs"] > 0 for c in report["checks"])
+    assert checks["stream-ok"]["first_token_ms"] is not None
+    assert checks["stream-ok"]["first_token_ms"] <= checks["stream-ok"]["latency_ms"]
+    assert all(c["latency_ms"] > 0 for c in report["checks"])
     assert checks["chat-ok"]["target"] == "model chat"
 
     table = verify(world, path)
@@ -194,7 +197,7 @@ def test_streaming_through_the_cloudbase_style_gateway(world: World) -> None:
     assert result.exit_code == 0, result.output
     gateway = json.loads(result.stdout)["checks"][0]
     assert gateway["target"] == "http://capella.sandbox/v1/ai/hunyuan"
-    assert gateway["firstTokenMs"] is not None and gateway["detail"].endswith("event(s)")
+    assert gateway["first_token_ms"] is not None and gateway["detail"].endswith("event(s)")
 
 
 def test_a_missing_api_key_variable_fails_that_check_only(world: World) -> None:
@@ -353,7 +356,7 @@ def test_env_refuses_what_it_cannot_answer(world: World) -> None:
         render_env(doc, "nope", key_name=None, show_secrets=False)
     with pytest.raises(ConfigError, match="choose one with --key: a, b"):
         render_env(doc, "chat", key_name=None, show_secrets=False)
-    assert "OPENAI_API_KEY=t2" in render_env(doc, "chat", key_name="b", show_secrets=True)
+    assert "OPENAI_API_KEY=t2" in render_env(doc, "chat", key_name="b", show_secrets=True).text
     missing = world.run("env", "chat", "--outputs", str(world.root / "none.json"))
     assert missing.exit_code == 1 and "no outputs file" in missing.stderr
 
@@ -542,7 +545,7 @@ def test_renderings_show_status_latency_and_reasons() -> None:
     assert "| `embed\\|x` | `model embed` | embedding | ❌ fail | 8 ms | the embedding has 2 dimensions |" in markdown
 
     doc = json.loads(render_checks_json(report))
-    assert doc["ok"] is False and doc["checks"][1]["firstTokenMs"] == 9.6
+    assert doc["ok"] is False and doc["checks"][1]["first_token_ms"] == 9.6
     assert render_checks(CheckReport()) == "No checks declared.\n"
 
 

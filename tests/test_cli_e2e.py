@@ -203,8 +203,7 @@ def test_an_outputs_path_that_cannot_be_written_stops_apply_before_anything_is_c
 
 
 def test_a_rotation_whose_new_token_is_lost_keeps_the_old_key_and_token(world: World) -> None:
-    with world.sandbox.mutate() as state:
-        state.reject_duplicate_names = False  # an API that lets the new key exist beside the old one
+    world.sandbox.set_rules("spec")  # an API that lets the new key exist beside the old one
     path = manifest(world)
     assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
     old = json.loads(world.outputs.read_text())["apiKeys"]["app"]

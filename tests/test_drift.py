@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+import jsonschema
 import pytest
 
 from capella_deploy.api.client import CapellaClient
@@ -21,6 +22,7 @@ from capella_deploy.manifest import Manifest
 from capella_deploy.plan.drift import IgnoreRules, drift_report
 from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL
+from capella_deploy.schemas import schema_text
 from capella_deploy.secrets import Secret
 from capella_deploy.views.drift import MARKDOWN_MARKER, render_markdown, slack_payload
 from tests.conftest import World
@@ -248,7 +250,9 @@ def test_a_hand_paused_model_and_a_hand_created_key_are_reported(world: World) -
 
     text = report_path.read_text()
     report = json.loads(text)
-    assert report["format_version"] == "1.0" and report["in_sync"] is False
+    assert report["format_version"] == "2.0" and report["in_sync"] is False
+    jsonschema.validate(report, json.loads(schema_text("drift")))
+    assert report["unmanaged"][0]["live_id"] == created.id
     assert report["organization_id"] == world.sandbox.org_id
     assert report["summary"] == {"drifted": 1, "missing": 0, "unmanaged": 1}
     assert report["drifted"][0]["address"] == "model.chat"

@@ -397,6 +397,8 @@ class Applier:
                 token=created.token,
                 region=body["region"],
                 expiresAt=expires.replace(microsecond=0).isoformat(),
+                # Which models the token may call, by manifest name ("*": every model of its region): for `env`.
+                allowedModels=sorted(spec.allowedModels),
             )
             return created.id, old_gone
         raise ApplyError(f"key {spec.name!r} could not be created after {_CREATE_ATTEMPTS} attempts")

@@ -1,6 +1,7 @@
-"""`capella-deploy verify` (run the manifest's checks) and `capella-deploy env` (settings for an OpenAI client).
+"""`capella-deploy verify`: run the manifest's checks against what apply deployed.
 
-Both read the outputs file that apply wrote; neither calls the Management API.
+It reads the outputs file apply wrote (the manifest's ``outputs.path``, relative to the manifest, unless
+``--outputs`` says otherwise); it never calls the Management API.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from capella_deploy.cli.common import ExitCode, guarded, load_manifest_files, manifest_options, sandbox_option
-
-if TYPE_CHECKING:
-    pass
-
-DEFAULT_OUTPUTS = Path(".capella/outputs.json")
+from capella_deploy.cli.conventions import Command
 
 
 def read_outputs(path: Path) -> dict[str, Any]:
@@ -29,14 +26,14 @@ def read_outputs(path: Path) -> dict[str, Any]:
     return Outputs(path).document()
 
 
-@click.command()
+@click.command(cls=Command)
 @manifest_options
 @sandbox_option("Reach the embedded sandbox's models (state file, default .capella/sandbox.json).")
 @click.option(
     "--outputs",
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Outputs file with connection strings and tokens (default: the manifest's outputs.path).",
+    help="Outputs file with connection strings and tokens (default: the manifest's outputs path).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the results as a Markdown section.")
@@ -44,19 +41,26 @@ def read_outputs(path: Path) -> dict[str, Any]:
 def verify(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     outputs_path: Path | None,
     as_json: bool,
     as_markdown: bool,
 ) -> None:
-    """Run the manifest's checks against what apply deployed; exit 1 if any fails."""
+    """Run the manifest's checks against what apply deployed; exit 1 if any fails.
+
+    \b
+    Example:
+      capella-deploy verify -f capella.yaml --markdown >> "$GITHUB_STEP_SUMMARY"
+    """
     from capella_deploy.run.verify import run_manifest_checks
     from capella_deploy.views.checks import render_checks, render_checks_json, render_checks_markdown
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables)
-    outputs = read_outputs(outputs_path or Path(manifest.outputs.path))
+    manifest = load_manifest_files(files, variables, var_files, environment=environment)
+    outputs = read_outputs(outputs_path or Path(manifest.outputs_path))
     report = asyncio.run(
         run_manifest_checks(
             manifest, outputs, sandbox_state=Path(sandbox) if sandbox else None, environ=dict(os.environ)
@@ -65,28 +69,3 @@ def verify(
     render = render_checks_json if as_json else render_checks_markdown if as_markdown else render_checks
     click.echo(render(report), nl=False)
     sys.exit(ExitCode.OK if report.ok else ExitCode.ERROR)
-
-
-@click.command()
-@click.argument("model")
-@click.option(
-    "--outputs",
-    "outputs_path",
-    default=str(DEFAULT_OUTPUTS),
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
-@click.option("--key", "key_name", help="The API key to use (default: the only key of the model's region).")
-@click.option("--show-secrets", is_flag=True, help="Print the key token instead of a mask.")
-@guarded
-def env(model: str, outputs_path: Path, key_name: str | None, show_secrets: bool) -> None:
-    """Print OPENAI_BASE_URL and OPENAI_API_KEY for MODEL, and the X-cb-* headers to send."""
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.secrets import revealed
-    from capella_deploy.views.env import render_env
-
-    if not outputs_path.exists():
-        raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
-    text = render_env(read_outputs(outputs_path), model, key_name=key_name, show_secrets=show_secrets)
-    with revealed():
-        click.echo(text, nl=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from capella_deploy.manifest import Manifest
+    from capella_deploy.manifest import LoadedManifest, Manifest
+    from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.run.session import Target
 
 
@@ -25,6 +27,14 @@ class ExitCode(IntEnum):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def warn(text: str) -> None:
+    click.echo(click.style("Warning: ", fg="yellow", bold=True) + text, err=True)
+
+
+def error(text: str) -> None:
+    click.echo(click.style("Error: ", fg="red", bold=True) + text, err=True)
 
 
 def sandbox_option(help: str) -> Callable[[F], F]:
@@ -51,7 +61,31 @@ def target_options(func: F) -> F:
     return func
 
 
+def environment_option(func: F) -> F:
+    return click.option(
+        "--environment",
+        "environment",
+        metavar="NAME",
+        callback=_check_environment,
+        help="The environment the manifest deploys (or `environment:` in it): names the plan comment, the lock "
+        "holder and the default outputs path .capella/NAME/outputs.json.",
+    )(func)
+
+
+def _check_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from capella_deploy.manifest import NAME_PATTERN
+
+    if value is not None and (len(value) > 32 or not re.fullmatch(NAME_PATTERN, value)):
+        raise click.BadParameter(
+            f"{value!r} is not an environment name: up to 32 letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 def manifest_options(func: F) -> F:
+    """-f (required), --var, --var-file and --environment."""
+    func = environment_option(func)
     func = click.option(
         "-f",
         "--file",
@@ -61,8 +95,45 @@ def manifest_options(func: F) -> F:
         type=click.Path(path_type=Path),
         help="Manifest file; repeat to overlay files in order.",
     )(func)
-    func = click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")(func)
+    return variable_options(func)
+
+
+def variable_options(func: F) -> F:
+    func = click.option(
+        "--var",
+        "variables",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set the manifest variable ${NAME}; repeatable. A name no manifest file uses is an error.",
+    )(func)
+    func = click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Variables from a YAML mapping (NAME: value) or a dotenv file (NAME=value); --var wins.",
+    )(func)
     return func
+
+
+def target_option(func: F) -> F:
+    return click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="ADDRESS",
+        help="Only this resource (model.NAME or apiKey.NAME) and what it needs; repeatable. Not for routine use.",
+    )(func)
+
+
+def skip_catalog_option(func: F) -> F:
+    return click.option(
+        "--skip-catalog-check",
+        is_flag=True,
+        help="Do not refuse what the tool's catalog says Capella does not offer (for a region or model newer "
+        "than the catalog); Capella still refuses what it does not offer.",
+    )(func)
 
 
 def guarded(func: F) -> F:
@@ -94,16 +165,79 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_manifest_files(files: Sequence[Path], variables: Sequence[str]) -> Manifest:
-    from capella_deploy.manifest import load_manifest
+def read_manifest_files(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
+) -> LoadedManifest:
+    """The manifest as its files said it, with where each value came from."""
+    from capella_deploy.cli.variables import parse_vars, read_var_files
+    from capella_deploy.manifest import read_manifest
 
-    parsed: dict[str, str] = {}
-    for item in variables:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not K=V", param_hint="--var")
-        parsed[key] = value
-    return load_manifest(list(files), variables=parsed)
+    from_files = read_var_files(var_files)
+    # --var values must be used by the manifest; a var file may serve several manifests, as in Terraform.
+    loaded = read_manifest(
+        list(files), variables=parse_vars(variables), environ={**os.environ, **from_files}, environment=environment
+    )
+    unused = sorted(set(from_files) - loaded.variables_used)
+    if unused:
+        files_text = ", ".join(str(f) for f in var_files)
+        warn(f"{files_text} sets {', '.join(unused)}, which no manifest file uses")
+    return loaded
+
+
+def load_manifest_files(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
+    resolve_outputs: bool = True,
+) -> Manifest:
+    """The manifest; ``resolve_outputs`` makes ``outputs.path`` relative to the working directory (see
+    ``outputs_path_from``), for every command but one that writes the manifest out again."""
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
+    return _with_outputs_resolved(loaded) if resolve_outputs else loaded.manifest
+
+
+def load_checked_manifest(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    *,
+    environment: str | None = None,
+    skip_catalog_check: bool,
+) -> tuple[Manifest, CatalogCheck]:
+    """The manifest and what it asks for that the catalog does not offer (plan and apply make errors of it)."""
+    from capella_deploy.catalog import CATALOG
+    from capella_deploy.manifest.offered import check_catalog
+
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
+    return _with_outputs_resolved(loaded), check_catalog(loaded, CATALOG, skipped=skip_catalog_check)
+
+
+def _with_outputs_resolved(loaded: LoadedManifest) -> Manifest:
+    manifest = loaded.manifest
+    origin = loaded.file_that_set("outputs", "path")
+    resolved = outputs_path_from(manifest.outputs.path, origin)
+    if resolved != manifest.outputs.path:
+        manifest = manifest.model_copy(update={"outputs": manifest.outputs.model_copy(update={"path": resolved})})
+    return manifest
+
+
+def outputs_path_from(path: str, manifest_file: str | None) -> str:
+    """A declared relative ``outputs.path`` is relative to the manifest file that declares it.
+
+    It is rewritten relative to the working directory, so apply, outputs, env and verify (and a saved plan
+    applied later from the same directory) all find one file. Left to the default, it stays
+    ``.capella/outputs.json`` in the working directory, beside the sandbox state and the lock.
+    """
+    if manifest_file is None or Path(path).is_absolute():
+        return path
+    base = Path(manifest_file).parent
+    return os.path.normpath(base / path) if base != Path(".") else path
 
 
 def make_target(sandbox: str | None, token_file: Path | None) -> Target:
@@ -125,12 +259,13 @@ def make_target(sandbox: str | None, token_file: Path | None) -> Target:
     )
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     value = text.strip()
     try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
+        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint="--timeout") from None
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint=option) from None
+    if seconds < 0 or seconds != seconds:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h", param_hint=option)
+    return seconds

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,22 +17,51 @@ from capella_deploy import __version__
 from capella_deploy.cli.common import (
     ExitCode,
     F,
+    environment_option,
     guarded,
+    load_checked_manifest,
     load_manifest_files,
     make_target,
     manifest_options,
     parse_duration,
+    read_manifest_files,
+    skip_catalog_option,
+    target_option,
     target_options,
+    variable_options,
+    warn,
 )
+from capella_deploy.cli.conventions import (
+    COMPLETE_VAR,
+    Group,
+    color_from_environment,
+    configure_logging,
+    reset_logging,
+)
+from capella_deploy.errors import CapellaError
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
     from capella_deploy.run.apply import ApplyRequest
+    from capella_deploy.run.lock import Lease
     from capella_deploy.run.session import Target
 
+ENVIRONMENT = """\b
+Environment:
+  CAPELLA_API_TOKEN       Management API token (or --token-file); never a command-line value
+  CAPELLA_API_URL         API base URL (default https://cloudapi.cloud.couchbase.com)
+  CAPELLA_ORG_ID          organization, when the manifest sets no organizationId
+  CAPELLA_RATE_LIMIT      requests per minute the client keeps under
+  CAPELLA_SANDBOX_FAULTS  fault file for the embedded sandbox of --sandbox
+  CAPELLA_DRIFT_WEBHOOK   where `drift --notify` posts
+  CAPELLA_LOG             log level: debug, info, warning (default), error
+  CAPELLA_LOG_PATH        write the log to this file instead of stderr
+  NO_COLOR, FORCE_COLOR   plain text, or colours even off a terminal
+"""
 
-class _LazyGroup(click.Group):
+
+class _LazyGroup(Group):
     """Commands kept in other modules load only when run, so `--help` and `validate` start fast."""
 
     # name -> (module, attribute, the one-line help `--help` shows without importing the module)
@@ -41,7 +71,11 @@ class _LazyGroup(click.Group):
         "export": ("capella_deploy.cli.ops", "export", "Write a manifest of what is live."),
         "clone": ("capella_deploy.cli.ops", "clone", "Write the manifest for the same deployment in another region."),
         "verify": ("capella_deploy.cli.checks", "verify", "Run the manifest's checks against the deployed models."),
-        "env": ("capella_deploy.cli.checks", "env", "Print OPENAI_BASE_URL and OPENAI_API_KEY for a model."),
+        "env": ("capella_deploy.cli.outputs", "env", "Print OPENAI_BASE_URL and OPENAI_API_KEY for a model."),
+        "outputs": ("capella_deploy.cli.outputs", "outputs", "Print the outputs of the last apply (tokens masked)."),
+        "status": ("capella_deploy.cli.status", "status", "Show what is deployed in the organization."),
+        "schema": ("capella_deploy.cli.meta", "schema", "Print a JSON Schema: the manifest, the JSON plan, ..."),
+        "completion": ("capella_deploy.cli.meta", "completion", "Print the shell completion script."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -59,6 +93,15 @@ class _LazyGroup(click.Group):
 
         # click exits 2 on a usage error, which here means "changes present"; a mistyped command is an error.
         kwargs["standalone_mode"] = False
+        if COMPLETE_VAR in os.environ:
+            # A shell asking for completions: click answers in bytes, with names of commands, options and files.
+            return super().main(*args, **kwargs)
+        try:
+            # Before parsing: a --debug anywhere on the line then raises the level as its option is read.
+            configure_logging(os.environ)
+        except CapellaError as exc:
+            click.echo(click.style("Error: ", fg="red", bold=True) + str(exc), err=True)
+            sys.exit(ExitCode.ERROR)
         # Known from the start, so even `validate`, which never reads the token, masks it in what it prints.
         remember(os.environ.get(API_TOKEN_VARIABLE, "").strip())
         with masked_output():
@@ -70,40 +113,102 @@ class _LazyGroup(click.Group):
             except click.Abort:
                 click.echo("Aborted.", err=True)
                 sys.exit(ExitCode.ERROR)
+            finally:
+                reset_logging()
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items() if not cmd.hidden]
+        # Whole summaries, wrapped: click's default cuts them at 45 characters.
+        rows = [(name, cmd.get_short_help_str(limit=200)) for name, cmd in self.commands.items() if not cmd.hidden]
         rows += [(name, short) for name, (_, _, short) in self.lazy.items()]
         with formatter.section("Commands"):
             formatter.write_dl(sorted(rows))
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENVIRONMENT)
 @click.version_option(__version__, prog_name="capella-deploy")
-@click.option("--debug", is_flag=True, help="Log every API request (never a secret) to stderr.")
-def main(debug: bool) -> None:
-    """Plan and apply Couchbase Capella AI Services deployments from YAML manifests."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not debug:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Plan and apply Couchbase Capella AI Services deployments from YAML manifests.
+
+    \b
+    Example:
+      capella-deploy plan -f capella.yaml -out capella.plan.json
+      capella-deploy apply capella.plan.json
+    """
+    if ctx.color is None:  # --no-color, when given, has already said False
+        ctx.color = color_from_environment(os.environ)
+    # A CI runner cancels a job with SIGTERM: stop as at Ctrl-C, releasing the organization lock on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @main.command()
-@manifest_options
+@click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Manifest file; repeat to overlay files in order (checked together).",
+)
+@variable_options
+@environment_option
 @guarded
-def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
-    """Check manifests without talking to Capella."""
-    manifest = load_manifest_files(files, variables)
-    click.echo(f"The manifest is valid: {len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s).")
+def validate(
+    manifests: Sequence[Path],
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
+) -> None:
+    """Check manifests without talking to Capella: the -f files together (an overlay), each MANIFEST alone.
+
+    \b
+    Example:
+      capella-deploy validate -f base.yaml -f prod.yaml --var-file prod.env
+      capella-deploy validate capella/*.yaml          # each file on its own, as pre-commit runs it
+    """
+    from capella_deploy.catalog import CATALOG
+    from capella_deploy.manifest import ManifestError
+    from capella_deploy.manifest.offered import check_catalog
+
+    if not files and not manifests:
+        raise click.UsageError("give the manifest: -f FILE (repeat to overlay) or MANIFEST ... (each on its own)")
+    groups = ([list(files)] if files else []) + [[path] for path in manifests]
+    problems = 0
+    unoffered = 0
+    for group in groups:
+        try:
+            loaded = read_manifest_files(group, variables, var_files, environment=environment)
+        except ManifestError as exc:
+            click.echo(str(exc), err=True)
+            problems += len(exc.issues)
+            continue
+        manifest = loaded.manifest
+        counts = f"{len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s)"
+        if len(groups) == 1:
+            click.echo(f"The manifest is valid: {counts}.")
+        else:
+            click.echo(f"{' + '.join(str(path) for path in group)}: valid: {counts}.")
+        # Warnings only: the catalog may be older than what Capella offers today; plan and apply decide.
+        for finding in check_catalog(loaded, CATALOG).findings:
+            warn(finding.text)
+            unoffered += 1
+    if unoffered:
+        warn(
+            f"{unoffered} value(s) above are not in the {CATALOG.label}: Capella would refuse to create them, "
+            "and plan and apply refuse them too (--skip-catalog-check overrides that, should Capella offer them now)"
+        )
+    if problems:
+        click.echo(f"{problems} problem(s) in the manifest{'s' if len(groups) > 1 else ''}.", err=True)
+        sys.exit(ExitCode.ERROR)
 
 
 @main.command()
 @manifest_options
 @target_options
+@target_option
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
 @click.option("--out", "-out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (docs/plan-json.md).")
@@ -112,25 +217,37 @@ def validate(files: Sequence[Path], variables: Sequence[str]) -> None:
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@skip_catalog_option
 @guarded
 def plan(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
+    targets: Sequence[str],
     detailed_exitcode: bool,
     out: Path | None,
     as_json: bool,
     as_markdown: bool,
     replace: Sequence[str],
     allow_mass_change: bool,
+    skip_catalog_check: bool,
 ) -> None:
-    """Show what apply would change."""
+    """Show what apply would change.
+
+    \b
+    Example:
+      capella-deploy plan -f capella.yaml -out capella.plan.json -detailed-exitcode
+    """
     from capella_deploy.views.plan import RENDERERS
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables)
+    manifest, catalog = load_checked_manifest(
+        files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+    )
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -138,13 +255,15 @@ def plan(
         from capella_deploy.run.session import open_session
 
         async with open_session(target, manifest.organizationId or None) as session:
-            return await make_plan(session, manifest, replace)
+            return await make_plan(session, manifest, replace, targets=targets, catalog=catalog)
 
     import asyncio
 
     result = asyncio.run(run())
+    human = not as_json and not as_markdown
     click.echo(RENDERERS["json" if as_json else "markdown" if as_markdown else "human"](result), nl=False)
-    if not as_json and not as_markdown:
+    if human and not result.errors:
+        # A plan that cannot be applied has nothing to review: no checksum to hand on.
         click.echo(f"Plan checksum: {result.checksum()}")
     from capella_deploy.run.apply import blockers
 
@@ -153,22 +272,59 @@ def plan(
         from capella_deploy.plan import planfile
 
         planfile.save(out, result, manifest)
-        click.echo(
-            f"Saved the plan to {out}; apply exactly it with `capella-deploy apply {out}`.", err=as_json or as_markdown
-        )
+        click.echo(f"Saved the plan to {out}; apply exactly it with `capella-deploy apply {out}`.", err=not human)
     if blocked:
+        # The human rendering already shows the plan's own errors; print each reason once.
         for reason in blocked:
-            click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
+            if not (human and reason in result.errors):
+                click.echo(click.style("Error: ", fg="red", bold=True) + reason, err=True)
         sys.exit(ExitCode.ERROR)
     if detailed_exitcode and result.has_changes:
         sys.exit(ExitCode.CHANGES)
+
+
+@main.command()
+@click.argument("planfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON, exactly as `plan --json` does.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print the plan as a Markdown PR comment.")
+@guarded
+def show(planfile: Path, as_json: bool, as_markdown: bool) -> None:
+    """Show a saved plan (from `plan -out PLANFILE`) without talking to Capella.
+
+    \b
+    Example:
+      capella-deploy show capella.plan.json --markdown
+    """
+    from capella_deploy.plan import planfile as planfiles
+    from capella_deploy.views.plan import RENDERERS
+
+    if as_json and as_markdown:
+        raise click.UsageError("choose one of --json and --markdown")
+    saved = planfiles.load(planfile)
+    if as_json or as_markdown:
+        click.echo(RENDERERS["json" if as_json else "markdown"](saved.plan), nl=False)
+        return
+    applied = (
+        f"applied at {saved.applied_at}" if saved.applied_at else f"apply it with `capella-deploy apply {planfile}`"
+    )
+    click.echo(f"Saved plan {planfile}, made at {saved.created_at} by capella-deploy {saved.tool_version}; {applied}.")
+    click.echo("")
+    click.echo(RENDERERS["human"](saved.plan), nl=False)
+    if not saved.plan.errors:
+        click.echo(f"Plan checksum: {saved.plan.checksum()}")
 
 
 def apply_options(func: F) -> F:
     for option in reversed(
         [
             click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation."),
-            click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 100)),
+            click.option(
+                "--parallelism",
+                default=10,
+                show_default=True,
+                type=click.IntRange(1, 100),
+                help="How many changes run at once (the client's rate limit still applies).",
+            ),
             click.option("--timeout", default="60m", show_default=True, help="Per-resource wait limit: 90s, 30m, 2h."),
             click.option(
                 "--outputs",
@@ -191,102 +347,135 @@ def apply_options(func: F) -> F:
 @main.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
-@click.option("--var", "variables", multiple=True, metavar="K=V", help="Set a ${K} manifest variable.")
+@variable_options
+@environment_option
 @target_options
+@target_option
 @apply_options
 @click.option("--checksum", help="Apply only if the plan computed now has this checksum.")
 @click.option(
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@skip_catalog_option
 @guarded
 def apply(
     planfile: Path | None,
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
+    targets: Sequence[str],
     checksum: str | None,
     replace: Sequence[str],
     allow_mass_change: bool,
+    skip_catalog_check: bool,
     **options: Any,
 ) -> None:
-    """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs."""
-    if planfile is not None and (files or variables or replace):
-        raise click.UsageError("a saved plan already holds its manifest: give PLANFILE or -f, not both")
+    """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs.
+
+    A saved plan is applied without a question: it was reviewed when it was made.
+
+    \b
+    Example:
+      capella-deploy apply capella.plan.json        # or: apply -f capella.yaml --auto-approve
+    """
+    if planfile is not None and (files or variables or var_files or replace or targets or skip_catalog_check):
+        raise click.UsageError(
+            "a saved plan already holds its manifest, variables, targets and catalog check: "
+            "give PLANFILE or -f, not both"
+        )
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
+    manifest, catalog = None, None
+    if planfile is None:
+        manifest, catalog = load_checked_manifest(
+            files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+        )
+    else:
+        options = {**options, "auto_approve": True}
     request = _request(
         make_target(sandbox, token_file),
         options,
         allow_mass_change=allow_mass_change,
         checksum=checksum,
         replace=tuple(replace),
+        targets=tuple(targets),
         planfile=planfile,
+        catalog=catalog,
+        environment=environment,
     )
-    _run_apply(load_manifest_files(files, variables) if planfile is None else None, request)
+    _run_apply(manifest, request)
 
 
 @main.command()
 @manifest_options
 @target_options
+@target_option
 @apply_options
 @guarded
 def destroy(
-    files: Sequence[Path], variables: Sequence[str], sandbox: str | None, token_file: Path | None, **options: Any
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
+    sandbox: str | None,
+    token_file: Path | None,
+    targets: Sequence[str],
+    **options: Any,
 ) -> None:
-    """Delete every model and key the manifest manages (preventDestroy still protects)."""
+    """Delete every model and key the manifest manages (preventDestroy still protects).
+
+    \b
+    Example:
+      capella-deploy destroy -f capella.yaml --sandbox
+    """
     # Destroying everything the manifest names is the point of the command: no mass-change guard.
-    request = _request(make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True)
-    _run_apply(load_manifest_files(files, variables), request)
-
-
-@main.command()
-@click.option(
-    "--outputs",
-    "outputs_path",
-    default=".capella/outputs.json",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["json", "dotenv"]),
-    default="json",
-    show_default=True,
-    help="Print as.",
-)
-@click.option("--show-secrets", is_flag=True, help="Print key tokens instead of a mask.")
-@guarded
-def outputs(outputs_path: Path, output_format: str, show_secrets: bool) -> None:
-    """Print the outputs of the last apply (tokens masked); the file may be JSON or dotenv."""
-    from capella_deploy.errors import ConfigError
-    from capella_deploy.outputs import Outputs, render_dotenv, render_json
-    from capella_deploy.secrets import revealed
-
-    if not outputs_path.exists():
-        raise ConfigError(f"{outputs_path}: no outputs file; run `capella-deploy apply` first or pass --outputs")
-    store = Outputs(outputs_path)
-    doc = store.document() if show_secrets else store.masked()
-    with revealed():
-        click.echo((render_json if output_format == "json" else render_dotenv)(doc), nl=False)
+    request = _request(
+        make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True, targets=tuple(targets)
+    )
+    _run_apply(load_manifest_files(files, variables, var_files, environment=environment), request)
 
 
 @main.command(name="force-unlock")
 @click.argument("lock_id")
-@click.option("--org", "org_id", required=True, help="The organization whose lock to remove.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="The organization (default CAPELLA_ORG_ID, else the only one).")
+@target_options
 @guarded
-def force_unlock(lock_id: str, org_id: str) -> None:
-    """Remove the lock a killed run left behind (its id is in the error the next run prints)."""
-    from capella_deploy.run.lock import DEFAULT_LOCK_DIR
-    from capella_deploy.run.lock import force_unlock as unlock
+def force_unlock(lock_id: str, org_id: str | None, sandbox: str | None, token_file: Path | None) -> None:
+    """Free the organization lock LOCK_ID from anywhere, e.g. the lock of a run that died holding it.
 
-    holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
-    click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
+    The lock error of the run that found it locked prints this command in full. A run still holding the lock
+    stops at its next lease renewal.
+
+    \b
+    Example:
+      capella-deploy force-unlock 3f2a9c1e --org 6af08c0a-8cab-4c1c-b257-b521575c16d0
+    """
+    import asyncio
+
+    from capella_deploy.run.lock import force_unlock as unlock
+    from capella_deploy.run.session import open_session
+
+    target = make_target(sandbox, token_file)
+
+    async def run() -> tuple[str, list[Lease]]:
+        async with open_session(target, org_id) as session:
+            return session.org_id, await unlock(session.client, session.org_id, lock_id)
+
+    org, removed = asyncio.run(run())
+    click.echo(f"Removed the lock {lock_id} from organization {org}: {removed[0].describe()}.")
 
 
 # -- internals ----------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (in the background)
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyRequest:
@@ -297,10 +486,10 @@ def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyR
         target=target,
         auto_approve=options["auto_approve"],
         parallelism=options["parallelism"],
-        timeout=parse_duration(options["timeout"]),
+        timeout=parse_duration(options["timeout"], "--timeout"),
         outputs_target=options["outputs_target"],
         output_format=options["output_format"],
-        lock_timeout=parse_duration(options["lock_timeout"]),
+        lock_timeout=parse_duration(options["lock_timeout"], "--lock-timeout"),
         **extra,
     )
 
@@ -311,5 +500,6 @@ def _run_apply(manifest: Manifest | None, request: ApplyRequest) -> None:
     from capella_deploy.cli.terminal import TerminalApplyView
     from capella_deploy.run.apply import run_apply
 
-    ok = asyncio.run(run_apply(manifest, request, TerminalApplyView(interactive=sys.stdout.isatty())))
+    view = TerminalApplyView(interactive=sys.stdout.isatty(), destroy=request.destroy)
+    ok = asyncio.run(run_apply(manifest, request, view))
     sys.exit(ExitCode.OK if ok else ExitCode.ERROR)

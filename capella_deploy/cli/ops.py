@@ -21,14 +21,16 @@ from capella_deploy.cli.common import (
     load_manifest_files,
     make_target,
     manifest_options,
-    sandbox_option,
+    read_manifest_files,
+    skip_catalog_option,
     target_options,
+    warn,
 )
+from capella_deploy.cli.conventions import Command
 from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import redact
 
 if TYPE_CHECKING:
-    from capella_deploy.gitops.clone import Offering
     from capella_deploy.live import LiveState
     from capella_deploy.plan import Plan
     from capella_deploy.plan.drift import IgnoreRules
@@ -38,14 +40,10 @@ WEBHOOK_ENV = "CAPELLA_DRIFT_WEBHOOK"
 SCHEMA_FILE = Path("schemas/manifest.schema.json")
 
 
-def _warn(message: str) -> None:
-    click.echo(click.style("Warning: ", fg="yellow", bold=True) + message, err=True)
-
-
 # -- drift ---------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @manifest_options
 @target_options
 @click.option(
@@ -74,6 +72,8 @@ def _warn(message: str) -> None:
 def drift(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     report_path: Path | None,
@@ -85,12 +85,16 @@ def drift(
     """Report how the organization differs from the manifest; changes nothing, asks nothing.
 
     Exit status: 0 in sync, 2 drift found, 1 error.
+
+    \b
+    Example:
+      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.caching.expiryTTL'
     """
     from capella_deploy.outputs import atomic_write
-    from capella_deploy.plan.drift import drift_report
+    from capella_deploy.plan.drift import drift_report, unmatched_patterns
     from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
-    manifest = load_manifest_files(files, variables)
+    manifest = load_manifest_files(files, variables, var_files, environment=environment)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
@@ -101,10 +105,16 @@ def drift(
         async with open_session(target, manifest.organizationId or None) as session:
             return await make_plan(session, manifest, ())
 
-    report = drift_report(asyncio.run(run()), rules)
+    planned = asyncio.run(run())
+    report = drift_report(planned, rules)
     click.echo(render_markdown(report) if as_markdown else render_text(report), nl=False)
     for warning in report.warnings:
-        _warn(warning)
+        warn(warning)
+    for pattern in unmatched_patterns(rules, planned):
+        warn(
+            f"the ignore pattern {pattern!r} matches no resource or attribute here; check its spelling "
+            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.caching.expiryTTL')"
+        )
     if report_path is not None:
         atomic_write(report_path, redact(render_json(report)))
         click.echo(f"Wrote the drift report to {report_path}.", err=True)
@@ -115,7 +125,7 @@ def drift(
         if delivered:
             click.echo(outcome, err=True)
         else:
-            _warn(outcome)
+            warn(outcome)
     sys.exit(ExitCode.OK if report.in_sync else ExitCode.CHANGES)
 
 
@@ -135,7 +145,7 @@ def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRu
 # -- export --------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @target_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
 @click.option("--match", metavar="PATTERN", help="Only resources whose name matches this fnmatch pattern.")
@@ -150,7 +160,12 @@ def export(
     region: str | None,
     org_id: str | None,
 ) -> None:
-    """Write a manifest of what is live; planning it against the same organization shows no changes."""
+    """Write a manifest of what is live; planning it against the same organization shows no changes.
+
+    \b
+    Example:
+      capella-deploy export --match 'team-a-*' -o capella/team-a.yaml
+    """
     from capella_deploy.gitops.export import export_manifest, manifest_yaml
 
     target = make_target(sandbox, token_file)
@@ -159,7 +174,7 @@ def export(
         from capella_deploy.live import read_live
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, org_id) as session:
+        async with open_session(target, org_id, "--org") as session:
             return await read_live(session.client, session.org_id)
 
     live = asyncio.run(run())
@@ -172,9 +187,9 @@ def export(
     ]
     text = manifest_yaml(result.document, comments, schema_ref=_schema_ref(output))
     for item in result.omitted:
-        _warn(f"not exported: {item}")
+        warn(f"not exported: {item}")
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     _emit(text, output)
     counts = f"{len(result.document.get('models', []))} model(s) and {len(result.document.get('apiKeys', []))} key(s)"
     click.echo(f"Exported {counts}.", err=True)
@@ -183,7 +198,7 @@ def export(
 # -- clone ---------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @manifest_options
 @click.option("--to-region", "region", required=True, metavar="REGION", help="The region of the clone.")
 @click.option(
@@ -194,26 +209,38 @@ def export(
 @click.option("--provider", type=click.Choice(["aws", "gcp", "azure"]), help="Move to this cloud provider too.")
 @click.option("--org", "org_id", metavar="ORG_ID", help="Set the clone's organizationId.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
-@sandbox_option("Check that the sandbox offers the models and sizes in the target region.")
+@skip_catalog_option
 @guarded
 def clone(
     files: Sequence[Path],
     variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
     region: str,
     name_suffix: str | None,
     provider: str | None,
     org_id: str | None,
     output: Path | None,
-    sandbox: str | None,
+    skip_catalog_check: bool,
 ) -> None:
-    """Write a manifest for the same deployment in another region (new names, new API keys)."""
+    """Write a manifest for the same deployment in another region (new names, new API keys).
+
+    The clone is refused when the catalog says Capella does not offer what it asks for in that region.
+
+    \b
+    Example:
+      capella-deploy clone -f capella.yaml --to-region eu-west-1 -o capella-eu.yaml
+    """
     from pydantic import ValidationError
 
-    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unavailable
+    from capella_deploy.catalog import CATALOG
+    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unoffered_in_clone
     from capella_deploy.gitops.export import manifest_yaml
     from capella_deploy.manifest import Manifest
 
-    manifest = load_manifest_files(files, variables)
+    # The clone is written out as a manifest: its outputs.path stays as the source manifest wrote it.
+    source = read_manifest_files(files, variables, var_files, environment=environment)
+    manifest = source.manifest
     suffix = default_suffix(region) if name_suffix is None else name_suffix
     try:
         result = clone_manifest(
@@ -223,46 +250,34 @@ def clone(
             provider=provider,
             org_id=org_id,
         )
-        Manifest.model_validate(result.document)
+        cloned = Manifest.model_validate(result.document)
     except ValueError as exc:
         problems = [_problem(e) for e in exc.errors()] if isinstance(exc, ValidationError) else [str(exc)]
         raise ConfigError("the clone would not be a valid manifest: " + "; ".join(problems)) from None
-    if sandbox is not None:
-        problems = unavailable(result.document, _sandbox_offering())
-        if problems:
-            raise ConfigError(f"the sandbox cannot deploy this clone in {region}: " + "; ".join(problems))
-        click.echo(f"Checked: the sandbox offers every model and size of the clone in {region}.", err=True)
-    else:
-        _warn(
-            f"availability in {region} was not checked: the Management API has no catalog to ask; "
-            "a model or GPU size not offered there will fail at apply"
+    unoffered = unoffered_in_clone(cloned, source, CATALOG, region=region, provider=provider)
+    if unoffered and not skip_catalog_check:
+        raise ConfigError(
+            f"Capella would refuse to create this clone ({CATALOG.label}):\n"
+            + "".join(f"  {problem}\n" for problem in unoffered)
+            + "Choose what is offered, or pass --skip-catalog-check if Capella offers it now."
         )
+    for problem in unoffered:
+        warn(f"{problem} (--skip-catalog-check: written anyway)")
     for warning in result.warnings:
-        _warn(warning)
+        warn(warning)
     flags = [f"-f {shlex.quote(str(f))}" for f in files] + [f"--to-region {shlex.quote(region)}"]
     flags += [
         f"{flag} {shlex.quote(value)}"
         for flag, value in (("--name-suffix", name_suffix), ("--provider", provider), ("--org", org_id))
         if value is not None
     ]
+    flags += ["--skip-catalog-check"] if skip_catalog_check else []
     comments = [
         f"Made by: capella-deploy clone {' '.join(flags)}",
         "API keys are declared anew: apply creates them and writes new tokens (a token cannot be copied).",
+        *(f"Not in the {CATALOG.label}: {problem}" for problem in unoffered),
     ]
     _emit(manifest_yaml(result.document, comments, schema_ref=_schema_ref(output)), output)
-
-
-def _sandbox_offering() -> Offering:
-    from capella_deploy.gitops.clone import Offering
-    from capella_deploy.sandbox import catalog
-
-    return Offering(
-        regions=catalog.REGIONS,
-        providers=catalog.OFFERED_PROVIDERS,
-        catalog_models=tuple(catalog.CATALOG),
-        gpu_sizes=catalog.GPU_MEMORY_CHOICES,
-        cpu_sizes=catalog.CPU_CHOICES,
-    )
 
 
 def _problem(error: Any) -> str:
@@ -274,10 +289,26 @@ def _problem(error: Any) -> str:
 
 
 def _schema_ref(output: Path | None) -> str:
-    """The schema path as the written file's editor will resolve it: relative to the file."""
-    if output is None:
-        return SCHEMA_FILE.as_posix()
-    return Path(os.path.relpath(SCHEMA_FILE.resolve(), output.resolve().parent)).as_posix()
+    """A ``$schema`` path the written file's editor can open: relative to the file, and pointing at a file.
+
+    A ``schemas/manifest.schema.json`` beside the output or in a folder above it (a repository's published
+    copy) comes first; else the copy installed with the tool.
+    """
+    from capella_deploy.schemas import schema_path
+
+    where = (output.resolve().parent if output is not None else Path.cwd()).resolve()
+    for directory in (where, *where.parents):
+        candidate = directory / SCHEMA_FILE
+        if candidate.is_file():
+            return Path(os.path.relpath(candidate, where)).as_posix()
+    installed = schema_path("manifest").resolve()
+    warn(
+        f"no {SCHEMA_FILE} beside the manifest or above it, so its $schema names this installation's copy "
+        f"({installed}); for a path everyone can open, commit one: capella-deploy schema > {SCHEMA_FILE}"
+    )
+    if installed.is_relative_to(Path.cwd().resolve()):
+        return Path(os.path.relpath(installed, where)).as_posix()
+    return installed.as_posix()
 
 
 def _emit(text: str, output: Path | None) -> None:

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from capella_deploy.cli.common import guarded
+from capella_deploy.cli.conventions import Group
+from capella_deploy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from capella_deploy.sandbox.operations import Rules
 
 DEFAULT_STATE = Path(".capella/sandbox.json")
 DEFAULT_PORT = 8480
 TOKEN_ENV = "CAPELLA_API_TOKEN"
 
+_world_option = click.option(
+    "--world",
+    type=click.Choice(["spec", "conflicts"]),
+    help="The rules the world follows, kept in the state file: spec (the official API spec: names may repeat, "
+    "validation errors are 422) or conflicts (duplicate names and edits during a transition answer 409).",
+)
 _state_option = click.option(
     "--state",
     "state_path",
@@ -24,14 +37,20 @@ _state_option = click.option(
 )
 
 
-@click.group("sandbox")
+@click.group("sandbox", cls=Group)
 def sandbox_group() -> None:
-    """A local Capella AI Services (Management API and Model Service API) for trying things safely."""
+    """A local Capella AI Services (Management API and Model Service API) for trying things safely.
+
+    \b
+    Example:
+      capella-deploy sandbox serve --port 8480 --speed 600
+    """
 
 
 @sandbox_group.command("serve")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @_state_option
+@_world_option
 @click.option(
     "--faults",
     "faults_path",
@@ -55,6 +74,7 @@ def sandbox_group() -> None:
 def serve_command(
     port: int,
     state_path: Path,
+    world: Rules | None,
     faults_path: Path | None,
     speed: float | None,
     seed: int,
@@ -66,16 +86,25 @@ def serve_command(
     deploy_fail_rate: float | None,
     deploy_hang_rate: float | None,
 ) -> None:
-    """Serve the sandbox on 127.0.0.1 until interrupted."""
+    """Serve the sandbox on 127.0.0.1 until interrupted.
+
+    \b
+    Example:
+      capella-deploy sandbox serve --port 8480 --error-rate 0.1 --seed 7
+    """
     from capella_deploy.sandbox import DEFAULT_TOKEN, Faults, RouteFault, Sandbox
     from capella_deploy.sandbox.server import serve
 
+    # The export line says how a client gets the token, never the token itself unless it is the public default.
     if token_file is not None:
         token, token_source = token_file.read_text().strip(), f"read from {token_file}"
+        token_export = f' CAPELLA_API_TOKEN="$(cat {shlex.quote(str(token_file.resolve()))})"'
     elif os.environ.get(TOKEN_ENV):
         token, token_source = os.environ[TOKEN_ENV], f"from ${TOKEN_ENV}"
+        token_export = f"  # and keep ${TOKEN_ENV} as it is in this shell"
     else:
         token, token_source = DEFAULT_TOKEN, "the default sandbox token (see 'The sandbox' in README.md)"
+        token_export = f" {TOKEN_ENV}={DEFAULT_TOKEN}"
     try:
         faults = Faults.load(faults_path) if faults_path else Faults()
         routes = list(faults.routes)
@@ -91,22 +120,37 @@ def serve_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    sandbox = Sandbox(state_path, token=token, faults=faults, seed=seed)
+    sandbox = Sandbox(state_path, token=token, faults=faults, seed=seed, rules=world)
     if speed is not None:
         sandbox.set_speed(speed)
     try:
-        serve(sandbox, port=port, token_source=token_source)
+        serve(sandbox, port=port, token_source=token_source, token_export=token_export)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from exc
 
 
 @sandbox_group.command("reset")
 @_state_option
+@_world_option
 @guarded
-def reset_command(state_path: Path) -> None:
-    """Empty the sandbox world (models, keys, files, batches); the organization id stays."""
+def reset_command(state_path: Path, world: Rules | None) -> None:
+    """Empty the sandbox world (models, keys, providers, files, batches); the organization id stays.
+
+    \b
+    Example:
+      capella-deploy sandbox reset --state .capella/sandbox.json
+    """
     from capella_deploy.sandbox import Sandbox
 
-    sandbox = Sandbox(state_path)
+    # Resetting never creates a world: a mistyped path would otherwise get a new organization, silently.
+    if not state_path.parent.is_dir():
+        raise ConfigError(f"{state_path}: no such directory {state_path.parent}; check the --state path")
+    if not state_path.exists():
+        click.echo(f"No sandbox world at {state_path}; nothing to reset.")
+        return
+    sandbox = Sandbox(state_path, rules=world)
     sandbox.reset()
-    click.echo(f"Emptied the sandbox world in {state_path} (organization {sandbox.org_id} kept).")
+    click.echo(
+        f"Emptied the sandbox world in {state_path} (organization {sandbox.org_id} kept; "
+        f"it follows the {sandbox.rules} rules)."
+    )

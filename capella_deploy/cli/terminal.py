@@ -10,9 +10,10 @@ import click
 
 from capella_deploy.apply.applier import ApplyResult
 from capella_deploy.checks import CheckReport
+from capella_deploy.cli.common import error, warn
 from capella_deploy.errors import ConfigError
 from capella_deploy.plan import Plan
-from capella_deploy.views.apply import render_apply_result, render_elapsed, render_remaining
+from capella_deploy.views.apply import render_apply_result, render_elapsed, render_remaining, render_still_working
 from capella_deploy.views.checks import render_checks
 from capella_deploy.views.plan import render_plan
 
@@ -21,20 +22,13 @@ TERMINAL_REMINDER_SECONDS = 10.0
 CI_REMINDER_SECONDS = 30.0
 
 
-def warn(text: str) -> None:
-    click.echo(click.style("Warning: ", fg="yellow", bold=True) + text, err=True)
-
-
-def error(text: str) -> None:
-    click.echo(click.style("Error: ", fg="red", bold=True) + text, err=True)
-
-
 class TerminalApplyView:
     """Prints what apply does, a line per event, and reminds of long waits; asks for confirmation on a terminal."""
 
-    def __init__(self, *, interactive: bool) -> None:
+    def __init__(self, *, interactive: bool, destroy: bool = False) -> None:
         self.reminder_seconds: float | None = TERMINAL_REMINDER_SECONDS if interactive else CI_REMINDER_SECONDS
         self._interactive = interactive
+        self._destroy = destroy
         self._doing: dict[str, str] = {}
 
     def plan_ready(self, plan: Plan) -> None:
@@ -53,7 +47,8 @@ class TerminalApplyView:
             )
         expected = org_id or "yes"
         what = f"the organization id ({org_id})" if org_id else "'yes'"
-        click.echo(f"Do you want to {verb} these changes? Only {what} will be accepted.")
+        what_changes = "resources" if self._destroy else "changes"
+        click.echo(f"Do you want to {verb} these {what_changes}? Only {what} will be accepted.")
         answer: str = click.prompt("  Enter a value", default="", show_default=False)
         return answer.strip() == expected
 
@@ -65,14 +60,15 @@ class TerminalApplyView:
         click.echo(f"{address}: {message} [{render_elapsed(elapsed)}]")
 
     def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
+        """One line per change still under way, each with its elapsed time (a CI log shows the run is alive), and
+        how long the rest should take."""
         for address, since in items:
-            doing = self._doing.get(address, "working")
-            line = f"{address}: still {doing}... [{render_elapsed(since)} elapsed]"
+            line = render_still_working(address, self._doing.get(address), since)
             click.echo(click.style(line, dim=True) if self._interactive else line)
         click.echo(render_remaining(len(items), remaining))
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None:
-        click.echo(render_apply_result(result, outputs_path=outputs_path), nl=False)
+        click.echo(render_apply_result(result, outputs_path=outputs_path, destroy=self._destroy), nl=False)
 
     def checks(self, report: CheckReport) -> None:
         click.echo(render_checks(report), nl=False)

@@ -18,6 +18,7 @@ import re
 import sys
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from capella_deploy.lease import NAME_PREFIX as LEASE_NAME_PREFIX
 from capella_deploy.manifest.yamlsource import (
     ManifestIssue,
     YMap,
@@ -55,6 +57,7 @@ __all__ = [
     "CheckSpec",
     "Defaults",
     "Jailbreak",
+    "LoadedManifest",
     "Manifest",
     "ManifestError",
     "ManifestIssue",
@@ -67,12 +70,14 @@ __all__ = [
     "SemanticCache",
     "load_manifest",
     "manifest_json_schema",
+    "read_manifest",
     "schema_text",
     "write_schema",
 ]
 
 SCHEMA_ID = "urn:capella-deploy:schema:manifest:v1"
 DEFAULT_SCHEMA_PATH = Path("schemas/manifest.schema.json")
+PACKAGED_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "manifest.schema.json"
 # Passed as validation context by load_manifest, which runs the cross-field checks itself so that
 # their problems carry their own paths and lines.
 _DEFER_CROSS_CHECKS = "defer_cross_checks"
@@ -127,6 +132,8 @@ RoutingStrategy = Literal[
     "round-robin", "least-latency", "throughput", "least-requests", "least-cache-usage", "prefix-aware"
 ]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# Short: it becomes part of file paths, comment markers, artifact names and the lock's lease description.
+EnvironmentName = Annotated[str, Field(min_length=1, max_length=32, pattern=NAME_PATTERN)]
 # The constraints sit on the text arm: a blank value is turned into None first, and None has no length.
 Region = Annotated[
     Annotated[str, Field(max_length=64, pattern=REGION_PATTERN)] | None, BeforeValidator(_blank_is_unset)
@@ -274,7 +281,11 @@ class Prune(_Spec):
 class OutputsSpec(_Spec):
     """Where connection strings and key tokens are written."""
 
-    path: str = Field(default=".capella/outputs.json", min_length=1)
+    path: str = Field(
+        default=".capella/outputs.json",
+        min_length=1,
+        description="Outputs file; when unset and the manifest has an environment, .capella/ENVIRONMENT/outputs.json.",
+    )
     format: Literal["json", "dotenv"] = "json"
 
 
@@ -371,6 +382,11 @@ class Manifest(_Spec):
     """A capella-deploy manifest: the models and API keys an organization should have."""
 
     apiVersion: Literal["capella-deploy/v1"] = Field(description="Always capella-deploy/v1.")
+    environment: EnvironmentName | None = Field(
+        default=None,
+        description="The environment this manifest deploys (e.g. staging, production), or --environment: "
+        "it names the plan comment, the lock's holder and the default outputs path .capella/ENVIRONMENT/outputs.json.",
+    )
     organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_org_id)] = Field(
         default=None,
         description="Organization id; when unset or empty, CAPELLA_ORG_ID or the token's only organization.",
@@ -383,6 +399,13 @@ class Manifest(_Spec):
     checks: tuple[CheckSpec, ...] = Field(
         default=(), description="Smoke tests of the deployed models or external endpoints, run after apply."
     )
+
+    @property
+    def outputs_path(self) -> str:
+        """Where the outputs go: outputs.path when set, else a file of this environment's own, if it has one."""
+        if "path" in self.outputs.model_fields_set or self.environment is None:
+            return self.outputs.path
+        return f".capella/{self.environment}/outputs.json"
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Manifest:
@@ -420,6 +443,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
 
     declared = ", ".join(sorted(model_regions)) or "none"
     for index, key in keys:
+        if (_text(key.get("name")) or "").startswith(LEASE_NAME_PREFIX):
+            problems.append(
+                (("apiKeys", index, "name"), f"names starting with {LEASE_NAME_PREFIX} are the organization lock's")
+            )
         if key.get("region") in (None, "") and written_default in (None, ""):
             problems.append((("apiKeys", index, "region"), "no region: set region here or defaults.region"))
         region = _effective_region(key.get("region"), default_region)
@@ -621,16 +648,55 @@ class ManifestError(Exception):
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
+@dataclass(frozen=True)
+class LoadedManifest:
+    """A manifest with what its files said beyond the values: which variables they use, who set what."""
+
+    manifest: Manifest
+    # The names the files reference as ${NAME}, whether or not a value was found.
+    variables_used: frozenset[str]
+    _tree: YMap
+
+    def file_that_set(self, *loc: str | int) -> str | None:
+        """The file that supplied the value at ``loc`` (e.g. "outputs", "path"); None when it is a default."""
+        node: YNode = self._tree
+        for part in loc:
+            found = locate(node, (part,))
+            if found is node:
+                return None
+            node = found
+        return node.pos.file
+
+    def issue_at(self, loc: Loc, message: str) -> ManifestIssue:
+        """A problem with the value at ``loc`` (e.g. ("models", 0, "region")), at the file and line that set it."""
+        return locate(self._tree, loc).pos.issue(_format_loc(loc), message)
+
+
 def load_manifest(
     paths: Sequence[str | Path],
     *,
     variables: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    environment: str | None = None,
 ) -> Manifest:
     """Read, merge, interpolate and validate manifest files; raise ``ManifestError`` listing every problem.
 
-    ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``.
+    ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``; a variable the files
+    never reference is a problem (a misspelt name would otherwise be ignored and its default used).
+    ``environment`` (``--environment``) sets the manifest's environment; a manifest that names another one is
+    an error.
     """
+    return read_manifest(paths, variables=variables, environ=environ, environment=environment).manifest
+
+
+def read_manifest(
+    paths: Sequence[str | Path],
+    *,
+    variables: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    environment: str | None = None,
+) -> LoadedManifest:
+    """``load_manifest``, keeping what the files said about variables and where each value came from."""
     if not paths:
         raise ManifestError([ManifestIssue("(no file)", None, "", "no manifest given; pass one or more -f FILE")])
     lookup = dict(os.environ if environ is None else environ)
@@ -638,16 +704,19 @@ def load_manifest(
 
     issues: list[ManifestIssue] = []
     trees: list[YMap] = []
+    referenced: set[str] = set()
     unreadable = False
     for path in paths:
         source = read_source(Path(path), lookup)
         issues.extend(source.issues)
+        referenced |= source.referenced
         if source.tree is None:
             unreadable = True
         else:
             trees.append(source.tree)
     if unreadable:  # validating what is left would only add noise about the missing parts
         raise ManifestError(issues, [str(path) for path in paths])
+    issues.extend(_unused_variables(variables or {}, referenced, [str(path) for path in paths]))
 
     tree, merge_issues = merge_sources(trees)
     issues.extend(merge_issues)
@@ -656,7 +725,13 @@ def load_manifest(
     try:
         manifest = Manifest.model_validate(data, context={_DEFER_CROSS_CHECKS: True})
     except ValidationError as exc:
-        for error in exc.errors():
+        errors = exc.errors()
+        # A list whose every item is invalid is also "too short" (the count is of valid items): the items'
+        # own messages say what is wrong, the count would only add a puzzle.
+        with_bad_items = {tuple(e["loc"][:-1]) for e in errors if e["loc"] and isinstance(e["loc"][-1], int)}
+        for error in errors:
+            if error["type"] == "too_short" and tuple(error["loc"]) in with_bad_items:
+                continue
             issue = _issue_at(tree, error["loc"], _describe(error))
             if issue is not None:
                 issues.append(issue)
@@ -664,9 +739,29 @@ def load_manifest(
         issue = _issue_at(tree, loc, message)
         if issue is not None:
             issues.append(issue)
+    if environment is not None and manifest is not None and manifest.environment not in (None, environment):
+        issue = _issue_at(
+            tree,
+            ("environment",),
+            f"this manifest is for environment '{manifest.environment}', not '{environment}' (--environment)",
+        )
+        issues.extend([issue] if issue is not None else [])
     if issues or manifest is None:
         raise ManifestError(issues, [str(path) for path in paths])
-    return manifest
+    if environment is not None:
+        manifest = manifest.model_copy(update={"environment": environment})
+    return LoadedManifest(manifest, frozenset(referenced), tree)
+
+
+def _unused_variables(variables: Mapping[str, str], referenced: set[str], files: Sequence[str]) -> list[ManifestIssue]:
+    issues = []
+    for name in sorted(set(variables) - referenced):
+        close = difflib.get_close_matches(name, sorted(referenced), n=1)
+        hint = f"; did you mean {close[0]}?" if close else f" (it uses: {', '.join(sorted(referenced)) or 'none'})"
+        issues.append(
+            ManifestIssue(f"--var {name}", None, "", f"no manifest file ({', '.join(files)}) uses ${{{name}}}{hint}")
+        )
+    return issues
 
 
 def _issue_at(tree: YNode, loc: Loc, message: str) -> ManifestIssue | None:
@@ -826,15 +921,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-schema",
         nargs="?",
-        const=str(DEFAULT_SCHEMA_PATH),
+        const="",
         metavar="PATH",
-        help=f"write the schema to PATH (default {DEFAULT_SCHEMA_PATH}) instead of printing it",
+        help=f"write the schema to PATH (default: {DEFAULT_SCHEMA_PATH} and the packaged copy) instead of printing it",
     )
     args = parser.parse_args(argv)
     if args.write_schema is None:
         sys.stdout.write(schema_text())
-    else:
-        print(f"wrote {write_schema(args.write_schema)}")
+        return 0
+    # The repository publishes the schema in schemas/; the package ships its own copy for `capella-deploy schema`.
+    targets = [args.write_schema] if args.write_schema else [DEFAULT_SCHEMA_PATH, PACKAGED_SCHEMA_PATH]
+    for target in targets:
+        print(f"wrote {write_schema(target)}")
     return 0
 
 

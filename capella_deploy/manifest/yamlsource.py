@@ -118,6 +118,8 @@ class Source:
 
     tree: YMap | None
     issues: list[ManifestIssue] = field(default_factory=list)
+    # The variable names the file references as ${NAME} or ${NAME:-default}.
+    referenced: frozenset[str] = frozenset()
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -191,8 +193,9 @@ def read_source(path: Path, lookup: Mapping[str, str]) -> Source:
     if not isinstance(tree, YMap):
         issues.append(ManifestIssue(name, tree.pos.line, "", "a manifest is a mapping (apiVersion:, models:, ...)"))
         return Source(None, issues)
-    issues.extend(interpolate(tree, lookup))
-    return Source(tree, issues)
+    referenced: set[str] = set()
+    issues.extend(interpolate(tree, lookup, referenced))
+    return Source(tree, issues, frozenset(referenced))
 
 
 def _read_text(path: Path) -> str:
@@ -341,12 +344,16 @@ class _Converter:
 # -- interpolation ------------------------------------------------------------------------------------
 
 
-def interpolate(tree: YNode, lookup: Mapping[str, str]) -> list[ManifestIssue]:
-    """Expand ``${...}`` in every string scalar of ``tree`` in place; return the problems found."""
+def interpolate(tree: YNode, lookup: Mapping[str, str], referenced: set[str] | None = None) -> list[ManifestIssue]:
+    """Expand ``${...}`` in every string scalar of ``tree`` in place; return the problems found.
+
+    The names referenced are added to ``referenced``, when given.
+    """
     issues: list[ManifestIssue] = []
+    names = referenced if referenced is not None else set()
     for path, scalar in _walk_scalars(tree, ""):
         if isinstance(scalar.value, str) and "$" in scalar.value:
-            text, problems = _expand(scalar.value, lookup)
+            text, problems = _expand(scalar.value, lookup, names)
             if problems:
                 scalar.tainted = True
                 issues.extend(scalar.pos.issue(path, problem) for problem in problems)
@@ -366,7 +373,7 @@ def _walk_scalars(node: YNode, path: str) -> Iterator[tuple[str, YScalar]]:
             yield from _walk_scalars(value, f"{path}.{key}" if path else key)
 
 
-def _expand(text: str, lookup: Mapping[str, str]) -> tuple[str, list[str]]:
+def _expand(text: str, lookup: Mapping[str, str], referenced: set[str]) -> tuple[str, list[str]]:
     problems: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -377,6 +384,7 @@ def _expand(text: str, lookup: Mapping[str, str]) -> tuple[str, list[str]]:
             problems.append("'${' without a closing '}'; write $${ for a literal ${")
             return match.group(0)
         name, has_default, default = body.partition(":-")
+        referenced.add(name)
         if "${" in default:
             problems.append(
                 f"'${{{body}}}': a default cannot hold another ${{...}}; set {name} or give a plain default"

@@ -166,7 +166,14 @@ _MODEL_FIELDS = (
     ("connectionString", "URL"),
     ("headers", "HEADERS"),  # the X-cb-* header profile, as a JSON object
 )
-_KEY_FIELDS = (("id", "ID"), ("region", "REGION"), ("expiresAt", "EXPIRES_AT"), ("token", "TOKEN"))
+_KEY_FIELDS = (
+    ("id", "ID"),
+    ("region", "REGION"),
+    ("expiresAt", "EXPIRES_AT"),
+    ("allowedModels", "ALLOWED_MODELS"),  # a JSON list of manifest model names, or ["*"]
+    ("token", "TOKEN"),
+)
+_JSON_FIELDS = frozenset({"headers", "allowedModels"})
 
 
 DOTENV_HEADER = "# capella-deploy outputs"
@@ -206,14 +213,16 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         elif entry is not None:
             for field, suffix in fields:
                 if var.endswith("_" + suffix):
-                    entry[field] = json.loads(value) if field == "headers" else value
+                    entry[field] = json.loads(value) if field in _JSON_FIELDS else value
                     break
     return doc
 
 
 def _text(value: Any) -> str:
-    """A field as one line of text: mappings (the header profile) as compact JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, Mapping) else str(value)
+    """A field as one line of text: mappings (the header profile) and lists as compact JSON."""
+    if isinstance(value, (Mapping, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
 
 
 def env_name(name: str) -> str:

@@ -46,12 +46,12 @@ class AttributeChange:
             "path": self.path,
             "before": self.before,
             "after": self.after,
-            "forcesReplace": self.forces_replace,
+            "forces_replace": self.forces_replace,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributeChange:
-        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("forcesReplace")))
+        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("forces_replace")))
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,12 @@ class ResourceChange:
             "kind": self.kind.value,
             "name": self.name,
             "action": self.action.value,
-            "liveId": self.live_id,
+            "live_id": self.live_id,
             "before": self.before,
             "after": self.after,
-            "attributeChanges": [c.to_dict() for c in self.attribute_changes],
+            "attribute_changes": [c.to_dict() for c in self.attribute_changes],
             "reason": self.reason,
-            "preventDestroy": self.prevent_destroy,
+            "prevent_destroy": self.prevent_destroy,
             "cause": self.cause,
         }
 
@@ -99,12 +99,12 @@ class ResourceChange:
             kind=Kind(data["kind"]),
             name=data["name"],
             action=Action(data["action"]),
-            live_id=data.get("liveId"),
+            live_id=data.get("live_id"),
             before=data.get("before"),
             after=data.get("after"),
-            attribute_changes=tuple(AttributeChange.from_dict(c) for c in data.get("attributeChanges", [])),
+            attribute_changes=tuple(AttributeChange.from_dict(c) for c in data.get("attribute_changes", [])),
             reason=data.get("reason"),
-            prevent_destroy=bool(data.get("preventDestroy")),
+            prevent_destroy=bool(data.get("prevent_destroy")),
             cause=data.get("cause"),
         )
 
@@ -116,11 +116,11 @@ class Unmanaged:
     live_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "name": self.name, "liveId": self.live_id}
+        return {"kind": self.kind.value, "name": self.name, "live_id": self.live_id}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Unmanaged:
-        return cls(Kind(data["kind"]), data["name"], data["liveId"])
+        return cls(Kind(data["kind"]), data["name"], data["live_id"])
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,10 @@ class Plan:
     warnings: tuple[str, ...] = ()
     live_fingerprint: str = ""
     manifest_digest: str = ""
+    # The --target addresses this plan was narrowed to; empty for a whole plan.
+    targets: tuple[str, ...] = ()
+    # The manifest's environment (staging, production...): names the plan comment of a pipeline.
+    environment: str | None = None
 
     @property
     def pending(self) -> tuple[ResourceChange, ...]:
@@ -166,25 +170,29 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "organizationId": self.org_id,
+            "organization_id": self.org_id,
             "changes": [c.to_dict() for c in self.changes],
             "unmanaged": [u.to_dict() for u in self.unmanaged],
             "errors": list(self.errors),
             "warnings": list(self.warnings),
-            "liveFingerprint": self.live_fingerprint,
-            "manifestDigest": self.manifest_digest,
+            "live_fingerprint": self.live_fingerprint,
+            "manifest_digest": self.manifest_digest,
+            "targets": list(self.targets),
+            "environment": self.environment,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(
-            org_id=data["organizationId"],
+            org_id=data["organization_id"],
             changes=tuple(ResourceChange.from_dict(c) for c in data.get("changes", [])),
             unmanaged=tuple(Unmanaged.from_dict(u) for u in data.get("unmanaged", [])),
             errors=tuple(data.get("errors", [])),
             warnings=tuple(data.get("warnings", [])),
-            live_fingerprint=data.get("liveFingerprint", ""),
-            manifest_digest=data.get("manifestDigest", ""),
+            live_fingerprint=data.get("live_fingerprint", ""),
+            manifest_digest=data.get("manifest_digest", ""),
+            targets=tuple(data.get("targets", [])),
+            environment=data.get("environment"),
         )
 
     def checksum(self) -> str:

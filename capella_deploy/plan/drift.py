@@ -18,7 +18,7 @@ from typing import Any
 
 from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
 
-REPORT_FORMAT_VERSION = "1.0"
+REPORT_FORMAT_VERSION = "2.0"
 # Causes that describe a difference between live and declared; other replaces follow from one of these.
 _DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed"})
 
@@ -70,7 +70,7 @@ class Drifted:
             "address": self.address,
             "kind": self.kind.value,
             "name": self.name,
-            "liveId": self.live_id,
+            "live_id": self.live_id,
             "action": self.action.value,
             "reason": self.reason,
             "attributes": [a.to_dict() for a in self.attributes],
@@ -107,7 +107,7 @@ class UnmanagedResource:
             "address": self.address,
             "kind": self.kind.value,
             "name": self.name,
-            "liveId": self.live_id,
+            "live_id": self.live_id,
             "planned": self.planned,
         }
 
@@ -212,6 +212,28 @@ def _leaves(path: str, before: Any, after: Any) -> Iterator[DriftedAttribute]:
             yield from _leaves(f"{path}.{key}", before[key], None)
     else:
         yield DriftedAttribute(path, before, after)
+
+
+def unmatched_patterns(rules: IgnoreRules, plan: Plan) -> list[str]:
+    """The patterns that match no resource and no attribute of the plan: most likely misspelt."""
+    candidates: set[str] = set()
+    for change in plan.changes:
+        address = f"{change.kind.value}.{change.name}"
+        candidates |= {address, change.address}
+        for attributes in (change.before, change.after):
+            candidates |= {f"{address}.{path}" for path in _attribute_paths(attributes or {})}
+        candidates |= {f"{address}.{c.path}" for c in change.attribute_changes}
+    for item in plan.unmanaged:
+        candidates |= {f"{item.kind.value}.{item.name}", f"{item.kind.value}.{item.name}[{item.live_id}]"}
+    return [p for p in rules.patterns if not any(fnmatch.fnmatchcase(c, p) for c in candidates)]
+
+
+def _attribute_paths(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in attributes.items():
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(value, Mapping):
+            yield from _attribute_paths(value, f"{path}.")
 
 
 def _prefixes(address: str, path: str) -> Iterator[str]:

@@ -25,7 +25,8 @@ from capella_deploy.plan import Plan
 from capella_deploy.secrets import redact
 
 FORMAT = "capella-deploy-plan"
-FORMAT_VERSION = 1
+# 2: keys in snake_case, like every JSON document the tool writes (docs/plan-json.md). 1 used camelCase.
+FORMAT_VERSION = 2
 
 
 class PlanFileError(CapellaError):
@@ -49,10 +50,10 @@ class SavedPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "formatVersion": FORMAT_VERSION,
-            "toolVersion": self.tool_version,
-            "createdAt": self.created_at,
-            "appliedAt": self.applied_at,
+            "format_version": FORMAT_VERSION,
+            "tool_version": self.tool_version,
+            "created_at": self.created_at,
+            "applied_at": self.applied_at,
             "checksum": self.plan.checksum(),
             "manifest": self.manifest.model_dump(mode="json", exclude_defaults=True),
             "plan": self.plan.to_dict(),
@@ -67,15 +68,33 @@ def save(path: Path, plan: Plan, manifest: Manifest) -> SavedPlan:
 
 def load(path: Path) -> SavedPlan:
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         raise PlanFileError(
-            f"{path}: cannot read the saved plan ({type(exc).__name__}); run `plan --out` again"
+            f"{path}: no such saved plan; make one with `capella-deploy plan -f MANIFEST -out {path}`"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise PlanFileError(f"{path}: cannot read the saved plan ({reason})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise PlanFileError(f"{path}: not a capella-deploy saved plan")
-    if doc.get("formatVersion") != FORMAT_VERSION:
-        raise PlanFileError(f"{path}: saved plan format {doc.get('formatVersion')} is not supported by this version")
+        if looks_like_manifest(path, text):
+            raise PlanFileError(
+                f"{path} looks like a manifest, not a saved plan; to apply a manifest, pass it with -f: "
+                f"`capella-deploy apply -f {path}`"
+            )
+        raise PlanFileError(
+            f"{path}: not a capella-deploy saved plan; make one with `capella-deploy plan -f MANIFEST -out FILE`"
+        )
+    version = doc.get("format_version", doc.get("formatVersion"))
+    if version != FORMAT_VERSION:
+        raise PlanFileError(
+            f"{path}: saved plan format {version} is not the format {FORMAT_VERSION} this capella-deploy "
+            f"{__version__} reads; run `capella-deploy plan -out {path}` again"
+        )
     try:
         plan = Plan.from_dict(doc["plan"])
         manifest = Manifest.model_validate(doc["manifest"])
@@ -88,8 +107,15 @@ def load(path: Path) -> SavedPlan:
     if manifest_digest(manifest) != plan.manifest_digest:
         raise PlanFileError(f"{path}: the saved plan's manifest does not match the plan; it was edited or damaged")
     return SavedPlan(
-        plan, manifest, str(doc.get("toolVersion")), str(doc.get("createdAt")), doc.get("appliedAt"), path=path
+        plan, manifest, str(doc.get("tool_version")), str(doc.get("created_at")), doc.get("applied_at"), path=path
     )
+
+
+def looks_like_manifest(path: Path, text: str) -> bool:
+    """A YAML file, or text that opens like a manifest: what a user means with `apply manifest.yaml`."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return True
+    return any(line.startswith("apiVersion:") for line in text.splitlines()[:50])
 
 
 def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:

@@ -144,6 +144,7 @@ def plan(
         warnings=tuple(warnings),
         live_fingerprint=live.fingerprint(),
         manifest_digest=manifest_digest,
+        environment=manifest.environment,
     )
 
 
@@ -177,6 +178,7 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         errors=tuple(errors),
         warnings=live.warnings,
         live_fingerprint=live.fingerprint(),
+        environment=manifest.environment,
     )
 
 

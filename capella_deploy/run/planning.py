@@ -1,27 +1,87 @@
-"""One plan against the organization as it is now: read the live state, then run the pure planner."""
+"""One plan against the organization as it is now: read the live state, run the pure planner, then add what
+the catalog check found (errors for what the plan would create, unless the user skipped the check)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from capella_deploy.plan import Action
+
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
+    from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.plan import Plan
     from capella_deploy.run.session import Session
 
+# What sends a create body, which is where Capella checks its catalog (a key's rotation creates its successor).
+_CREATES = (Action.CREATE, Action.REPLACE, Action.ROTATE)
+SKIP_FLAG = "--skip-catalog-check"
 
-async def make_plan(session: Session, manifest: Manifest, replace: Sequence[str], *, destroy: bool = False) -> Plan:
+
+async def make_plan(
+    session: Session,
+    manifest: Manifest,
+    replace: Sequence[str],
+    *,
+    destroy: bool = False,
+    targets: Sequence[str] = (),
+    catalog: CatalogCheck | None = None,
+) -> Plan:
+    """The plan; with ``targets`` (--target), narrowed to them and what they need."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
     from capella_deploy.plan.planner import plan_destroy
+    from capella_deploy.plan.target import check_targets, restrict
 
     live = await read_live(session.client, session.org_id)
     if destroy:
-        return plan_destroy(manifest, live)
-    now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
-    return make_plan(
-        manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
+        whole = plan_destroy(manifest, live)
+    else:
+        now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
+        whole = make_plan(
+            manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
+        )
+    planned = (
+        whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )
+    return planned if catalog is None else with_catalog(planned, catalog)
+
+
+def with_catalog(plan: Plan, check: CatalogCheck) -> Plan:
+    """The plan with the catalog's findings: an error where the plan creates what Capella does not offer.
+
+    A resource that already exists is left as it is by a no-op or an in-place change, which Capella does not
+    check against its catalog, so its finding is a warning. A skipped check is recorded, with what it found.
+    """
+    creating = {str(change.address) for change in plan.changes if change.action in _CREATES}
+    errors: list[str] = []
+    warnings: list[str] = []
+    if check.skipped:
+        found = (
+            f"Capella may refuse the {len(check.findings)} value(s) below, which the {check.catalog} does not list"
+            if check.findings
+            else f"the {check.catalog} lists everything the manifest asks for"
+        )
+        warnings.append(f"the catalog check was skipped ({SKIP_FLAG}): {found}")
+    for finding in check.findings:
+        if check.skipped:
+            warnings.append(finding.text)
+        elif creating.intersection(finding.addresses):
+            errors.append(finding.text)
+        else:
+            warnings.append(
+                f"{finding.text} (not refused now: this plan does not create {', '.join(finding.addresses)}; "
+                "Capella would refuse a new one)"
+            )
+    if errors:
+        errors.append(
+            f"Capella would refuse to create what the manifest asks for that the {check.catalog} does not list; "
+            f"correct the manifest, or pass {SKIP_FLAG} if Capella offers it now"
+        )
+    if not errors and not warnings:
+        return plan
+    return dataclasses.replace(plan, errors=(*plan.errors, *errors), warnings=(*plan.warnings, *warnings))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from capella_deploy.api.client import DEFAULT_API_URL, CapellaClient, load_token
 from capella_deploy.clock import Clock, SystemClock
-from capella_deploy.errors import ConfigError
+from capella_deploy.errors import APIError, CapellaError, ConfigError, Forbidden, TransportError, Unauthorized
 from capella_deploy.secrets import Secret
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ class Session:
     client: CapellaClient
     clock: Clock
     org_id: str
+    # Where the commands go and where the token and organization id came from, to name them in messages.
+    api_url: str = ""
+    token_source: str = ""
+    org_source: str = ""
 
 
 def embedded_sandbox(state: Path, environ: Mapping[str, str]) -> Sandbox:
@@ -62,7 +66,15 @@ def embedded_sandbox(state: Path, environ: Mapping[str, str]) -> Sandbox:
 
 
 @contextlib.asynccontextmanager
-async def open_session(target: Target, manifest_org: str | None) -> AsyncIterator[Session]:
+async def open_session(
+    target: Target, manifest_org: str | None, org_source: str = "the manifest's organizationId"
+) -> AsyncIterator[Session]:
+    """A client for ``target`` and the organization to act on: ``manifest_org`` (said to come from
+    ``org_source``), else CAPELLA_ORG_ID, else the token's only organization.
+
+    An API that does not answer, or refuses the token, ends the session with an error that names the URL,
+    where the token and the organization id came from, and the organizations the token can see.
+    """
     if target.sandbox_state is not None:
         from capella_deploy.sandbox import IN_PROCESS_BASE_URL
 
@@ -75,17 +87,80 @@ async def open_session(target: Target, manifest_org: str | None) -> AsyncIterato
             requests_per_minute=target.requests_per_minute,
             clock=sandbox.clock,
         )
-        async with client:
-            org_id = manifest_org or target.environ.get("CAPELLA_ORG_ID") or sandbox.org_id
-            yield Session(client, sandbox.clock, _checked_org(org_id))
+        session = Session(
+            client,
+            sandbox.clock,
+            "",
+            api_url=f"the embedded sandbox ({target.sandbox_state})",
+            token_source="CAPELLA_API_TOKEN" if target.environ.get("CAPELLA_API_TOKEN") else "the sandbox's default",
+        )
+        async with client, _explained(session):
+            session.org_id, session.org_source = _org_choice(manifest_org, org_source, target.environ) or (
+                sandbox.org_id,
+                "the sandbox's organization",
+            )
+            session.org_id = _checked_org(session.org_id)
+            yield session
         return
 
     token = load_token(token_file=target.token_file, environ=target.environ)
     base_url = target.environ.get("CAPELLA_API_URL") or DEFAULT_API_URL
     client = CapellaClient(base_url=base_url, token=token, requests_per_minute=target.requests_per_minute)
-    async with client:
-        org_id = manifest_org or target.environ.get("CAPELLA_ORG_ID") or await _only_org(client)
-        yield Session(client, SystemClock(), _checked_org(org_id))
+    session = Session(
+        client,
+        SystemClock(),
+        "",
+        api_url=base_url,
+        token_source=f"--token-file {target.token_file}" if target.token_file is not None else "CAPELLA_API_TOKEN",
+    )
+    async with client, _explained(session):
+        chosen = _org_choice(manifest_org, org_source, target.environ)
+        session.org_id, session.org_source = chosen or (await _only_org(client), "the token's only organization")
+        session.org_id = _checked_org(session.org_id)
+        yield session
+
+
+def _org_choice(manifest_org: str | None, source: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    if manifest_org:
+        return manifest_org, source
+    if environ.get("CAPELLA_ORG_ID"):
+        return environ["CAPELLA_ORG_ID"], "CAPELLA_ORG_ID"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _explained(session: Session) -> AsyncIterator[None]:
+    """Say where the request went and with what, when the API is out of reach or refuses the token."""
+    try:
+        yield
+    except TransportError as exc:
+        raise ConfigError(
+            f"no answer from the Capella Management API at {session.api_url} ({exc}); "
+            "check CAPELLA_API_URL, the network and any proxy"
+        ) from None
+    except (Unauthorized, Forbidden) as exc:
+        raise ConfigError(await _access_message(session, exc)) from None
+
+
+async def _access_message(session: Session, exc: APIError) -> str:
+    org = f"organization {session.org_id} (from {session.org_source})" if session.org_id else "the organizations"
+    if isinstance(exc, Unauthorized):
+        return (
+            f"the API at {session.api_url} refused the token from {session.token_source}: {exc}. "
+            "Check that it is a current Management API key (not a Model API key) and was copied whole"
+        )
+    message = f"the token from {session.token_source} may not do this in {org}: {exc}."
+    try:
+        visible = await session.client.list_organizations()
+    except CapellaError:
+        return message + " The token cannot list organizations either; check its roles in the Capella console"
+    names = [f"{o.get('id')} ({o.get('name') or 'no name'})" for o in visible if isinstance(o.get("id"), str)]
+    if not names:
+        return message + " The token can see no organization"
+    return (
+        message + f" Organizations this token can see: {', '.join(names)}; "
+        "set organizationId or CAPELLA_ORG_ID to one of them, or check the token's roles"
+    )
 
 
 def _checked_org(org_id: str) -> str:

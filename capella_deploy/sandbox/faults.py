@@ -3,6 +3,9 @@
 A fault file (YAML or JSON) looks like::
 
     seed: 7                        # optional; else the sandbox's seed
+    world: conflicts               # optional; the world's rules (spec | conflicts), else the state file's
+    edit_delay_seconds: 120        # a model edit (PUT, 204) shows in reads only this many sandbox seconds later
+    max_per_page: 25               # the largest perPage a list serves (default 100); more is refused as invalid
     rate_limit_per_minute: 100     # per bearer token, in sandbox minutes -> 429 + Retry-After
     deploy_fail_rate: 0.1          # a new deployment ends in deployFailed
     deploy_hang_rate: 0.05         # a new deployment stays deploying forever
@@ -32,6 +35,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from capella_deploy.sandbox.operations import RULES, Rules
+
 DROP_BEFORE = "before"
 DROP_AFTER = "after"
 DEPLOY_OK = "healthy"
@@ -52,28 +57,31 @@ class RouteFault:
     storm_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        # Every problem at once: a fault file with three mistakes should not take three tries.
+        problems: list[str] = []
         method, _, pattern = self.match.strip().rpartition(" ")
         if method and method.upper() not in _METHODS:
-            raise ValueError(f"route match {self.match!r}: unknown method {method!r}")
+            problems.append(f"route match {self.match!r}: unknown method {method!r}")
         if not pattern.startswith("/") and pattern != "**":
-            raise ValueError(f"route match {self.match!r}: the path pattern must start with '/'")
+            problems.append(f"route match {self.match!r}: the path pattern must start with '/'")
         self._method = method.upper()
         self._segments = [s for s in pattern.split("/") if s]
-        for name in ("error_rate", "drop_before", "drop_after"):
-            _check_rate(name, getattr(self, name))
+        problems += _rate_problems(self, "error_rate", "drop_before", "drop_after")
         if self.error_rate + self.drop_before + self.drop_after > 1:
-            raise ValueError(f"route {self.match!r}: error_rate + drop_before + drop_after exceeds 1")
+            problems.append(f"route {self.match!r}: error_rate + drop_before + drop_after exceeds 1")
         # 429 is allowed besides 5xx so that rate-limit storms can be aimed at one route (the per-token
         # rate limit counts sandbox minutes, which a fast clock makes too short to ever fill).
         if not (500 <= self.error_status <= 599 or self.error_status == 429):
-            raise ValueError(f"route {self.match!r}: error_status must be a 5xx status or 429")
+            problems.append(f"route {self.match!r}: error_status must be a 5xx status or 429")
         if self.storm_seconds < 0:
-            raise ValueError(f"route {self.match!r}: storm_seconds must not be negative")
+            problems.append(f"route {self.match!r}: storm_seconds must not be negative")
         if self.retry_after is not None and self.retry_after < 0:
-            raise ValueError(f"route {self.match!r}: retry_after must not be negative")
+            problems.append(f"route {self.match!r}: retry_after must not be negative")
         low, high = self.latency_ms
         if not 0 <= low <= high:
-            raise ValueError(f"route {self.match!r}: latency_ms needs 0 <= min <= max")
+            problems.append(f"route {self.match!r}: latency_ms needs 0 <= min <= max")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def matches(self, method: str, path: str) -> bool:
         if self._method and self._method != method.upper():
@@ -88,14 +96,27 @@ class Faults:
     rate_limit_per_minute: int | None = None
     deploy_fail_rate: float = 0.0
     deploy_hang_rate: float = 0.0
+    world: Rules | None = None
+    # The spec warns that model updates "may take up to a few minutes to take effect"; 0 makes them immediate.
+    edit_delay_seconds: float = 0.0
+    # The spec states no largest page; the sandbox ASSUMES 100 unless told otherwise.
+    max_per_page: int = 100
 
     def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.edit_delay_seconds < 0:
+            problems.append("edit_delay_seconds must not be negative")
+        if self.max_per_page < 1:
+            problems.append("max_per_page must be at least 1")
+        if self.world is not None and self.world not in RULES:
+            problems.append(f"world must be one of {', '.join(RULES)}; got {self.world!r}")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
-            raise ValueError("rate_limit_per_minute must be at least 1")
-        _check_rate("deploy_fail_rate", self.deploy_fail_rate)
-        _check_rate("deploy_hang_rate", self.deploy_hang_rate)
+            problems.append("rate_limit_per_minute must be at least 1")
+        problems += _rate_problems(self, "deploy_fail_rate", "deploy_hang_rate")
         if self.deploy_fail_rate + self.deploy_hang_rate > 1:
-            raise ValueError("deploy_fail_rate + deploy_hang_rate exceeds 1")
+            problems.append("deploy_fail_rate + deploy_hang_rate exceeds 1")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def load(cls, path: Path) -> Faults:
@@ -116,19 +137,39 @@ class Faults:
 
     @classmethod
     def _from_dict(cls, data: Any) -> Faults:
-        _require_mapping(data, "faults", {f.name for f in fields(cls)})
+        problems: list[str] = []
+        known = {f.name for f in fields(cls)}
+        _require_mapping(data, "faults", known, problems)
+        if not isinstance(data, dict):
+            raise ValueError("; ".join(problems))
         routes = data.get("routes") or []
         if not isinstance(routes, list):
-            raise ValueError("routes must be a list")
+            problems.append("routes must be a list")
+            routes = []
         rules = []
+        route_known = {f.name for f in fields(RouteFault)}
         for i, rule in enumerate(routes):
-            _require_mapping(rule, f"routes[{i}]", {f.name for f in fields(RouteFault)})
-            latency = rule.get("latency_ms", 0)
-            span = (latency, latency) if isinstance(latency, (int, float)) else tuple(latency)
-            if len(span) != 2:
-                raise ValueError(f"routes[{i}].latency_ms must be a number or [min, max]")
-            rules.append(RouteFault(**{**rule, "latency_ms": (float(span[0]), float(span[1]))}))
-        return cls(**{**data, "routes": rules})
+            if not _require_mapping(rule, f"routes[{i}]", route_known, problems):
+                continue
+            try:
+                latency = rule.get("latency_ms", 0)
+                span = (latency, latency) if isinstance(latency, (int, float)) else tuple(latency)
+                if len(span) != 2:
+                    problems.append(f"routes[{i}].latency_ms must be a number or [min, max]")
+                    continue
+                given = {key: value for key, value in rule.items() if key in route_known}
+                rules.append(RouteFault(**{**given, "latency_ms": (float(span[0]), float(span[1]))}))
+            except ValueError as exc:
+                problems.append(f"routes[{i}]: {exc}")
+            except TypeError as exc:  # a value of the wrong type, e.g. a string where a rate belongs
+                problems.append(f"routes[{i}]: a value has the wrong type: {exc}")
+        try:
+            faults = cls(**{key: value for key, value in data.items() if key in known} | {"routes": rules})
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return faults
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -232,14 +273,20 @@ def _match_segments(pattern: list[str], path: list[str]) -> bool:
     return (head == "*" or head == path[0]) and _match_segments(rest, path[1:])
 
 
-def _check_rate(name: str, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+def _rate_problems(owner: object, *names: str) -> list[str]:
+    return [
+        f"{name} must be between 0 and 1, got {getattr(owner, name)}"
+        for name in names
+        if not 0 <= getattr(owner, name) <= 1
+    ]
 
 
-def _require_mapping(data: Any, where: str, known: set[str]) -> None:
+def _require_mapping(data: Any, where: str, known: set[str], problems: list[str]) -> bool:
+    """Whether ``data`` is a mapping; its unknown keys are added to ``problems`` (and later ignored)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping")
+        problems.append(f"{where} must be a mapping")
+        return False
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        problems.append(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return True

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capella_deploy.sandbox.middleware import ConnectionDropped
+from capella_deploy.secrets import revealed
 
 if TYPE_CHECKING:
     import uvicorn
@@ -62,8 +63,11 @@ def base_url_of(sock: socket.socket) -> str:
     return f"http://{HOST}:{sock.getsockname()[1]}"
 
 
-def serve(sandbox: Sandbox, *, port: int, token_source: str) -> None:
-    """Serve until interrupted; first print the organization and URLs to use (never the token)."""
+def serve(sandbox: Sandbox, *, port: int, token_source: str, token_export: str = "") -> None:
+    """Serve until interrupted; first print the organization and URLs to use (never a token of the user's).
+
+    ``token_export`` ends the ``export`` line: how a client sets CAPELLA_API_TOKEN for this sandbox.
+    """
     sock = _bind(port)
     base = base_url_of(sock)
     speed = getattr(sandbox.clock, "speed", 1.0)
@@ -73,10 +77,13 @@ def serve(sandbox: Sandbox, *, port: int, token_source: str) -> None:
         f"  Model endpoints  {base}/ai/<modelId>/v1/...",
         f"  Gateway          {base}/v1/ai/<provider>/chat/completions",
         f"  State            {sandbox.state_path or 'in memory'}  (sandbox time runs {speed:g}x)",
+        f"  World            {sandbox.rules} rules (see 'The sandbox' in README.md)",
         f"  Token            {token_source}",
-        f"export CAPELLA_API_URL={base} CAPELLA_ORG_ID={sandbox.org_id}",
+        f"export CAPELLA_API_URL={base} CAPELLA_ORG_ID={sandbox.org_id}{token_export}",
     ]
-    print("\n".join(lines), flush=True)
+    # Nothing here is a user's secret: the default token is public, a user's is never in these lines.
+    with revealed():
+        print("\n".join(lines), flush=True)
     _server(sandbox, access_log=True).run(sockets=[sock])
 
 

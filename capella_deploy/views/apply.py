@@ -21,25 +21,46 @@ _PAST = {
 }
 
 
-def render_apply_result(result: ApplyResult, *, outputs_path: Path) -> str:
+def render_apply_result(result: ApplyResult, *, outputs_path: Path, destroy: bool = False) -> str:
     done: dict[Action, int] = {}
     for item in result.results:
         if item.ok:
             done[item.action] = done.get(item.action, 0) + 1
-    counts = ", ".join(f"{done.get(action, 0)} {_PAST[action]}" for action, _ in SUMMARY_ORDER)
     lines = [""]
+    if destroy:
+        counts = f"{done.get(Action.DELETE, 0)} destroyed"
+    else:
+        counts = ", ".join(f"{done.get(action, 0)} {_PAST[action]}" for action, _ in SUMMARY_ORDER)
+    run = "Destroy" if destroy else "Apply"
     if result.ok:
-        lines.append(click.style("Apply complete! ", fg="green", bold=True) + f"Resources: {counts}.")
+        lines.append(click.style(f"{run} complete! ", fg="green", bold=True) + f"Resources: {counts}.")
     else:
         lines.append(
-            click.style("Apply failed: ", fg="red", bold=True)
+            click.style(f"{run} failed: ", fg="red", bold=True)
             + f"{len(result.failed)} of {len(result.results)} change(s) did not complete. Done: {counts}."
         )
         for item in result.failed:
             lines.append(f"  {item.address} ({item.action.value}): {item.detail}")
-        lines.append("Run apply again to retry what failed; what succeeded is kept.")
+            lines.extend(f"    {hint}" for hint in next_steps(item.detail))
+        lines.append(f"Run {run.lower()} again to retry what failed; what succeeded is kept.")
     lines.append(f"Outputs: {outputs_path} (show them with `capella-deploy outputs --outputs {outputs_path}`)")
     return "\n".join(lines) + "\n"
+
+
+def next_steps(detail: str) -> list[str]:
+    """What a person can do about a failure, for the failures that have a known way out."""
+    if "deployFailed" in detail:
+        return [
+            "Capella could not deploy this model (capacity, quota, or a model/GPU combination it does not offer).",
+            "The failed deployment is left in place: the next apply replaces it. Check the model, region and",
+            "gpuMemory first; `capella-deploy status` shows what is deployed, and the Capella console says more.",
+        ]
+    return []
+
+
+def render_still_working(address: str, doing: str | None, elapsed: float) -> str:
+    """A reminder that a change is still under way, with how long it has been running."""
+    return f"{address}: still {doing or 'waiting to start'}... [{render_elapsed(elapsed)} elapsed]"
 
 
 def render_apply_markdown(result: ApplyResult | None) -> str:

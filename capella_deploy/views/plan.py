@@ -35,14 +35,15 @@ SUMMARY_ORDER = (
 def render_plan(plan: Plan) -> str:
     lines: list[str] = []
     pending = plan.pending
+    where = f"organization {plan.org_id}" + (f" (environment {plan.environment})" if plan.environment else "")
     if pending:
-        lines.append(f"capella-deploy will perform the following actions in organization {plan.org_id}:")
+        lines.append(f"capella-deploy will perform the following actions in {where}:")
         lines.append("")
         for change in pending:
             lines.extend(_render_change(change))
             lines.append("")
     else:
-        lines.append(f"No changes. Organization {plan.org_id} matches the manifest.")
+        lines.append(f"No changes. {where[0].upper()}{where[1:]} matches the manifest.")
         lines.append("")
     if plan.unmanaged:
         lines.append("Unmanaged (live but not in the manifest; left alone):")
@@ -96,7 +97,7 @@ def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
 
 # -- JSON ------------------------------------------------------------------------------------------
 
-JSON_FORMAT_VERSION = "1.0"
+JSON_FORMAT_VERSION = "2.0"
 SENSITIVE = "(sensitive value)"
 _RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
 
@@ -159,6 +160,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "format_version": JSON_FORMAT_VERSION,
         "tool_version": __version__,
         "organization_id": plan.org_id,
+        "environment": plan.environment,
         "checksum": plan.checksum(),
         "live_fingerprint": plan.live_fingerprint,
         "manifest_digest": plan.manifest_digest,
@@ -168,6 +170,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "unmanaged": [u.to_dict() for u in plan.unmanaged],
         "errors": list(plan.errors),
         "warnings": list(plan.warnings),
+        "targets": list(plan.targets),
     }
 
 
@@ -178,6 +181,13 @@ def render_json_plan(plan: Plan) -> str:
 # -- Markdown ----------------------------------------------------------------------------------------
 
 MARKDOWN_MARKER = "<!-- capella-deploy-plan -->"
+
+
+def markdown_marker(environment: str | None) -> str:
+    """The first line of a plan comment: a pipeline finds its comment again by it, one per environment."""
+    return f"<!-- capella-deploy-plan:{environment} -->" if environment else MARKDOWN_MARKER
+
+
 _EMOJI = {
     Action.CREATE: "🟢",
     Action.UPDATE: "🟡",
@@ -193,12 +203,21 @@ def render_markdown(plan: Plan) -> str:
     """A pull-request comment: counts, a table of changes, the full diff folded away. No secrets."""
     counts = plan.counts()
     summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in SUMMARY_ORDER if counts[a.value])
-    lines = [MARKDOWN_MARKER, f"### capella-deploy plan for organization `{plan.org_id}`", ""]
+    title = f"environment `{plan.environment}` (organization `{plan.org_id}`)" if plan.environment else None
+    lines = [
+        markdown_marker(plan.environment),
+        f"### capella-deploy plan for {title or f'organization `{plan.org_id}`'}",
+        "",
+    ]
     lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
     lines.append("")
     if plan.errors:
         lines.append("> [!CAUTION]")
         lines.extend(f"> {md_cell(error)}" for error in plan.errors)
+        lines.append("")
+    if plan.warnings:
+        lines.append("> [!WARNING]")
+        lines.extend(f"> {md_cell(warning)}" for warning in plan.warnings)
         lines.append("")
     if plan.pending:
         lines += ["| | resource | action | why |", "|---|---|---|---|"]
@@ -212,8 +231,9 @@ def render_markdown(plan: Plan) -> str:
     if plan.unmanaged:
         names = ", ".join(f"`{u.kind.value}.{u.name}`" for u in plan.unmanaged)
         lines += [f"Unmanaged (left alone): {names}", ""]
-    lines.append(f"Plan checksum: `{plan.checksum()}`")
-    return "\n".join(lines) + "\n"
+    if not plan.errors:  # a plan that cannot be applied has no checksum to approve
+        lines.append(f"Plan checksum: `{plan.checksum()}`")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _diff_lines(change: ResourceChange) -> list[str]:

@@ -1,5 +1,10 @@
 """Shared machinery of the reliability tests: a seeded chaos world, one apply run, and the checks of truth.
 
+Every scenario runs in both of the sandbox's worlds: the official spec's (names may repeat, so the API stops
+no duplicate) and the conflicts world (a taken name answers 409). ``worlds`` and ``world_seeds`` give the
+parameters; a spec-world case the tool still fails carries a strict xfail naming what fails, to be removed
+with the tool's fix.
+
 A chaos world is an in-memory sandbox on a ``ManualClock`` shared with the client: every wait (backoff,
 Retry-After, polling, slow answers) moves sandbox time forward instead of taking wall time, and no real sleep
 decides an ordering, so one seed always replays the same run. An apply run does what ``capella-deploy apply
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from _pytest.mark import ParameterSet
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
@@ -32,7 +39,7 @@ from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan as make_plan
 from capella_deploy.run.settle import settle_outputs
-from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Sandbox, lifecycle
+from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, RouteFault, Rules, Sandbox, lifecycle
 from capella_deploy.secrets import Secret
 from capella_deploy.views.apply import render_apply_result
 from capella_deploy.views.plan import render_plan
@@ -65,6 +72,32 @@ apiKeys:
     expiryDays: 30
     allowedCIDRs: [192.168.10.0/24, 203.0.113.7]
 """
+
+WORLDS: tuple[Rules, ...] = ("spec", "conflicts")
+
+
+def _known_failure(reason: str | None) -> list[pytest.MarkDecorator]:
+    return [] if reason is None else [pytest.mark.xfail(strict=True, reason=reason)]
+
+
+def worlds(spec_fails: str | None = None) -> list[ParameterSet]:
+    """Both worlds as the parameter ``rules``; ``spec_fails`` says why the tool still fails the spec world."""
+    return [
+        pytest.param(rules, id=rules, marks=_known_failure(spec_fails if rules == "spec" else None)) for rules in WORLDS
+    ]
+
+
+def world_seeds(seeds: range, spec_fails: dict[int, str] | None = None) -> list[ParameterSet]:
+    """(rules, seed) for every seed in both worlds; ``spec_fails`` maps a seed to why the spec world fails it."""
+    known = spec_fails or {}
+    return [
+        pytest.param(
+            rules, seed, id=f"{rules}-{seed}", marks=_known_failure(known.get(seed) if rules == "spec" else None)
+        )
+        for rules in WORLDS
+        for seed in seeds
+    ]
+
 
 CREATES = ("POST /v4/organizations/*/aiServices/models", "POST /v4/organizations/*/aiServices/models/apiKeys")
 
@@ -308,9 +341,11 @@ class ChaosWorld:
         return lost
 
 
-def new_world(seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: ChaosProfile = CALM) -> ChaosWorld:
+def new_world(
+    seed: int, root: Path, *, manifest_text: str = MANIFEST, profile: ChaosProfile = CALM, rules: Rules = "spec"
+) -> ChaosWorld:
     clock = ManualClock()
-    sandbox = Sandbox(token=API_TOKEN, clock=clock, seed=seed)
+    sandbox = Sandbox(token=API_TOKEN, clock=clock, seed=seed, rules=rules)
     path = root / f"manifest-{seed}.yaml"
     path.write_text(manifest_text)
     world = ChaosWorld(

@@ -1,0 +1,82 @@
+"""``--target``: a plan narrowed to some resources and what they need, as Terraform's -target does. Pure.
+
+A key depends on the models its ``allowedModels`` names (it is created with their ids), so targeting a key
+keeps those models' changes. Destroying works the other way round: a targeted model takes along the keys
+that name it, which would otherwise point at a model that is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Sequence
+
+from capella_deploy.errors import ConfigError
+from capella_deploy.manifest import Manifest
+from capella_deploy.plan import Kind, Plan
+
+_KINDS = {kind.value: kind for kind in Kind}
+
+
+def check_targets(addresses: Sequence[str], manifest: Manifest, plan: Plan) -> tuple[str, ...]:
+    """The addresses, checked: ``model.NAME`` or ``apiKey.NAME`` of something declared or in the plan."""
+    known = {f"model.{m.name}" for m in manifest.models} | {f"apiKey.{k.name}" for k in manifest.apiKeys}
+    known |= {_plain(change.kind, change.name) for change in plan.changes}
+    checked: list[str] = []
+    for address in addresses:
+        kind, dot, name = address.partition(".")
+        if not dot or kind not in _KINDS or not name:
+            raise ConfigError(f"--target {address!r}: an address is model.NAME or apiKey.NAME (the manifest's names)")
+        if address not in known:
+            close = difflib.get_close_matches(address, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"--target {address}: the manifest declares no such resource{hint}")
+        if address not in checked:
+            checked.append(address)
+    return tuple(checked)
+
+
+def restrict(plan: Plan, manifest: Manifest, targets: Sequence[str], *, destroy: bool = False) -> Plan:
+    """``plan`` with only the changes of ``targets`` and what they depend on, marked as partial."""
+    if not targets:
+        return plan
+    wanted = _closure(manifest, targets, destroy=destroy)
+    kept = tuple(c for c in plan.changes if _plain(c.kind, c.name) in wanted)
+    dropped = {a for c in plan.changes if c not in kept for a in (c.address, _plain(c.kind, c.name))}
+    warning = (
+        f"Resource targeting is in effect: this plan covers only {', '.join(targets)} and what "
+        f"{'it needs' if len(targets) == 1 else 'they need'}, so it may not show every change the manifest "
+        "asks for. --target is for exceptional cases, such as recovering from a mistake, not for routine use."
+    )
+    return dataclasses.replace(
+        plan,
+        changes=kept,
+        # Errors name the resource first ("model.x: ..."); those of resources left out no longer apply.
+        errors=tuple(e for e in plan.errors if e.split(":", 1)[0] not in dropped),
+        warnings=(*plan.warnings, warning),
+        targets=tuple(targets),
+    )
+
+
+def _closure(manifest: Manifest, targets: Iterable[str], *, destroy: bool) -> set[str]:
+    needs: dict[str, set[str]] = {}
+    for key in manifest.apiKeys:
+        models = {f"model.{name}" for name in key.allowedModels if name != "*"}
+        address = f"apiKey.{key.name}"
+        if destroy:
+            for model in models:
+                needs.setdefault(model, set()).add(address)
+        else:
+            needs[address] = models
+    wanted: set[str] = set()
+    pending = list(targets)
+    while pending:
+        address = pending.pop()
+        if address not in wanted:
+            wanted.add(address)
+            pending.extend(needs.get(address, ()))
+    return wanted
+
+
+def _plain(kind: Kind, name: str) -> str:
+    return f"{kind.value}.{name}"

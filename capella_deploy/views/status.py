@@ -1,0 +1,87 @@
+"""`capella-deploy status` rendered as a table for people and as JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from capella_deploy.plan.status import ResourceStatus, StatusReport
+
+STATUS_FORMAT_VERSION = "1.0"
+_HEADER = ("NAME", "KIND", "REGION", "GPU", "STATE", "AGE", "DECLARED", "CONNECTION")
+_STATE_COLOURS = {"healthy": "green", "active": "green", "paused": "blue", "expired": "red"}
+
+
+def render_status(report: StatusReport) -> str:
+    if not report.resources:
+        return f"Nothing is deployed in organization {report.org_id}.\n"
+    rows = [_HEADER] + [_row(r, report) for r in report.resources]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_HEADER) - 1)]
+    lines = [f"Organization {report.org_id}:", ""]
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        if index:
+            state = report.resources[index - 1].state
+            colour = _STATE_COLOURS.get(state, "red" if "Failed" in state or state == "unhealthy" else "yellow")
+            cells[4] = click.style(cells[4], fg=colour)
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    models = sum(1 for r in report.resources if r.kind == "model")
+    lines += ["", f"{models} model(s), {len(report.resources) - models} API key(s)."]
+    lines += [click.style("Warning: ", fg="yellow", bold=True) + w for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def _row(resource: ResourceStatus, report: StatusReport) -> tuple[str, ...]:
+    declared = {True: "yes", False: "no", None: "-"}[resource.declared]
+    gpu = f"{resource.gpu_memory} GB" if resource.gpu_memory is not None else "-"
+    return (
+        resource.name,
+        resource.kind,
+        resource.region or "-",
+        gpu,
+        resource.state,
+        _age(resource, report),
+        declared,
+        resource.connection_string or "-",
+    )
+
+
+def _age(resource: ResourceStatus, report: StatusReport) -> str:
+    if resource.created_at is None:
+        return "-"
+    seconds = max(0, int((report.now - resource.created_at).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    return {
+        "format_version": STATUS_FORMAT_VERSION,
+        "organization_id": report.org_id,
+        "read_at": report.now.isoformat(),
+        "resources": [
+            {
+                "address": r.address,
+                "kind": r.kind,
+                "name": r.name,
+                "live_id": r.live_id,
+                "region": r.region,
+                "gpu_memory": r.gpu_memory,
+                "state": r.state,
+                "created_at": r.created_at.isoformat() if r.created_at else None,
+                "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+                "declared": r.declared,
+                "connection_string": r.connection_string,
+            }
+            for r in report.resources
+        ],
+        "warnings": list(report.warnings),
+    }
+
+
+def render_status_json(report: StatusReport) -> str:
+    return json.dumps(status_json(report), indent=2, sort_keys=True) + "\n"
