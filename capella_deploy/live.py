@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from capella_deploy.errors import CapellaError
+from capella_deploy.lease import is_lease_key
 
 if TYPE_CHECKING:
     from capella_deploy.api.client import CapellaClient
@@ -140,7 +141,7 @@ class LiveKey:
         return {
             "description": self.description,
             "region": self.region,
-            "expiryDays": self.expiry_days,
+            "expiryDays": whole_days(self.expiry_days),
             "allowedCIDRs": sorted(self.allowed_cidrs),
             "allowedModels": sorted(name for _, name in self.allowed_models),
         }
@@ -263,7 +264,7 @@ def parse_model(raw: Mapping[str, Any]) -> LiveModel:
         keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
         connection_string=_str(item.get("connectionString")) or None,
         version=_int(_mapping(item.get("audit")).get("version")),
-        created_at=_time(_mapping(item.get("audit")).get("createdAt")),
+        created_at=parse_time(_mapping(item.get("audit")).get("createdAt")),
     )
 
 
@@ -281,7 +282,7 @@ def parse_key(raw: Mapping[str, Any], now: datetime | None = None) -> LiveKey:
         elif isinstance(entry, str):
             allowed.append((entry, entry))
     cidrs = _list(raw.get("allowedCIDRs"))
-    created_at = _time(_mapping(raw.get("audit")).get("createdAt"))
+    created_at = parse_time(_mapping(raw.get("audit")).get("createdAt"))
     expiry = _expiry(raw.get("expiry"))
     return LiveKey(
         id=key_id,
@@ -306,6 +307,11 @@ def lifetime_days(expiry: float, created_at: datetime | None, now: datetime | No
         return expiry
     total = expiry + (now - created_at).total_seconds() / 86400
     return float(round(total)) if _whole(total, _EXPIRY_SKEW_DAYS) else expiry
+
+
+def whole_days(days: float | None) -> float | int | None:
+    """A number of days as people write it: 90, not 90.0."""
+    return int(days) if days is not None and float(days).is_integer() else days
 
 
 def _whole(value: float, tolerance: float) -> bool:
@@ -339,7 +345,8 @@ async def read_live(client: CapellaClient, org_id: str, *, now: datetime | None 
             warnings.append(f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress")
         models.append(model)
     keys: list[LiveKey] = []
-    for raw in raw_keys:
+    # The organization lock's leases are keys too, but no manifest's: no plan, drift report or export sees them.
+    for raw in (raw for raw in raw_keys if not is_lease_key(raw)):
         try:
             keys.append(parse_key(raw, now))
         except LiveStateError as exc:
@@ -384,7 +391,8 @@ def _int(value: Any) -> int | None:
 _RFC3339 = re.compile(r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?")
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time of the API (audit fields), or None when it is not one."""
     if not isinstance(value, str):
         return None
     match = _RFC3339.fullmatch(value.strip())

@@ -204,8 +204,7 @@ def test_an_outputs_path_that_cannot_be_written_stops_apply_before_anything_is_c
 
 
 def test_a_rotation_whose_new_token_is_lost_keeps_the_old_key_and_token(world: World) -> None:
-    with world.sandbox.mutate() as state:
-        state.reject_duplicate_names = False  # an API that lets the new key exist beside the old one
+    world.sandbox.set_rules("spec")  # an API that lets the new key exist beside the old one
     path = manifest(world)
     assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
     old = json.loads(world.outputs.read_text())["apiKeys"]["app"]
@@ -260,7 +259,7 @@ def test_plan_reads_the_outputs_to_keep_the_key_whose_token_they_hold(world: Wor
 def test_an_update_not_yet_visible_at_the_timeout_is_a_warning_not_a_failure(world: World) -> None:
     path = manifest(world)
     assert world.cli("apply", "-f", path, "--auto-approve").exit_code == 0
-    faults = world.write("faults.yaml", "update_visibility_delay_seconds: 86400\n")
+    faults = world.write("faults.yaml", "edit_delay_seconds: 86400\n")
     world.env["CAPELLA_SANDBOX_FAULTS"] = str(faults)
     text = Path(path).read_text().replace("    state: running\n", "    state: running\n    keywordFiltering: [x]\n", 1)
     edited = world.write("edited.yaml", text)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "capella_deploy"
 
 # Rooms from the bottom up; a room may import its own modules and any room on a lower floor.
 FLOORS: tuple[frozenset[str], ...] = (
-    frozenset({"__init__", "errors", "secrets", "clock", "net", "schemas"}),
+    frozenset({"__init__", "errors", "secrets", "clock", "net", "schemas", "lease", "catalog"}),
     frozenset({"manifest", "api", "outputs"}),
     frozenset({"kinds"}),
     frozenset({"live"}),

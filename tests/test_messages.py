@@ -187,7 +187,7 @@ def test_help_has_examples_full_summaries_and_the_environment(world: World) -> N
     top = world.run("--help")
     commands = " ".join(top.stdout.split("Commands:")[1].split("Environment:")[0].split())
     # Whole summaries, not cut at 45 characters.
-    assert "Remove the lock a killed run left behind (its id is in the error the next run prints)." in commands
+    assert "Free the organization lock LOCK_ID from anywhere, e.g. the lock of a run that died holding it." in commands
     assert "..." not in commands.replace("JSON plan, ...", "")
     for variable in ("CAPELLA_API_TOKEN", "CAPELLA_API_URL", "CAPELLA_ORG_ID", "CAPELLA_LOG", "NO_COLOR"):
         assert variable in top.stdout

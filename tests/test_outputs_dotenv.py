@@ -122,7 +122,7 @@ def test_github_outputs_mask_every_token_first_and_use_lower_case_names(
 ) -> None:
     store = write(tmp_path / "outputs.json")
     target = tmp_path / "github_output"
-    publish_to_github(store, {"GITHUB_OUTPUT": str(target)})
+    publish_to_github(store.document(), {"GITHUB_OUTPUT": str(target)})
     assert capsys.readouterr().out == f"::add-mask::{TOKEN}\n"
     lines = target.read_text().splitlines()
     assert f"model_chat_prod_v2_url={URL}" in lines

@@ -120,7 +120,7 @@ def test_a_json_file_with_leading_blank_lines_is_still_read(tmp_path: Path) -> N
 
 def test_github_outputs_need_the_file_github_names(tmp_path: Path) -> None:
     with pytest.raises(OutputsError) as refused:
-        publish_to_github(Outputs(tmp_path / "o.json"), {})
+        publish_to_github(Outputs(tmp_path / "o.json").document(), {})
     assert str(refused.value) == "--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step"
 
 

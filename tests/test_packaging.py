@@ -42,6 +42,7 @@ def test_the_wheel_ships_the_schemas_and_the_license(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for name in SCHEMAS:
         assert f"capella_deploy/schemas/{name}.schema.json" in names
+    assert "capella_deploy/catalog/catalog.json" in names  # the catalog check and the sandbox read it
     licenses = [n for n in names if re.search(r"\.dist-info/(licenses/)?LICENSE$", n)]
     assert licenses, names
     assert "Apache License" in zipfile.ZipFile(wheel).read(licenses[0]).decode()

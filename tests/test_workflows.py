@@ -24,7 +24,7 @@ import yaml
 from capella_deploy.cli import main as cli_main
 from capella_deploy.sandbox import Sandbox
 from capella_deploy.sandbox.server import running_server
-from capella_deploy.views.plan import MARKDOWN_MARKER
+from capella_deploy.views.plan import MARKDOWN_MARKER, markdown_marker
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -132,42 +132,69 @@ def test_ci_runs_the_ci_script_on_the_oldest_and_newest_python() -> None:
     assert "actionlint" in lint and "check-jsonschema" in lint
 
 
-def test_plan_runs_on_pull_requests_and_keeps_one_comment() -> None:
+def test_plan_validates_every_pull_request_and_plans_those_it_may() -> None:
     doc = workflow("plan.yml")
     assert "pull_request" in triggers(doc)
     assert "pull_request.number" in doc["concurrency"]["group"]
     assert doc["concurrency"]["cancel-in-progress"] is True
+    validate = doc["jobs"]["validate"]
+    # Forks included: no condition, no secret.
+    assert "if" not in validate and "secrets." not in json.dumps(validate)
     assert step(doc, "Validate the manifests")["with"]["command"] == "validate"
+    job = doc["jobs"]["plan"]
+    assert "head.repo.full_name == github.repository" in job["if"]
+    assert job["environment"] == {"name": "${{ matrix.environment }}-plan", "deployment": False}
     plan = step(doc, "plan")
     assert plan["uses"] == "./" and plan["with"]["command"] == "plan"
+    assert plan["with"]["environment"] == "${{ matrix.environment }}"
     assert plan["env"]["CAPELLA_API_TOKEN"] == "${{ secrets.CAPELLA_API_TOKEN }}"
     upload = step(doc, "upload")
-    assert upload["uses"].startswith("actions/upload-artifact@") and upload["with"]["name"] == "capella-plan"
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["with"]["name"] == "capella-plan-${{ matrix.environment }}"
     comment = step(doc, "Post or update the plan comment")["with"]["script"]
-    assert f"'{MARKDOWN_MARKER}'" in comment
+    assert "const MARKER = `<!-- capella-deploy-plan:${ENVIRONMENT} -->`;" in comment
+    assert markdown_marker("staging") == "<!-- capella-deploy-plan:staging -->"
     assert "updateComment" in comment and "createComment" in comment
 
 
-def test_apply_runs_on_main_one_at_a_time_and_only_what_was_reviewed() -> None:
+def test_the_plan_check_to_require_fails_unless_every_environment_was_planned() -> None:
+    doc = workflow("plan.yml")
+    summary = doc["jobs"]["summary"]
+    assert summary["name"] == "capella-deploy plan"
+    assert summary["if"] == "always()"
+    assert set(summary["needs"]) == {"environments", "validate", "plan"}
+
+
+def test_apply_runs_on_main_one_environment_at_a_time_and_only_what_was_reviewed() -> None:
     doc = workflow("apply.yml")
     on = triggers(doc)
     assert on["push"]["branches"] == ["main"]
     assert on["workflow_dispatch"]["inputs"]["checksum"]["required"] is True
+    assert on["workflow_dispatch"]["inputs"]["environment"]["required"] is True
     # One fixed group for every run: two applies never overlap and a queued one is never cancelled.
     assert "${{" not in doc["concurrency"]["group"]
     assert doc["concurrency"]["cancel-in-progress"] is False
-    assert "refs/heads/main" in doc["jobs"]["apply"]["if"]
+    job = doc["jobs"]["apply"]
+    assert "refs/heads/main" in job["if"]
+    # The GitHub Environment's protection rules (reviewers, branches) gate each environment's apply.
+    assert job["environment"] == "${{ matrix.environment }}"
+    assert job["strategy"]["max-parallel"] == 1 and job["strategy"]["fail-fast"] is True
     download = step(doc, "Download the reviewed plan")
     assert download["with"]["name"] == step(workflow("plan.yml"), "upload")["with"]["name"]
     assert download["continue-on-error"] is True
     planned_as = step(workflow("plan.yml"), "plan")["with"]["plan-file"]
     assert step(doc, "apply")["env"]["PLAN_FILE"].endswith("/" + planned_as)
     script = step(doc, "apply")["run"]
-    assert 'capella-deploy apply "$PLAN_FILE" --auto-approve --outputs github' in script
-    assert '--checksum "$CHECKSUM" --auto-approve --outputs github' in script
+    assert 'apply "$PLAN_FILE" --environment "$ENVIRONMENT" --auto-approve --outputs github' in script
+    assert '--environment "$ENVIRONMENT" --checksum "$CHECKSUM"' in script
+    assert "--lock-timeout 30m" in script
+    store = step(doc, "Store new key tokens as environment secrets")
+    assert store["if"] == "always() && steps.apply.outcome != 'skipped'"
+    assert store["env"]["GH_TOKEN"] == "${{ secrets.CAPELLA_SECRETS_TOKEN }}"
+    assert store["env"]["OUTPUTS_FILE"] == ".capella/${{ matrix.environment }}/outputs.json"
 
 
-def test_drift_runs_nightly_and_on_demand() -> None:
+def test_drift_runs_nightly_and_on_demand_for_each_environment() -> None:
     doc = workflow("drift.yml")
     on = triggers(doc)
     assert "workflow_dispatch" in on
@@ -175,17 +202,21 @@ def test_drift_runs_nightly_and_on_demand() -> None:
     assert len(schedule["cron"].split()) == 5
     assert doc["concurrency"]["group"] != workflow("apply.yml")["concurrency"]["group"]
     issue = step(doc, "Open, update or close the drift issue")
-    assert "'2'" in issue["if"] and "const LABEL = 'drift';" in issue["with"]["script"]
-    assert step(doc, "drift")["with"]["command"] == "drift"
+    assert "'2'" in issue["if"] and "const LABEL = `drift:${ENVIRONMENT}`;" in issue["with"]["script"]
+    drift = step(doc, "drift")
+    assert drift["with"]["command"] == "drift" and drift["with"]["environment"] == "${{ matrix.environment }}"
+    assert step(doc, "Upload the drift report")["with"]["name"] == "capella-drift-${{ matrix.environment }}"
 
 
-def test_the_templates_agree_on_the_manifests() -> None:
-    manifests = {name: workflow(name)["env"]["MANIFESTS"] for name in ("plan.yml", "apply.yml", "drift.yml")}
-    assert len(set(manifests.values())) == 1, manifests
+def test_the_workflows_read_one_environments_file_alike() -> None:
+    jobs = {name: workflow(name)["jobs"]["environments"] for name in ("plan.yml", "apply.yml", "drift.yml")}
+    assert jobs["plan.yml"] == jobs["apply.yml"] == jobs["drift.yml"]
+    for name in ("plan.yml", "apply.yml", "drift.yml"):
+        for job_name, job in workflow(name)["jobs"].items():
+            if "strategy" in job:
+                assert job["strategy"]["matrix"] == "${{ fromJSON(needs.environments.outputs.matrix) }}", job_name
     for name, event in (("plan.yml", "pull_request"), ("apply.yml", "push")):
-        prefixes = [p.removesuffix("**") for p in triggers(workflow(name))[event]["paths"]]
-        for manifest in manifests[name].split():
-            assert any(manifest.startswith(prefix) for prefix in prefixes), (name, manifest)
+        assert triggers(workflow(name))[event]["paths"] == ["capella/**"]
 
 
 def test_plan_and_apply_compute_the_manifest_digest_alike() -> None:
@@ -331,6 +362,7 @@ def run_action(runner: Runner, command: str, **inputs: str) -> subprocess.Comple
     env = {
         "COMMAND": command,
         "MANIFESTS": "capella.yaml",
+        "ENVIRONMENT": "",
         "PLAN_FILE": "capella.plan.json",
         "CHECKSUM": "",
         "REPORT_FILE": "drift.json",
@@ -352,6 +384,15 @@ def test_action_plan_reports_changes_checksum_and_files(action: Runner) -> None:
     markdown = Path(out["markdown-file"]).read_text()
     assert markdown.startswith(MARKDOWN_MARKER)
     assert action.summary.read_text() == markdown
+
+
+def test_action_passes_the_environment_on(action: Runner) -> None:
+    result = run_action(action, "plan", ENVIRONMENT="staging")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Path(action.step_outputs["markdown-file"]).read_text().startswith(markdown_marker("staging"))
+    assert json.loads(Path(action.step_outputs["plan-file"]).read_text())["plan"]["environment"] == "staging"
+    applied = run_action(action, "apply", ENVIRONMENT="production")
+    assert applied.returncode == 1 and "not for environment production" in applied.stderr
 
 
 def test_action_fails_on_changes_only_when_asked(action: Runner) -> None:
@@ -449,7 +490,13 @@ def test_action_installs_the_version_asked_for_once_per_job(tmp_path: Path, vers
     assert len(log.read_text().splitlines()) == 1
 
 
-# -- apply.yml's apply step, against a sandbox server ------------------------------------------------
+# -- apply.yml's apply and store steps, against a sandbox server ------------------------------------------
+
+ENVIRONMENT = "staging"
+ENVIRONMENTS = [
+    {"environment": "staging", "manifests": "capella/manifest.yaml"},
+    {"environment": "production", "manifests": "capella/manifest.yaml capella/production.yaml"},
+]
 
 
 @pytest.fixture
@@ -457,7 +504,15 @@ def capella(tmp_path: Path) -> Iterator[Runner]:
     token = "wf-token-3f9c2d7a"
     sandbox = Sandbox(tmp_path / "sandbox.json", token=token)
     with running_server(sandbox) as url:
-        env = {**base_env(), "CAPELLA_API_URL": url, "CAPELLA_API_TOKEN": token, "CAPELLA_ORG_ID": sandbox.org_id}
+        env = {
+            **base_env(),
+            "CAPELLA_API_URL": url,
+            "CAPELLA_API_TOKEN": token,
+            "CAPELLA_ORG_ID": sandbox.org_id,
+            "ENVIRONMENT": ENVIRONMENT,
+            "MANIFESTS": "capella/manifest.yaml",
+            "GITHUB_REPOSITORY": "acme/infra",
+        }
         runner = Runner(tmp_path / "repo", env)
         (runner.root / "capella").mkdir()
         (runner.root / "capella" / "manifest.yaml").write_text(KEY_MANIFEST.format(cidr="10.0.0.0/16"))
@@ -467,23 +522,20 @@ def capella(tmp_path: Path) -> Iterator[Runner]:
 def reviewed_plan(runner: Runner) -> tuple[Path, str]:
     """What plan.yml leaves behind: the saved plan (as downloaded) and the checksum in the comment."""
     saved = runner.root / "reviewed-plan" / "capella.plan.json"
-    planned = runner.run(f"capella-deploy plan -f capella/manifest.yaml --out {saved}")
+    planned = runner.run(f"capella-deploy plan -f capella/manifest.yaml --environment {ENVIRONMENT} --out {saved}")
     assert planned.returncode == 0, planned.stderr
     return saved, json.loads(saved.read_text())["checksum"]
 
 
 def apply_step(runner: Runner, plan_file: Path, checksum: str) -> subprocess.CompletedProcess[str]:
-    doc = workflow("apply.yml")
-    return runner.run(
-        step(doc, "apply")["run"], MANIFESTS=doc["env"]["MANIFESTS"], CHECKSUM=checksum, PLAN_FILE=str(plan_file)
-    )
+    return runner.run(step(workflow("apply.yml"), "apply")["run"], CHECKSUM=checksum, PLAN_FILE=str(plan_file))
 
 
 def test_apply_step_applies_the_reviewed_plan_and_masks_tokens_before_writing_them(capella: Runner) -> None:
     plan_file, checksum = reviewed_plan(capella)
     result = apply_step(capella, plan_file, checksum)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Applying the saved plan" in result.stdout
+    assert f"Applying the saved plan {checksum} of {ENVIRONMENT}" in result.stdout
     outputs = capella.step_outputs
     token = outputs["key_app_key_token"]
     assert outputs["key_app_key_region"] == "us-east-1" and token
@@ -491,11 +543,15 @@ def test_apply_step_applies_the_reviewed_plan_and_masks_tokens_before_writing_th
     # is the only place the token is printed.
     assert result.stdout.count(token) == 1 and f"::add-mask::{token}\n" in result.stdout
     assert token not in result.stderr
+    # The environment's own outputs file, and the lock held for the environment, given back.
+    assert (capella.root / ".capella" / ENVIRONMENT / "outputs.json").exists()
+    assert "Locked organization" in result.stdout
 
     listed = capella.run(step(workflow("apply.yml"), "List the outputs")["run"], OUTPUTS=json.dumps(outputs))
     assert listed.returncode == 0, listed.stderr
     summary = capella.summary.read_text()
     assert "`steps.apply.outputs.key_app_key_token`" in summary and token not in summary
+    assert f"outputs of {ENVIRONMENT}" in summary
 
 
 def test_apply_step_refuses_a_saved_plan_with_another_checksum(capella: Runner) -> None:
@@ -503,6 +559,16 @@ def test_apply_step_refuses_a_saved_plan_with_another_checksum(capella: Runner) 
     result = apply_step(capella, plan_file, "0" * 64)
     assert result.returncode == 1
     assert "nothing was applied" in result.stdout
+    assert capella.step_outputs == {}
+
+
+def test_apply_step_refuses_the_plan_of_another_environment(capella: Runner) -> None:
+    plan_file, checksum = reviewed_plan(capella)
+    result = capella.run(
+        step(workflow("apply.yml"), "apply")["run"], CHECKSUM=checksum, PLAN_FILE=str(plan_file), ENVIRONMENT="prod"
+    )
+    assert result.returncode == 1
+    assert "is a plan for environment staging, not for environment prod" in result.stderr
     assert capella.step_outputs == {}
 
 
@@ -523,6 +589,148 @@ def test_apply_step_changes_nothing_when_main_no_longer_plans_to_the_reviewed_ch
     assert capella.step_outputs == {}
 
 
+def fake_gh(runner: Runner, exit_code: int = 0) -> Path:
+    """A `gh` on PATH that records each call and what it read from standard input."""
+    bin_dir = runner.root.parent / "gh-bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = bin_dir / "calls.jsonl"
+    gh = bin_dir / "gh"
+    gh.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "call = {'argv': sys.argv[1:], 'stdin': sys.stdin.read()}\n"
+        f"with open({str(log)!r}, 'a') as f: f.write(json.dumps(call) + '\\n')\n"
+        f"sys.exit({exit_code})\n"
+    )
+    gh.chmod(0o755)
+    runner.env["PATH"] = f"{bin_dir}{os.pathsep}{runner.env['PATH']}"
+    return log
+
+
+def store_step(runner: Runner, **env: str) -> subprocess.CompletedProcess[str]:
+    store = step(workflow("apply.yml"), "Store new key tokens as environment secrets")
+    outputs_file = store["env"]["OUTPUTS_FILE"].replace("${{ matrix.environment }}", ENVIRONMENT)
+    return runner.run(store["run"], OUTPUTS_FILE=outputs_file, **env)
+
+
+def test_store_step_keeps_each_new_token_as_a_secret_of_the_environment(capella: Runner) -> None:
+    plan_file, checksum = reviewed_plan(capella)
+    assert apply_step(capella, plan_file, checksum).returncode == 0
+    published = json.dumps(capella.step_outputs)
+    token = capella.step_outputs["key_app_key_token"]
+    calls = fake_gh(capella)
+    stored = store_step(capella, GH_TOKEN="ghs-test", PUBLISHED=published)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    [call] = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert call == {
+        "argv": ["secret", "set", "CAPELLA_KEY_APP_KEY_TOKEN", "--env", ENVIRONMENT, "--repo", "acme/infra"],
+        "stdin": token,
+    }
+    assert token not in stored.stdout + stored.stderr
+    assert "Stored the token of key app-key as the secret CAPELLA_KEY_APP_KEY_TOKEN" in stored.stdout
+
+
+def test_store_step_fails_loudly_when_a_new_token_cannot_be_stored(capella: Runner) -> None:
+    plan_file, checksum = reviewed_plan(capella)
+    assert apply_step(capella, plan_file, checksum).returncode == 0
+    published = json.dumps(capella.step_outputs)
+    no_token = store_step(capella, GH_TOKEN="", PUBLISHED=published)
+    assert no_token.returncode == 1 and "cannot be stored: set the secret CAPELLA_SECRETS_TOKEN" in no_token.stdout
+    fake_gh(capella, exit_code=1)
+    refused = store_step(capella, GH_TOKEN="ghs-test", PUBLISHED=published)
+    assert refused.returncode == 1 and "could not store the token of key app-key" in refused.stdout
+    # Tokens published, but the environment's outputs file is not where the step looks.
+    (capella.root / ".capella" / ENVIRONMENT / "outputs.json").unlink()
+    lost = store_step(capella, GH_TOKEN="ghs-test", PUBLISHED=published)
+    assert lost.returncode == 1 and "leave outputs.path unset" in lost.stdout
+
+
+def test_store_step_has_nothing_to_do_without_new_tokens(capella: Runner) -> None:
+    nothing = store_step(capella, GH_TOKEN="", PUBLISHED="{}")
+    assert nothing.returncode == 0 and "No new key token in staging" in nothing.stdout
+
+
+# -- the environments file ------------------------------------------------------------------------------------
+
+
+def read_environments(root: Path, entries: Any, only: str = "") -> tuple[subprocess.CompletedProcess[str], Any]:
+    runner = Runner(root, base_env())
+    (root / "capella").mkdir(exist_ok=True)
+    (root / "capella" / "environments.json").write_text(json.dumps(entries))
+    result = runner.run(step(workflow("plan.yml"), "read")["run"], ONLY=only)
+    matrix = runner.step_outputs.get("matrix")
+    return result, json.loads(matrix) if matrix else None
+
+
+def test_the_environments_file_becomes_the_matrix(tmp_path: Path) -> None:
+    result, matrix = read_environments(tmp_path, ENVIRONMENTS)
+    assert result.returncode == 0, result.stdout
+    assert matrix == {"include": ENVIRONMENTS}
+    result, matrix = read_environments(tmp_path, ENVIRONMENTS, only="production")
+    assert matrix == {"include": ENVIRONMENTS[1:]}
+    result, matrix = read_environments(tmp_path, ENVIRONMENTS, only="prod")
+    assert result.returncode == 1 and matrix is None
+    assert "no environment 'prod'; the environments are staging, production" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ([], "must be a list of"),
+        ([{"environment": "a b", "manifests": "capella/x.yaml"}], "environment must be up to 32"),
+        ([ENVIRONMENTS[0], ENVIRONMENTS[0]], "environment staging is listed twice"),
+        ([{"environment": "x", "manifests": "../secrets.yaml"}], "manifests must be files under capella/"),
+        ([{"environment": "x", "manifests": "capella/x.yaml", "org": "1"}], "exactly the keys"),
+    ],
+)
+def test_a_bad_environments_file_fails_with_the_reason(tmp_path: Path, entries: Any, problem: str) -> None:
+    result, matrix = read_environments(tmp_path, entries)
+    assert result.returncode == 1 and matrix is None
+    assert "::error file=capella/environments.json::" in result.stdout and problem in result.stdout
+
+
+def test_the_shipped_example_environments_validate(tmp_path: Path) -> None:
+    example = ROOT / "examples" / "gitops"
+    entries = json.loads((example / "capella" / "environments.json").read_text())
+    result, matrix = read_environments(tmp_path, entries)
+    assert result.returncode == 0 and [e["environment"] for e in matrix["include"]] == ["staging", "production"]
+    for entry in entries:
+        files = [str(example / f) for f in entry["manifests"].split()]
+        validated = subprocess.run(
+            [str(VENV_BIN / "capella-deploy"), "validate", "--environment", entry["environment"]]
+            + [arg for f in files for arg in ("-f", f)],
+            capture_output=True,
+            text=True,
+            env={**base_env(), "CAPELLA_ORG_ID": ""},
+        )
+        assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+# -- the summary check ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("results", "fork", "enabled", "ok", "said"),
+    [
+        (("success", "success", "success"), "false", "true", True, "Every environment is validated and planned."),
+        (("success", "success", "skipped"), "true", "true", False, "a pull request from a fork is validated but"),
+        (("success", "success", "skipped"), "false", "false", False, "set the repository variable"),
+        (("success", "success", "failure"), "false", "true", False, "did not succeed (failure)"),
+        (("success", "failure", "skipped"), "false", "true", False, "are not valid"),
+        (("failure", "skipped", "skipped"), "false", "true", False, "could not be read"),
+    ],
+)
+def test_a_skipped_plan_never_passes_the_plan_check(
+    tmp_path: Path, results: tuple[str, str, str], fork: str, enabled: str, ok: bool, said: str
+) -> None:
+    runner = Runner(tmp_path, base_env())
+    environments, validate, plan = results
+    script = step(workflow("plan.yml"), "Every environment validated and planned")["run"]
+    result = runner.run(script, ENVIRONMENTS=environments, VALIDATE=validate, PLAN=plan, FORK=fork, ENABLED=enabled)
+    assert (result.returncode == 0) is ok
+    assert said in result.stdout
+
+
 # -- the github-script steps, under Node ---------------------------------------------------------------
 
 # Runs a github-script body the way actions/github-script does (an async function of require, github,
@@ -541,7 +749,8 @@ for (const name of fixture.endpoints) {
   rest[group] = rest[group] || {};
   rest[group][method] = async (params) => {
     calls.push({ name, params });
-    const answer = fixture.responses[name];
+    let answer = fixture.responses[name];
+    if (answer && answer.sequence) answer = answer.sequence.length > 1 ? answer.sequence.shift() : answer.sequence[0];
     if (answer && answer.status) {
       const error = new Error(`HTTP ${answer.status}`);
       error.status = answer.status;
@@ -572,8 +781,11 @@ ENDPOINTS = [
     "issues.update",
     "issues.getLabel",
     "issues.createLabel",
+    "issues.addLabels",
+    "issues.removeLabel",
     "repos.listPullRequestsAssociatedWithCommit",
 ]
+STAGING = markdown_marker(ENVIRONMENT)
 BOT = {"login": "github-actions[bot]", "type": "Bot"}
 PLAN_SHA = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 MERGE_SHA = "ffeeddccbbaa99887766554433221100ffeeddcc"
@@ -599,7 +811,7 @@ class Script:
         fixture.write_text(json.dumps({"endpoints": ENDPOINTS, "responses": responses, "context": context}))
         script = self.cwd / "script.js"
         script.write_text(self.script)
-        full = {**base_env(), "MANIFESTS": self.doc["env"]["MANIFESTS"], **env}
+        full = {**base_env(), "ENVIRONMENT": ENVIRONMENT, "MANIFESTS": "capella/manifest.yaml", **env}
         result = subprocess.run(
             [self.node, str(harness), str(fixture), str(script)],
             cwd=self.cwd,
@@ -633,34 +845,55 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "capella").mkdir()
     (tmp_path / "capella" / "manifest.yaml").write_text(KEY_MANIFEST.format(cidr="10.0.0.0/16"))
     markdown = tmp_path / "plan.md"
-    markdown.write_text(f"{MARKDOWN_MARKER}\n### capella-deploy plan\n\nPlan checksum: `{CHECKSUM}`\n")
+    markdown.write_text(f"{STAGING}\n### capella-deploy plan\n\nPlan checksum: `{CHECKSUM}`\n")
     return tmp_path
 
 
-def post_plan_comment(repo: Path, comments: list[dict[str, Any]], exit_code: str = "2") -> dict[str, Any]:
+def post_plan_comment(
+    repo: Path,
+    comments: list[dict[str, Any]],
+    exit_code: str = "2",
+    *,
+    number: int = 7,
+    locked: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The comment step of plan.yml; with ``locked``, the PR lock is on and the open pull requests labelled
+    with this environment's lock are, call after call, those of ``locked``."""
     comment = Script(repo, "plan.yml", "Post or update the plan comment")
+    responses: dict[str, Any] = {"issues.listComments": comments, "issues.createComment": {"html_url": "https://x/1"}}
+    if locked is not None:
+        responses["issues.listForRepo"] = {"sequence": locked}
     return comment(
-        github_context("pull_request", PLAN_SHA, pull_request={"number": 7}),
-        {"issues.listComments": comments, "issues.createComment": {"html_url": "https://x/1"}},
+        github_context("pull_request", PLAN_SHA, pull_request={"number": number}),
+        responses,
         EXIT_CODE=exit_code,
         CHECKSUM=CHECKSUM if exit_code in ("0", "2") else "",
         MARKDOWN_FILE=str(repo / "plan.md"),
         PLAN_UPLOADED="true" if exit_code in ("0", "2") else "false",
+        PR_LOCK="true" if locked is not None else "",
     )
+
+
+def pull(number: int) -> dict[str, Any]:
+    return {"number": number, "pull_request": {}, "body": ""}
 
 
 def test_plan_comment_is_posted_then_updated_in_place(repo: Path) -> None:
     first = post_plan_comment(repo, [])
     assert writes(first) == ["issues.createComment"]
     body = first["calls"][-1]["params"]["body"]
-    assert body.startswith(MARKDOWN_MARKER) and first["calls"][-1]["params"]["issue_number"] == 7
+    assert body.startswith(STAGING) and first["calls"][-1]["params"]["issue_number"] == 7
+    assert "artifact `capella-plan-staging`" in body
     meta = json.loads(re.search(r"<!-- capella-deploy-meta (\{.*\}) -->", body).group(1))  # type: ignore[union-attr]
     assert meta["checksum"] == CHECKSUM and meta["runId"] == 4242 and meta["saved"] is True
+    assert meta["environment"] == ENVIRONMENT
     assert meta["manifests"] == ["capella/manifest.yaml"] and re.fullmatch(r"[0-9a-f]{64}", meta["digest"])
 
-    # Someone quoting the marker is not the workflow: only the bot's comment is updated.
+    # Someone quoting the marker is not the workflow, and another environment's comment is not this one's:
+    # only the bot's comment for this environment is updated.
     comments = [
-        {"id": 1, "user": {"login": "alice", "type": "User"}, "body": MARKDOWN_MARKER + "\nquoted"},
+        {"id": 1, "user": {"login": "alice", "type": "User"}, "body": STAGING + "\nquoted"},
+        {"id": 3, "user": BOT, "body": markdown_marker("production") + "\nthe production plan"},
         {"id": 2, "user": BOT, "body": body},
     ]
     second = post_plan_comment(repo, comments)
@@ -669,21 +902,57 @@ def test_plan_comment_is_posted_then_updated_in_place(repo: Path) -> None:
 
 
 def test_a_failed_plan_replaces_the_comment_with_no_checksum(repo: Path) -> None:
-    recorded = post_plan_comment(repo, [{"id": 2, "user": BOT, "body": MARKDOWN_MARKER}], exit_code="1")
+    recorded = post_plan_comment(repo, [{"id": 2, "user": BOT, "body": STAGING}], exit_code="1")
     body = recorded["calls"][-1]["params"]["body"]
     assert writes(recorded) == ["issues.updateComment"]
     assert "No plan could be made" in body and "capella-deploy-meta" not in body
+
+
+def test_with_the_pr_lock_a_plan_with_changes_takes_the_environment(repo: Path) -> None:
+    recorded = post_plan_comment(repo, [], locked=[[], [pull(7)]])
+    assert writes(recorded) == ["issues.addLabels", "issues.createComment"]
+    assert recorded["calls"][1]["params"] == {
+        "owner": "acme",
+        "repo": "infra",
+        "issue_number": 7,
+        "labels": ["capella-lock:staging"],
+    }
+    assert recorded["failed"] is None and "capella-deploy-meta" in recorded["calls"][-1]["params"]["body"]
+
+
+def test_with_the_pr_lock_a_second_pull_request_is_told_at_plan_time(repo: Path) -> None:
+    recorded = post_plan_comment(repo, [], number=8, locked=[[pull(7)]])
+    assert writes(recorded) == ["issues.createComment"]
+    body = recorded["calls"][-1]["params"]["body"]
+    assert "#7 holds the plan lock of `staging` (label `capella-lock:staging`)" in body
+    assert "capella-deploy-meta" not in body, "a plan made under another pull request's lock is not for applying"
+    assert recorded["failed"] == "Environment staging is locked by pull request #7."
+
+
+def test_with_the_pr_lock_two_pull_requests_labelled_at_once_leave_it_to_the_older(repo: Path) -> None:
+    recorded = post_plan_comment(repo, [], number=8, locked=[[], [pull(7), pull(8)]])
+    assert writes(recorded) == ["issues.addLabels", "issues.removeLabel", "issues.createComment"]
+    assert recorded["failed"] == "Environment staging is locked by pull request #7."
+
+
+def test_with_the_pr_lock_a_plan_without_changes_gives_the_environment_back(repo: Path) -> None:
+    recorded = post_plan_comment(repo, [], exit_code="0", locked=[[pull(7)]])
+    assert writes(recorded) == ["issues.removeLabel", "issues.createComment"]
+    assert recorded["failed"] is None
 
 
 def merged_pr(number: int = 7, sha: str = MERGE_SHA) -> dict[str, Any]:
     return {"number": number, "merged_at": "2026-01-01T00:00:00Z", "merge_commit_sha": sha}
 
 
-def find_reviewed(repo: Path, pulls: list[dict[str, Any]], comments: list[dict[str, Any]]) -> dict[str, Any]:
+def find_reviewed(
+    repo: Path, pulls: list[dict[str, Any]], comments: list[dict[str, Any]], environment: str = ENVIRONMENT
+) -> dict[str, Any]:
     reviewed = Script(repo, "apply.yml", "reviewed")
     return reviewed(
         github_context("push", MERGE_SHA),
         {"repos.listPullRequestsAssociatedWithCommit": pulls, "issues.listComments": comments},
+        ENVIRONMENT=environment,
     )
 
 
@@ -718,6 +987,16 @@ def test_apply_refuses_when_nothing_was_reviewed(
     assert "checksum" not in recorded["outputs"]
 
 
+def test_apply_takes_only_the_plan_reviewed_for_its_environment(repo: Path) -> None:
+    body = post_plan_comment(repo, [])["calls"][-1]["params"]["body"]
+    comments = [{"id": 2, "user": BOT, "body": body}]
+    production = find_reviewed(repo, [merged_pr()], comments, environment="production")
+    assert production["failed"] and "no successful capella-deploy plan comment for production" in production["failed"]
+    forged = body.replace('"environment":"staging"', '"environment":"production"')
+    staging = find_reviewed(repo, [merged_pr()], [{"id": 2, "user": BOT, "body": forged}])
+    assert staging["failed"] and "checksum" not in staging["outputs"]
+
+
 @pytest.mark.parametrize(("given", "accepted"), [(CHECKSUM, True), ("not-a-checksum", False)])
 def test_apply_by_hand_takes_the_checksum_given(repo: Path, given: str, accepted: bool) -> None:
     reviewed = Script(repo, "apply.yml", "reviewed")
@@ -734,7 +1013,7 @@ def drift_issue(repo: Path, exit_code: str, issues: list[dict[str, Any]], label:
         github_context("schedule", MERGE_SHA),
         {
             "issues.listForRepo": issues,
-            "issues.getLabel": label if label is not None else {"name": "drift"},
+            "issues.getLabel": label if label is not None else {"name": "drift:staging"},
             "issues.create": {"html_url": "https://x/9"},
         },
         EXIT_CODE=exit_code,
@@ -745,14 +1024,18 @@ def drift_issue(repo: Path, exit_code: str, issues: list[dict[str, Any]], label:
 def test_drift_opens_a_labelled_issue_creating_the_label(repo: Path) -> None:
     recorded = drift_issue(repo, "2", [], label={"status": 404})
     assert writes(recorded) == ["issues.createLabel", "issues.create"]
+    assert recorded["calls"][-2]["params"]["name"] == "drift:staging"
     created = recorded["calls"][-1]["params"]
-    assert created["labels"] == ["drift"]
-    assert created["body"].startswith("<!-- capella-deploy-drift -->") and "gpuMemory 48 -> 24" in created["body"]
+    assert created["labels"] == ["drift:staging"]
+    assert created["title"] == "Capella drift in staging: the organization differs from the manifests"
+    assert (
+        created["body"].startswith("<!-- capella-deploy-drift:staging -->") and "gpuMemory 48 -> 24" in created["body"]
+    )
 
 
 def test_drift_updates_the_open_issue_and_comments_only_when_the_drift_changed(repo: Path) -> None:
     opened = drift_issue(repo, "2", [])["calls"][-1]["params"]["body"]
-    issue = {"number": 9, "body": opened, "labels": [{"name": "drift"}]}
+    issue = {"number": 9, "body": opened, "labels": [{"name": "drift:staging"}]}
     same = drift_issue(repo, "2", [issue])
     assert writes(same) == ["issues.update"] and same["calls"][-1]["params"]["issue_number"] == 9
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Generic, TypeVar
 
 from capella_deploy.api.client import CapellaClient
+from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
+from capella_deploy.apply.eta import remaining_seconds
 from capella_deploy.apply.watcher import PollSchedule, Ready, StatusWatcher, WaitFailed, WaitTimedOut
 from capella_deploy.clock import Clock
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict, NotFound, Unprocessable
@@ -55,6 +58,7 @@ log = logging.getLogger("capella_deploy.apply")
 # chaos weather), three attempts left about one create in sixty undone, five leave about one in a thousand.
 _CREATE_ATTEMPTS = 5
 _DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
+_DEPLOYING = "deploying"
 # Seconds a create waits for the listing that shows which models of its name exist: creates that finish
 # within that time share one list call.
 _LISTING_GATHER = 2.0
@@ -127,9 +131,21 @@ class Applier:
         self._models = {spec.name: spec for spec in manifest.models}
         self._keys = {spec.name: spec for spec in manifest.apiKeys}
         self._semaphore = asyncio.Semaphore(max(1, options.parallelism))
-        self._watcher = StatusWatcher(lambda: client.list_models(self._org), clock, options.schedule)
+        self._watcher = StatusWatcher(
+            lambda: client.list_models(self._org),
+            clock,
+            options.schedule,
+            requests_per_minute=client.requests_per_minute,
+        )
         # The changes under way, by address, with the clock time each started: for a live progress display.
         self.active: dict[str, float] = {}
+        # The changes whose deciding write (the create of a model, else the first call) has not gone out yet,
+        # and whether it starts a deployment: what the estimate of the time left still has to send.
+        self._unsent = {
+            c.address: c.kind is Kind.MODEL and c.action in (Action.CREATE, Action.REPLACE) for c in plan.pending
+        }
+        self._started = clock.now()
+        self._writes_done = 0
         self._deadlines: dict[str, float] = {}
         self._warnings: dict[str, str] = {}
         # Model ids known so far, by manifest name; keys naming a model wait until its id is known.
@@ -138,6 +154,11 @@ class Applier:
         # Models with a change in this plan: set when that change ends; ``_ready`` names those that succeeded.
         self._finished: dict[str, asyncio.Event] = {}
         self._ready: set[str] = set()
+        # Key creates look for other runs' keys of their name once no key create is under way, all in one listing.
+        self._key_listing = SharedCall(self._list_keys, clock, 0.0)
+        self._key_creates = 0
+        self._keys_quiet = asyncio.Event()
+        self._keys_quiet.set()
 
     async def run(self) -> ApplyResult:
         for change in self._plan.changes:
@@ -154,6 +175,29 @@ class Applier:
             await self._watcher.close()
         return ApplyResult(tuple(results), self._watcher.list_calls)
 
+    def remaining(self) -> float:
+        """Seconds (of the clock) this run is expected to take still."""
+        now = self._clock.now()
+        writes_left = len(self._unsent)
+        # Writes so far went out at this pace; before the first, assume the API's (or the client's) rate.
+        pace = (self._client.requests_per_minute or API_REQUESTS_PER_MINUTE) / 60
+        elapsed = now - self._started
+        if self._writes_done and writes_left and elapsed > 0:
+            pace = self._writes_done / elapsed
+        return remaining_seconds(
+            now,
+            completions=self._watcher.completions(),
+            writes_left=writes_left,
+            deploys_left=sum(self._unsent.values()),
+            writes_per_second=pace,
+            deploy_seconds=self._watcher.durations.expected(_DEPLOYING),
+            notice_seconds=self._watcher.notice_seconds(),
+        )
+
+    def _sent(self, address: str) -> None:
+        if self._unsent.pop(address, None) is not None:
+            self._writes_done += 1
+
     async def _run_one(self, change: ResourceChange) -> ResourceResult:
         started = self._clock.now()
         self.active[change.address] = started
@@ -162,6 +206,7 @@ class Applier:
             return await self._run_one_tracked(change, started)
         finally:
             del self.active[change.address]
+            self._sent(change.address)
             if change.kind is Kind.MODEL and change.after is not None and change.name in self._finished:
                 self._finished[change.name].set()
 
@@ -190,10 +235,16 @@ class Applier:
         if action is Action.DELETE:
             assert change.live_id is not None
             await self._delete_model(change, change.live_id)
+            self._sent(change.address)
             self._progress(change.address, "destroying")
             try:
                 await self._watcher.wait(
-                    change.live_id, until=set(), failing={"destroyFailed"}, gone_ok=True, timeout=self._left(change)
+                    change.live_id,
+                    until=set(),
+                    failing={"destroyFailed"},
+                    gone_ok=True,
+                    timeout=self._left(change),
+                    transition="destroying",
                 )
             except WaitFailed as exc:
                 raise ApplyError(f"model {change.live_id}: {exc}") from None
@@ -207,10 +258,11 @@ class Applier:
             self._progress(change.address, f"destroying {change.live_id} to replace it")
         if action in (Action.CREATE, Action.REPLACE):
             model_ids = await self._embedding_ready(change, spec)
-            creating = self._clock.now()
-            model_id = await self._create_model(spec, change, model_ids)
+            model_id, deploying_since = await self._create_model(spec, change, model_ids)
             # A model adopted from another run of this manifest may already have been paused by that run.
-            model = await self._settle(change, model_id, "deploying", "healthy", wanted, since=creating)
+            model = await self._settle(
+                change, model_id, "deploying", "healthy", wanted, transition=_DEPLOYING, since=deploying_since
+            )
             if model.status != wanted:
                 model = await self._set_state(change, model_id, wanted)
             return await self._record_model(spec, model)
@@ -223,6 +275,7 @@ class Applier:
             await self._when_allowed(
                 change, model_id, "edit", lambda: self._client.update_model(self._org, model_id, body)
             )
+            self._sent(change.address)
             shows_update = self._shows(spec, model_ids)
         if any(c.path == "state" for c in change.attribute_changes):
             model = await self._set_state(change, model_id, wanted)
@@ -276,7 +329,10 @@ class Applier:
             await self._settle(change, model_id, f"waiting for model.{name}, its embedding model", wanted)
         return dict(self._model_ids)
 
-    async def _create_model(self, spec: ModelSpec, change: ResourceChange, model_ids: dict[str, str]) -> str:
+    async def _create_model(
+        self, spec: ModelSpec, change: ResourceChange, model_ids: dict[str, str]
+    ) -> tuple[str, float]:
+        """The id of the model made (or adopted), and when its deployment began, as near as can be told."""
         body = model_create_body(spec, self._manifest.defaults, model_ids)
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             made: str | None = None
@@ -286,6 +342,12 @@ class Applier:
             except (AmbiguousCreate, Conflict) as exc:
                 # A lost answer, or (where the API refuses a second model of one name) one made by another run.
                 unclear: CapellaError = exc
+            answered = self._clock.now()
+            if made is not None:
+                self._sent(change.address)
+                # Known at once: keys naming the model need not wait for the look at other runs' models.
+                self._model_ids[spec.name] = made
+                self._id_known[spec.name].set()
             model_id = await self._one_of_its_name(change, made)
             if model_id is None:
                 if attempt == _CREATE_ATTEMPTS:
@@ -295,9 +357,14 @@ class Applier:
                 continue
             if made is None:
                 self._progress(change.address, f"found {model_id} after an unclear create answer; adopting it")
+            elif model_id != made and any(spec.name in key.allowedModels for key in self._manifest.apiKeys):
+                self._warnings[change.address] = (
+                    f"a key this run made for it before {made} was given up names that model; "
+                    "the next plan replaces such a key"
+                )
             self._model_ids[spec.name] = model_id
             self._id_known[spec.name].set()
-            return model_id
+            return model_id, answered if model_id == made else self._clock.now()
         raise AssertionError("unreachable")
 
     async def _one_of_its_name(self, change: ResourceChange, made: str | None) -> str | None:
@@ -377,7 +444,10 @@ class Applier:
         await self._when_allowed(
             change, model_id, "pause" if pause else "resume", lambda: turn(self._org, model_id), arrived=on_its_way
         )
-        return await self._settle(change, model_id, "pausing" if pause else "resuming", wanted)
+        self._sent(change.address)
+        # The transition began with this call, unless it was under way already (another run's, or a repeat's).
+        transition = "pausing" if pause else "resuming"
+        return await self._settle(change, model_id, transition, wanted, transition=transition)
 
     async def _when_allowed(
         self,
@@ -434,11 +504,18 @@ class Applier:
         return await self._watch(change, model_id, ready=ready)
 
     async def _settle(
-        self, change: ResourceChange, model_id: str, doing: str, *statuses: str, since: float | None = None
+        self,
+        change: ResourceChange,
+        model_id: str,
+        doing: str,
+        *statuses: str,
+        transition: str | None = None,
+        since: float | None = None,
     ) -> LiveModel:
-        """Wait until the model reaches one of ``statuses`` (``since``: when the transition began)."""
+        """Wait until the model reaches one of ``statuses``; ``transition``: the one that began just now, or at
+        ``since``."""
         self._progress(change.address, doing)
-        return await self._watch(change, model_id, until=set(statuses), since=since)
+        return await self._watch(change, model_id, until=set(statuses), transition=transition, since=since)
 
     async def _watch(
         self,
@@ -447,11 +524,18 @@ class Applier:
         *,
         until: Collection[str] = (),
         ready: Ready | None = None,
+        transition: str | None = None,
         since: float | None = None,
     ) -> LiveModel:
         try:
             model = await self._watcher.wait(
-                model_id, until=until, ready=ready, failing=_DEPLOY_FAILED, timeout=self._left(change), since=since
+                model_id,
+                until=until,
+                ready=ready,
+                failing=_DEPLOY_FAILED,
+                timeout=self._left(change),
+                transition=transition,
+                since=since,
             )
         except WaitTimedOut as exc:
             # Say what happens next: nothing is deleted or made again, the next apply waits for it.
@@ -504,7 +588,7 @@ class Applier:
         old_gone = False
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
-                async with self._semaphore:
+                async with self._semaphore, self._creating_key():
                     created = await self._client.create_api_key(self._org, body)
             except Conflict as exc:
                 if change.live_id is None or old_gone:
@@ -556,23 +640,30 @@ class Applier:
                 # Which models the token may call, by manifest name ("*": every model of its region): for `env`.
                 allowedModels=sorted(spec.allowedModels),
             )
+            self._sent(change.address)
             await self._first_of_its_name(change, spec.name, created.id, known)
             return created.id, old_gone
         raise ApplyError(f"key {spec.name!r} could not be created after {_CREATE_ATTEMPTS} attempts")
 
     async def _first_of_its_name(self, change: ResourceChange, name: str, key_id: str, known: set[str]) -> None:
-        """Give up the key just made if another run made one of this name first (an API may accept several).
+        """Keep the key just made only if no other run made one of this name first (an API may accept several).
 
-        As for models, the oldest stays; a run gives up only its own key, whose token it holds: another's token
-        is in that run's outputs.
+        As for models, the oldest stays. The run that made it deletes the younger ones: their makers give them up
+        anyway, and one whose answer was lost cannot tell which is its own. A run gives up its own key when it
+        is younger, and says so when another run deleted it first.
         """
-        rivals = [k for k in await self._list_keys() if k.name == name and k.id not in known]
-        if key_id not in {k.id for k in rivals}:
-            return
+        await self._keys_quiet.wait()
+        rivals = [k for k in await self._key_listing.get() if k.name == name and k.id not in known]
+        if not rivals:
+            return  # not listed yet
         first = rivals[_oldest(k.created_at for k in rivals)]
         if first.id == key_id:
+            for younger in rivals:
+                if younger.id != key_id:
+                    await self._call(self._client.delete_api_key(self._org, younger.id))
             return
-        await self._call(self._client.delete_api_key(self._org, key_id))
+        if key_id in {k.id for k in rivals}:
+            await self._call(self._client.delete_api_key(self._org, key_id))
         self._outputs.forget_key(name, key_id)
         raise ApplyError(
             f"another run made key {first.id} of this name first, so this run's key {key_id} was deleted again; "
@@ -581,6 +672,17 @@ class Applier:
 
     async def _find_new_keys(self, name: str, known: set[str]) -> list[str]:
         return [key.id for key in await self._list_keys() if key.name == name and key.id not in known]
+
+    @contextlib.asynccontextmanager
+    async def _creating_key(self) -> AsyncIterator[None]:
+        self._key_creates += 1
+        self._keys_quiet.clear()
+        try:
+            yield
+        finally:
+            self._key_creates -= 1
+            if not self._key_creates:
+                self._keys_quiet.set()
 
     async def _list_keys(self) -> list[LiveKey]:
         keys = []
@@ -606,6 +708,30 @@ class Applier:
     async def _call(self, call: Awaitable[None]) -> None:
         async with self._semaphore:
             await call
+
+
+T = TypeVar("T")
+
+
+class SharedCall(Generic[T]):
+    """One call serving every caller that asks within ``gather`` seconds of the first (or in the same moment); it
+    is made after the last of them asked, so each gets an answer at least as fresh as its question."""
+
+    def __init__(self, call: Callable[[], Awaitable[T]], clock: Clock, gather: float) -> None:
+        self._call = call
+        self._clock = clock
+        self._gather = gather
+        self._pending: asyncio.Future[T] | None = None
+
+    async def get(self) -> T:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._gathered())
+        return await asyncio.shield(self._pending)
+
+    async def _gathered(self) -> T:
+        await self._clock.sleep(self._gather)
+        self._pending = None  # who asks from now on waits for the next call
+        return await self._call()
 
 
 def _oldest(created: Iterable[datetime | None]) -> int:

@@ -33,7 +33,7 @@ def read_outputs(path: Path) -> dict[str, Any]:
     "--outputs",
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Outputs file with connection strings and tokens (default: the manifest's outputs.path).",
+    help="Outputs file with connection strings and tokens (default: the manifest's outputs path).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the results as a Markdown section.")
@@ -42,6 +42,7 @@ def verify(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     outputs_path: Path | None,
     as_json: bool,
@@ -58,8 +59,8 @@ def verify(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables, var_files)
-    outputs = read_outputs(outputs_path or Path(manifest.outputs.path))
+    manifest = load_manifest_files(files, variables, var_files, environment=environment)
+    outputs = read_outputs(outputs_path or Path(manifest.outputs_path))
     report = asyncio.run(
         run_manifest_checks(
             manifest, outputs, sandbox_state=Path(sandbox) if sandbox else None, environ=dict(os.environ)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from capella_deploy.manifest import Manifest
+    from capella_deploy.manifest import LoadedManifest, Manifest
+    from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.run.session import Target
 
 
@@ -59,8 +61,31 @@ def target_options(func: F) -> F:
     return func
 
 
+def environment_option(func: F) -> F:
+    return click.option(
+        "--environment",
+        "environment",
+        metavar="NAME",
+        callback=_check_environment,
+        help="The environment the manifest deploys (or `environment:` in it): names the plan comment, the lock "
+        "holder and the default outputs path .capella/NAME/outputs.json.",
+    )(func)
+
+
+def _check_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from capella_deploy.manifest import NAME_PATTERN
+
+    if value is not None and (len(value) > 32 or not re.fullmatch(NAME_PATTERN, value)):
+        raise click.BadParameter(
+            f"{value!r} is not an environment name: up to 32 letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 def manifest_options(func: F) -> F:
-    """-f (required), --var and --var-file."""
+    """-f (required), --var, --var-file and --environment."""
+    func = environment_option(func)
     func = click.option(
         "-f",
         "--file",
@@ -102,6 +127,15 @@ def target_option(func: F) -> F:
     )(func)
 
 
+def skip_catalog_option(func: F) -> F:
+    return click.option(
+        "--skip-catalog-check",
+        is_flag=True,
+        help="Do not refuse what the tool's catalog says Capella does not offer (for a region or model newer "
+        "than the catalog); Capella still refuses what it does not offer.",
+    )(func)
+
+
 def guarded(func: F) -> F:
     """Turn every expected failure into a message and an exit code, never a traceback."""
 
@@ -131,24 +165,61 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_manifest_files(
-    files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path] = (), *, resolve_outputs: bool = True
-) -> Manifest:
-    """The manifest; ``resolve_outputs`` makes ``outputs.path`` relative to the working directory (see
-    ``outputs_path_from``), for every command but one that writes the manifest out again."""
+def read_manifest_files(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
+) -> LoadedManifest:
+    """The manifest as its files said it, with where each value came from."""
     from capella_deploy.cli.variables import parse_vars, read_var_files
     from capella_deploy.manifest import read_manifest
 
     from_files = read_var_files(var_files)
     # --var values must be used by the manifest; a var file may serve several manifests, as in Terraform.
-    loaded = read_manifest(list(files), variables=parse_vars(variables), environ={**os.environ, **from_files})
+    loaded = read_manifest(
+        list(files), variables=parse_vars(variables), environ={**os.environ, **from_files}, environment=environment
+    )
     unused = sorted(set(from_files) - loaded.variables_used)
     if unused:
         files_text = ", ".join(str(f) for f in var_files)
         warn(f"{files_text} sets {', '.join(unused)}, which no manifest file uses")
+    return loaded
+
+
+def load_manifest_files(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path] = (),
+    *,
+    environment: str | None = None,
+    resolve_outputs: bool = True,
+) -> Manifest:
+    """The manifest; ``resolve_outputs`` makes ``outputs.path`` relative to the working directory (see
+    ``outputs_path_from``), for every command but one that writes the manifest out again."""
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
+    return _with_outputs_resolved(loaded) if resolve_outputs else loaded.manifest
+
+
+def load_checked_manifest(
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    *,
+    environment: str | None = None,
+    skip_catalog_check: bool,
+) -> tuple[Manifest, CatalogCheck]:
+    """The manifest and what it asks for that the catalog does not offer (plan and apply make errors of it)."""
+    from capella_deploy.catalog import CATALOG
+    from capella_deploy.manifest.offered import check_catalog
+
+    loaded = read_manifest_files(files, variables, var_files, environment=environment)
+    return _with_outputs_resolved(loaded), check_catalog(loaded, CATALOG, skipped=skip_catalog_check)
+
+
+def _with_outputs_resolved(loaded: LoadedManifest) -> Manifest:
     manifest = loaded.manifest
-    if not resolve_outputs:
-        return manifest
     origin = loaded.file_that_set("outputs", "path")
     resolved = outputs_path_from(manifest.outputs.path, origin)
     if resolved != manifest.outputs.path:

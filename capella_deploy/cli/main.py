@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,14 +17,19 @@ from capella_deploy import __version__
 from capella_deploy.cli.common import (
     ExitCode,
     F,
+    environment_option,
     guarded,
+    load_checked_manifest,
     load_manifest_files,
     make_target,
     manifest_options,
     parse_duration,
+    read_manifest_files,
+    skip_catalog_option,
     target_option,
     target_options,
     variable_options,
+    warn,
 )
 from capella_deploy.cli.conventions import (
     COMPLETE_VAR,
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.plan import Plan
     from capella_deploy.run.apply import ApplyRequest
+    from capella_deploy.run.lock import Lease
     from capella_deploy.run.session import Target
 
 ENVIRONMENT = """\b
@@ -129,6 +137,9 @@ def main(ctx: click.Context) -> None:
     """
     if ctx.color is None:  # --no-color, when given, has already said False
         ctx.color = color_from_environment(os.environ)
+    # A CI runner cancels a job with SIGTERM: stop as at Ctrl-C, releasing the organization lock on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @main.command()
@@ -142,9 +153,14 @@ def main(ctx: click.Context) -> None:
     help="Manifest file; repeat to overlay files in order (checked together).",
 )
 @variable_options
+@environment_option
 @guarded
 def validate(
-    manifests: Sequence[Path], files: Sequence[Path], variables: Sequence[str], var_files: Sequence[Path]
+    manifests: Sequence[Path],
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
+    environment: str | None,
 ) -> None:
     """Check manifests without talking to Capella: the -f files together (an overlay), each MANIFEST alone.
 
@@ -153,24 +169,37 @@ def validate(
       capella-deploy validate -f base.yaml -f prod.yaml --var-file prod.env
       capella-deploy validate capella/*.yaml          # each file on its own, as pre-commit runs it
     """
+    from capella_deploy.catalog import CATALOG
     from capella_deploy.manifest import ManifestError
+    from capella_deploy.manifest.offered import check_catalog
 
     if not files and not manifests:
         raise click.UsageError("give the manifest: -f FILE (repeat to overlay) or MANIFEST ... (each on its own)")
     groups = ([list(files)] if files else []) + [[path] for path in manifests]
     problems = 0
+    unoffered = 0
     for group in groups:
         try:
-            manifest = load_manifest_files(group, variables, var_files)
+            loaded = read_manifest_files(group, variables, var_files, environment=environment)
         except ManifestError as exc:
             click.echo(str(exc), err=True)
             problems += len(exc.issues)
             continue
+        manifest = loaded.manifest
         counts = f"{len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s)"
         if len(groups) == 1:
             click.echo(f"The manifest is valid: {counts}.")
         else:
             click.echo(f"{' + '.join(str(path) for path in group)}: valid: {counts}.")
+        # Warnings only: the catalog may be older than what Capella offers today; plan and apply decide.
+        for finding in check_catalog(loaded, CATALOG).findings:
+            warn(finding.text)
+            unoffered += 1
+    if unoffered:
+        warn(
+            f"{unoffered} value(s) above are not in the {CATALOG.label}: Capella would refuse to create them, "
+            "and plan and apply refuse them too (--skip-catalog-check overrides that, should Capella offer them now)"
+        )
     if problems:
         click.echo(f"{problems} problem(s) in the manifest{'s' if len(groups) > 1 else ''}.", err=True)
         sys.exit(ExitCode.ERROR)
@@ -195,11 +224,13 @@ def validate(
     help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
     "which key of a name is kept.",
 )
+@skip_catalog_option
 @guarded
 def plan(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
@@ -210,6 +241,7 @@ def plan(
     replace: Sequence[str],
     allow_mass_change: bool,
     outputs_path: Path | None,
+    skip_catalog_check: bool,
 ) -> None:
     """Show what apply would change.
 
@@ -221,7 +253,9 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest = load_manifest_files(files, variables, var_files)
+    manifest, catalog = load_checked_manifest(
+        files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+    )
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -231,7 +265,9 @@ def plan(
 
         async with open_session(target, manifest.organizationId or None) as session:
             store = outputs_store(manifest, session.org_id, outputs_path)
-            return await make_plan(session, manifest, replace, targets=targets, held_tokens=store.held_key_ids())
+            return await make_plan(
+                session, manifest, replace, targets=targets, catalog=catalog, held_tokens=store.held_key_ids()
+            )
 
     import asyncio
 
@@ -324,6 +360,7 @@ def apply_options(func: F) -> F:
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
 @variable_options
+@environment_option
 @target_options
 @target_option
 @apply_options
@@ -332,18 +369,21 @@ def apply_options(func: F) -> F:
     "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
+@skip_catalog_option
 @guarded
 def apply(
     planfile: Path | None,
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
     checksum: str | None,
     replace: Sequence[str],
     allow_mass_change: bool,
+    skip_catalog_check: bool,
     **options: Any,
 ) -> None:
     """Make the organization match the manifest (or apply a saved PLANFILE), wait, write outputs.
@@ -354,13 +394,19 @@ def apply(
     Example:
       capella-deploy apply capella.plan.json        # or: apply -f capella.yaml --auto-approve
     """
-    if planfile is not None and (files or variables or var_files or replace or targets):
+    if planfile is not None and (files or variables or var_files or replace or targets or skip_catalog_check):
         raise click.UsageError(
-            "a saved plan already holds its manifest, variables and targets: give PLANFILE or -f, not both"
+            "a saved plan already holds its manifest, variables, targets and catalog check: "
+            "give PLANFILE or -f, not both"
         )
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
-    if planfile is not None:
+    manifest, catalog = None, None
+    if planfile is None:
+        manifest, catalog = load_checked_manifest(
+            files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
+        )
+    else:
         options = {**options, "auto_approve": True}
     request = _request(
         make_target(sandbox, token_file),
@@ -370,8 +416,10 @@ def apply(
         replace=tuple(replace),
         targets=tuple(targets),
         planfile=planfile,
+        catalog=catalog,
+        environment=environment,
     )
-    _run_apply(load_manifest_files(files, variables, var_files) if planfile is None else None, request)
+    _run_apply(manifest, request)
 
 
 @main.command()
@@ -384,6 +432,7 @@ def destroy(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     targets: Sequence[str],
@@ -399,28 +448,46 @@ def destroy(
     request = _request(
         make_target(sandbox, token_file), options, allow_mass_change=True, destroy=True, targets=tuple(targets)
     )
-    _run_apply(load_manifest_files(files, variables, var_files), request)
+    _run_apply(load_manifest_files(files, variables, var_files, environment=environment), request)
 
 
 @main.command(name="force-unlock")
 @click.argument("lock_id")
-@click.option("--org", "org_id", required=True, help="The organization whose lock to remove.")
+@click.option("--org", "org_id", metavar="ORG_ID", help="The organization (default CAPELLA_ORG_ID, else the only one).")
+@target_options
 @guarded
-def force_unlock(lock_id: str, org_id: str) -> None:
-    """Remove the lock a killed run left behind (its id is in the error the next run prints).
+def force_unlock(lock_id: str, org_id: str | None, sandbox: str | None, token_file: Path | None) -> None:
+    """Free the organization lock LOCK_ID from anywhere, e.g. the lock of a run that died holding it.
+
+    The lock error of the run that found it locked prints this command in full. A run still holding the lock
+    stops at its next lease renewal.
 
     \b
     Example:
       capella-deploy force-unlock 3f2a9c1e --org 6af08c0a-8cab-4c1c-b257-b521575c16d0
     """
-    from capella_deploy.run.lock import DEFAULT_LOCK_DIR
-    from capella_deploy.run.lock import force_unlock as unlock
+    import asyncio
 
-    holder = unlock(DEFAULT_LOCK_DIR, org_id, lock_id)
-    click.echo(f"Removed the lock {holder.id} that {holder.owner} took for {holder.operation} at {holder.created_at}.")
+    from capella_deploy.run.lock import force_unlock as unlock
+    from capella_deploy.run.session import open_session
+
+    target = make_target(sandbox, token_file)
+
+    async def run() -> tuple[str, list[Lease]]:
+        async with open_session(target, org_id) as session:
+            return session.org_id, await unlock(session.client, session.org_id, lock_id)
+
+    org, removed = asyncio.run(run())
+    click.echo(f"Removed the lock {lock_id} from organization {org}: {removed[0].describe()}.")
 
 
 # -- internals ----------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (in the background)
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _request(target: Target, options: Mapping[str, Any], **extra: Any) -> ApplyRequest:

@@ -21,7 +21,8 @@ from capella_deploy.cli.common import (
     load_manifest_files,
     make_target,
     manifest_options,
-    sandbox_option,
+    read_manifest_files,
+    skip_catalog_option,
     target_options,
     warn,
 )
@@ -30,7 +31,6 @@ from capella_deploy.errors import ConfigError
 from capella_deploy.secrets import redact
 
 if TYPE_CHECKING:
-    from capella_deploy.gitops.clone import Offering
     from capella_deploy.live import LiveState
     from capella_deploy.plan import Plan
     from capella_deploy.plan.drift import IgnoreRules
@@ -73,6 +73,7 @@ def drift(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     sandbox: str | None,
     token_file: Path | None,
     report_path: Path | None,
@@ -93,7 +94,7 @@ def drift(
     from capella_deploy.plan.drift import drift_report, unmatched_patterns
     from capella_deploy.views.drift import render_json, render_markdown, render_text, slack_payload
 
-    manifest = load_manifest_files(files, variables, var_files)
+    manifest = load_manifest_files(files, variables, var_files, environment=environment)
     rules = _ignore_rules(ignores, ignore_file)
     target = make_target(sandbox, token_file)
 
@@ -208,20 +209,23 @@ def export(
 @click.option("--provider", type=click.Choice(["aws", "gcp", "azure"]), help="Move to this cloud provider too.")
 @click.option("--org", "org_id", metavar="ORG_ID", help="Set the clone's organizationId.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
-@sandbox_option("Check that the sandbox offers the models and sizes in the target region.")
+@skip_catalog_option
 @guarded
 def clone(
     files: Sequence[Path],
     variables: Sequence[str],
     var_files: Sequence[Path],
+    environment: str | None,
     region: str,
     name_suffix: str | None,
     provider: str | None,
     org_id: str | None,
     output: Path | None,
-    sandbox: str | None,
+    skip_catalog_check: bool,
 ) -> None:
     """Write a manifest for the same deployment in another region (new names, new API keys).
+
+    The clone is refused when the catalog says Capella does not offer what it asks for in that region.
 
     \b
     Example:
@@ -229,12 +233,14 @@ def clone(
     """
     from pydantic import ValidationError
 
-    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unavailable
+    from capella_deploy.catalog import CATALOG
+    from capella_deploy.gitops.clone import clone_manifest, default_suffix, unoffered_in_clone
     from capella_deploy.gitops.export import manifest_yaml
     from capella_deploy.manifest import Manifest
 
     # The clone is written out as a manifest: its outputs.path stays as the source manifest wrote it.
-    manifest = load_manifest_files(files, variables, var_files, resolve_outputs=False)
+    source = read_manifest_files(files, variables, var_files, environment=environment)
+    manifest = source.manifest
     suffix = default_suffix(region) if name_suffix is None else name_suffix
     try:
         result = clone_manifest(
@@ -244,20 +250,19 @@ def clone(
             provider=provider,
             org_id=org_id,
         )
-        Manifest.model_validate(result.document)
+        cloned = Manifest.model_validate(result.document)
     except ValueError as exc:
         problems = [_problem(e) for e in exc.errors()] if isinstance(exc, ValidationError) else [str(exc)]
         raise ConfigError("the clone would not be a valid manifest: " + "; ".join(problems)) from None
-    if sandbox is not None:
-        problems = unavailable(result.document, _sandbox_offering())
-        if problems:
-            raise ConfigError(f"the sandbox cannot deploy this clone in {region}: " + "; ".join(problems))
-        click.echo(f"Checked: the sandbox offers every model and size of the clone in {region}.", err=True)
-    else:
-        warn(
-            f"availability in {region} was not checked: the Management API has no catalog to ask; "
-            "a model or GPU size not offered there will fail at apply"
+    unoffered = unoffered_in_clone(cloned, source, CATALOG, region=region, provider=provider)
+    if unoffered and not skip_catalog_check:
+        raise ConfigError(
+            f"Capella would refuse to create this clone ({CATALOG.label}):\n"
+            + "".join(f"  {problem}\n" for problem in unoffered)
+            + "Choose what is offered, or pass --skip-catalog-check if Capella offers it now."
         )
+    for problem in unoffered:
+        warn(f"{problem} (--skip-catalog-check: written anyway)")
     for warning in result.warnings:
         warn(warning)
     flags = [f"-f {shlex.quote(str(f))}" for f in files] + [f"--to-region {shlex.quote(region)}"]
@@ -266,24 +271,13 @@ def clone(
         for flag, value in (("--name-suffix", name_suffix), ("--provider", provider), ("--org", org_id))
         if value is not None
     ]
+    flags += ["--skip-catalog-check"] if skip_catalog_check else []
     comments = [
         f"Made by: capella-deploy clone {' '.join(flags)}",
         "API keys are declared anew: apply creates them and writes new tokens (a token cannot be copied).",
+        *(f"Not in the {CATALOG.label}: {problem}" for problem in unoffered),
     ]
     _emit(manifest_yaml(result.document, comments, schema_ref=_schema_ref(output)), output)
-
-
-def _sandbox_offering() -> Offering:
-    from capella_deploy.gitops.clone import Offering
-    from capella_deploy.sandbox import catalog
-
-    return Offering(
-        regions=catalog.REGIONS,
-        providers=catalog.OFFERED_PROVIDERS,
-        catalog_models=tuple(catalog.CATALOG),
-        gpu_sizes=catalog.GPU_MEMORY_CHOICES,
-        cpu_sizes=catalog.CPU_CHOICES,
-    )
 
 
 def _problem(error: Any) -> str:

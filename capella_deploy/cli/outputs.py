@@ -51,7 +51,7 @@ def locate_outputs(
 ) -> tuple[Path, Manifest | None]:
     """The outputs file to read (it must exist), and the manifest when one was given."""
     manifest = load_manifest_files(files, variables, var_files) if files else None
-    path = outputs_path or (Path(manifest.outputs.path) if manifest is not None else DEFAULT_OUTPUTS)
+    path = outputs_path or (Path(manifest.outputs_path) if manifest is not None else DEFAULT_OUTPUTS)
     if not path.exists():
         if outputs_path is not None:
             where = ""

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,10 +14,19 @@ from capella_deploy.cli.common import guarded
 from capella_deploy.cli.conventions import Group
 from capella_deploy.errors import ConfigError
 
+if TYPE_CHECKING:
+    from capella_deploy.sandbox.operations import Rules
+
 DEFAULT_STATE = Path(".capella/sandbox.json")
 DEFAULT_PORT = 8480
 TOKEN_ENV = "CAPELLA_API_TOKEN"
 
+_world_option = click.option(
+    "--world",
+    type=click.Choice(["spec", "conflicts"]),
+    help="The rules the world follows, kept in the state file: spec (the official API spec: names may repeat, "
+    "validation errors are 422) or conflicts (duplicate names and edits during a transition answer 409).",
+)
 _state_option = click.option(
     "--state",
     "state_path",
@@ -40,6 +50,7 @@ def sandbox_group() -> None:
 @sandbox_group.command("serve")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @_state_option
+@_world_option
 @click.option(
     "--faults",
     "faults_path",
@@ -63,6 +74,7 @@ def sandbox_group() -> None:
 def serve_command(
     port: int,
     state_path: Path,
+    world: Rules | None,
     faults_path: Path | None,
     speed: float | None,
     seed: int,
@@ -108,7 +120,7 @@ def serve_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    sandbox = Sandbox(state_path, token=token, faults=faults, seed=seed)
+    sandbox = Sandbox(state_path, token=token, faults=faults, seed=seed, rules=world)
     if speed is not None:
         sandbox.set_speed(speed)
     try:
@@ -119,9 +131,10 @@ def serve_command(
 
 @sandbox_group.command("reset")
 @_state_option
+@_world_option
 @guarded
-def reset_command(state_path: Path) -> None:
-    """Empty the sandbox world (models, keys, files, batches); the organization id stays.
+def reset_command(state_path: Path, world: Rules | None) -> None:
+    """Empty the sandbox world (models, keys, providers, files, batches); the organization id stays.
 
     \b
     Example:
@@ -135,6 +148,9 @@ def reset_command(state_path: Path) -> None:
     if not state_path.exists():
         click.echo(f"No sandbox world at {state_path}; nothing to reset.")
         return
-    sandbox = Sandbox(state_path)
+    sandbox = Sandbox(state_path, rules=world)
     sandbox.reset()
-    click.echo(f"Emptied the sandbox world in {state_path} (organization {sandbox.org_id} kept).")
+    click.echo(
+        f"Emptied the sandbox world in {state_path} (organization {sandbox.org_id} kept; "
+        f"it follows the {sandbox.rules} rules)."
+    )

@@ -1,4 +1,5 @@
-"""Clone: the same deployment for another region, as a new manifest document. Pure.
+"""Clone: the same deployment for another region, as a new manifest document, and what of it Capella does not
+offer. Pure.
 
 Every region field moves to the target region, every model and key name takes a suffix (names are unique
 in an organization, so a clone without one would replace the originals), and references to renamed
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from capella_deploy.catalog import Catalog
+from capella_deploy.manifest import LoadedManifest, Manifest
+from capella_deploy.manifest.offered import unoffered
+
 _SUFFIX = re.compile(r"^[A-Za-z0-9._-]*$")
-DEFAULT_PROVIDER = "aws"
 
 
 @dataclass(frozen=True)
@@ -25,17 +29,6 @@ class CloneResult:
     renamed_models: dict[str, str]  # old name -> new name
     renamed_keys: dict[str, str]
     warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Offering:
-    """What a target can deploy, when something can tell: regions, providers, catalog models, sizes."""
-
-    regions: Collection[str]
-    providers: Collection[str]
-    catalog_models: Collection[str]
-    gpu_sizes: Collection[int]
-    cpu_sizes: Collection[int]
 
 
 def default_suffix(region: str) -> str:
@@ -105,29 +98,24 @@ def clone_manifest(
     return CloneResult(doc, renamed, renamed_keys, tuple(warnings))
 
 
-def unavailable(document: Mapping[str, Any], offering: Offering) -> list[str]:
-    """What the cloned manifest asks for that ``offering`` does not have, one sentence each."""
-    problems: list[str] = []
-    defaults = document.get("defaults") or {}
-    default_region = defaults.get("region")
-    default_provider = defaults.get("provider") or DEFAULT_PROVIDER
-    named = {m.get("region") or default_region for m in document.get("models", [])} | {default_region}
-    regions = sorted(r for r in named if r)
-    for region in regions:
-        if region not in offering.regions:
-            problems.append(f"region {region!r} is not offered (offered: {', '.join(sorted(offering.regions))})")
-    for model in document.get("models", []):
-        where = f"model {model['name']!r}"
-        provider = model.get("provider") or default_provider
-        if provider not in offering.providers:
-            problems.append(f"{where}: cloud provider {provider!r} is not offered")
-        if model["catalogModel"] not in offering.catalog_models:
-            problems.append(f"{where}: catalog model {model['catalogModel']!r} is not offered there")
-        if model["gpuMemory"] not in offering.gpu_sizes:
-            problems.append(f"{where}: gpuMemory {model['gpuMemory']} GB is not offered there")
-        if model.get("cpu") is not None and model["cpu"] not in offering.cpu_sizes:
-            problems.append(f"{where}: cpu {model['cpu']} is not offered there")
-    return problems
+def unoffered_in_clone(
+    clone: Manifest, source: LoadedManifest, catalog: Catalog, *, region: str, provider: str | None
+) -> list[str]:
+    """What the clone asks for that ``catalog`` does not offer, each said where it comes from.
+
+    A region comes from --to-region, a provider from --provider when given; anything else the clone took from
+    the source manifest, at the same place (a clone keeps the order of models and keys), so it is located there.
+    """
+    problems: dict[str, None] = {}  # in order, once: every region of the clone is the one --to-region
+    for problem in unoffered(clone, catalog):
+        field = problem.loc[-1]
+        if field == "region":
+            problems[f"--to-region {region}: {problem.message}"] = None
+        elif field == "provider" and provider is not None:
+            problems[f"--provider {provider}: {problem.message}"] = None
+        else:
+            problems[str(source.issue_at(problem.loc, problem.message))] = None
+    return list(problems)
 
 
 def _without_nulls(value: Any) -> Any:

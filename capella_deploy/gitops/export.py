@@ -18,7 +18,17 @@ import yaml
 from pydantic import ValidationError
 
 from capella_deploy.kinds.desired import caching_body
-from capella_deploy.live import FAILED_STATUSES, LiveKey, LiveModel, LiveState, by_name, key_age, model_rank, state_of
+from capella_deploy.live import (
+    FAILED_STATUSES,
+    LiveKey,
+    LiveModel,
+    LiveState,
+    by_name,
+    key_age,
+    model_rank,
+    state_of,
+    whole_days,
+)
 from capella_deploy.manifest import UUID_PATTERN, ApiKeySpec, Cache, ModelSpec
 
 API_VERSION = "capella-deploy/v1"
@@ -163,7 +173,7 @@ def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> 
         "name": key.name,
         "description": key.description,
         "region": key.region,
-        "expiryDays": _whole_days(key.expiry_days),
+        "expiryDays": whole_days(key.expiry_days),
         "allowedCIDRs": list(key.allowed_cidrs),
         "allowedModels": allowed,
     }
@@ -174,11 +184,6 @@ def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> 
         notes.omitted.append(f"apiKey {key.name!r}: {_first_problem(exc)}")
         return None
     return entry
-
-
-def _whole_days(days: float | None) -> float | int | None:
-    """A lifetime in whole days, as the manifest takes it; anything else is left for validation to refuse."""
-    return int(days) if days is not None and float(days).is_integer() else days
 
 
 def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:

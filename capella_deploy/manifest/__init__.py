@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from capella_deploy.lease import NAME_PREFIX as LEASE_NAME_PREFIX
 from capella_deploy.manifest.yamlsource import (
     ManifestIssue,
     YMap,
@@ -133,6 +134,8 @@ RoutingStrategy = Literal[
     "round-robin", "least-latency", "throughput", "least-requests", "least-cache-usage", "prefix-aware"
 ]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# Short: it becomes part of file paths, comment markers, artifact names and the lock's lease description.
+EnvironmentName = Annotated[str, Field(min_length=1, max_length=32, pattern=NAME_PATTERN)]
 # The constraints sit on the text arm: a blank value is turned into None first, and None has no length.
 Region = Annotated[
     Annotated[str, Field(max_length=64, pattern=REGION_PATTERN)] | None, BeforeValidator(_blank_is_unset)
@@ -284,7 +287,11 @@ class Prune(_Spec):
 class OutputsSpec(_Spec):
     """Where connection strings and key tokens are written."""
 
-    path: str = Field(default=".capella/outputs.json", min_length=1)
+    path: str = Field(
+        default=".capella/outputs.json",
+        min_length=1,
+        description="Outputs file; when unset and the manifest has an environment, .capella/ENVIRONMENT/outputs.json.",
+    )
     format: Literal["json", "dotenv"] = "json"
 
 
@@ -381,6 +388,11 @@ class Manifest(_Spec):
     """A capella-deploy manifest: the models and API keys an organization should have."""
 
     apiVersion: Literal["capella-deploy/v1"] = Field(description="Always capella-deploy/v1.")
+    environment: EnvironmentName | None = Field(
+        default=None,
+        description="The environment this manifest deploys (e.g. staging, production), or --environment: "
+        "it names the plan comment, the lock's holder and the default outputs path .capella/ENVIRONMENT/outputs.json.",
+    )
     organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_org_id)] = Field(
         default=None,
         description="Organization id; when unset or empty, CAPELLA_ORG_ID or the token's only organization.",
@@ -393,6 +405,13 @@ class Manifest(_Spec):
     checks: tuple[CheckSpec, ...] = Field(
         default=(), description="Smoke tests of the deployed models or external endpoints, run after apply."
     )
+
+    @property
+    def outputs_path(self) -> str:
+        """Where the outputs go: outputs.path when set, else a file of this environment's own, if it has one."""
+        if "path" in self.outputs.model_fields_set or self.environment is None:
+            return self.outputs.path
+        return f".capella/{self.environment}/outputs.json"
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Manifest:
@@ -430,6 +449,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
 
     declared = ", ".join(sorted(model_regions)) or "none"
     for index, key in keys:
+        if (_text(key.get("name")) or "").startswith(LEASE_NAME_PREFIX):
+            problems.append(
+                (("apiKeys", index, "name"), f"names starting with {LEASE_NAME_PREFIX} are the organization lock's")
+            )
         if key.get("region") in (None, "") and written_default in (None, ""):
             problems.append((("apiKeys", index, "region"), "no region: set region here or defaults.region"))
         region = _effective_region(key.get("region"), default_region)
@@ -732,19 +755,26 @@ class LoadedManifest:
             node = found
         return node.pos.file
 
+    def issue_at(self, loc: Loc, message: str) -> ManifestIssue:
+        """A problem with the value at ``loc`` (e.g. ("models", 0, "region")), at the file and line that set it."""
+        return locate(self._tree, loc).pos.issue(_format_loc(loc), message)
+
 
 def load_manifest(
     paths: Sequence[str | Path],
     *,
     variables: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    environment: str | None = None,
 ) -> Manifest:
     """Read, merge, interpolate and validate manifest files; raise ``ManifestError`` listing every problem.
 
     ``variables`` (``--var K=V``) win over ``environ``, which defaults to ``os.environ``; a variable the files
     never reference is a problem (a misspelt name would otherwise be ignored and its default used).
+    ``environment`` (``--environment``) sets the manifest's environment; a manifest that names another one is
+    an error.
     """
-    return read_manifest(paths, variables=variables, environ=environ).manifest
+    return read_manifest(paths, variables=variables, environ=environ, environment=environment).manifest
 
 
 def read_manifest(
@@ -752,6 +782,7 @@ def read_manifest(
     *,
     variables: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    environment: str | None = None,
 ) -> LoadedManifest:
     """``load_manifest``, keeping what the files said about variables and where each value came from."""
     if not paths:
@@ -796,8 +827,17 @@ def read_manifest(
         issue = _issue_at(tree, loc, message)
         if issue is not None:
             issues.append(issue)
+    if environment is not None and manifest is not None and manifest.environment not in (None, environment):
+        issue = _issue_at(
+            tree,
+            ("environment",),
+            f"this manifest is for environment '{manifest.environment}', not '{environment}' (--environment)",
+        )
+        issues.extend([issue] if issue is not None else [])
     if issues or manifest is None:
         raise ManifestError(issues, [str(path) for path in paths])
+    if environment is not None:
+        manifest = manifest.model_copy(update={"environment": environment})
     return LoadedManifest(manifest, frozenset(referenced), tree)
 
 

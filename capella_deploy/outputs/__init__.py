@@ -46,6 +46,8 @@ class Outputs:
         self.format: OutputFormat = fmt
         self._org_id = org_id
         self._lock = threading.Lock()
+        # Entries a record_key of this store put aside: another key's, with its token (see forget_key).
+        self._displaced: dict[str, dict[str, Any]] = {}
         self._doc: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "organizationId": org_id,
@@ -90,6 +92,8 @@ class Outputs:
             previous = doc["apiKeys"].get(name) or {}
             if token is None and previous.get("id") == key_id and previous.get("token"):
                 return False
+            if previous.get("id") != key_id and previous.get("token"):
+                self._displaced[name] = dict(previous)
             entry["token"] = token.reveal() if token is not None else None
             doc["apiKeys"][name] = entry
             return True
@@ -113,10 +117,18 @@ class Outputs:
         self._update(change)
 
     def forget_key(self, name: str, key_id: str | None = None) -> None:
+        """Drop the key's entry (only if it is for ``key_id``, when given). If this store's own record_key had put
+        aside another key's entry with its token (two runs sharing the file, each making a key of the name, and
+        this one giving its key up), that entry comes back: its token would be nowhere else."""
+
         def change(doc: dict[str, Any]) -> bool:
             entry = doc["apiKeys"].get(name)
             if entry is not None and (key_id is None or entry.get("id") == key_id):
-                del doc["apiKeys"][name]
+                displaced = self._displaced.pop(name, None)
+                if displaced is not None and displaced.get("id") != entry.get("id"):
+                    doc["apiKeys"][name] = displaced
+                else:
+                    del doc["apiKeys"][name]
                 return True
             return False
 

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from typing import Any
 
-from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, Outputs, OutputsError, _text, env_name
+from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, OutputsError, _text, env_name
 from capella_deploy.secrets import revealed
 
 
-def publish_to_github(outputs: Outputs, environ: Mapping[str, str]) -> None:
-    """Append outputs to $GITHUB_OUTPUT; every token is masked in the job log before it is written."""
+def check_github_output(environ: Mapping[str, str]) -> str:
+    """The step-output file GitHub Actions gives this step, once it is known to take appends."""
     target = environ.get("GITHUB_OUTPUT")
     if not target:
         raise OutputsError("--outputs github needs $GITHUB_OUTPUT, which GitHub Actions sets for each step")
-    doc = outputs.document()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OutputsError(f"--outputs github: cannot append to $GITHUB_OUTPUT ({target}): {exc.strerror}") from None
+    return target
+
+
+def publish_to_github(doc: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Append the outputs of ``doc`` to $GITHUB_OUTPUT; every token is masked in the job log before it is written."""
+    target = check_github_output(environ)
     lines: list[str] = []
     for name, entry in sorted(doc["models"].items()):
         for field, suffix in _MODEL_FIELDS:

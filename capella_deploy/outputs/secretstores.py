@@ -103,7 +103,17 @@ def _write(client: Any, entry: SecretEntry, client_error: type[Exception]) -> No
         client.put_secret_value(SecretId=entry.name, SecretString=entry.value.reveal())
 
 
-def _default_client() -> Any:
+def checked_client(prefix: str) -> Any:
+    """A Secrets Manager client for ``prefix``, once boto3, a region and credentials are all there.
+
+    Nothing is sent: a missing library, region or credential is found here, before apply creates a key whose
+    token would then have nowhere to go.
+    """
+    secret_entries({}, prefix)  # the prefix alone makes valid names
+    return _default_client(require_credentials=True)
+
+
+def _default_client(*, require_credentials: bool = False) -> Any:
     try:
         boto3 = importlib.import_module("boto3")
         errors = importlib.import_module("botocore.exceptions")
@@ -112,7 +122,10 @@ def _default_client() -> Any:
             "--outputs aws-secretsmanager:PREFIX needs boto3: pip install 'capella-deploy[aws]'"
         ) from None
     try:
-        return boto3.client("secretsmanager")
+        session = boto3.session.Session()
+        if require_credentials and session.get_credentials() is None:
+            raise errors.NoCredentialsError()
+        return session.client("secretsmanager")
     except errors.BotoCoreError as exc:
         raise OutputsError(_describe(exc, None)) from None
 

@@ -1,32 +1,80 @@
-"""Where outputs go besides the outputs file: GitHub step outputs or AWS Secrets Manager."""
+"""Where outputs go besides the outputs file: GitHub step outputs or AWS Secrets Manager.
+
+A sink is checked before apply changes anything, so a sink that cannot be written (no $GITHUB_OUTPUT, no boto3,
+no AWS credentials) stops the run while every token still has nowhere to be lost from. It publishes only the
+entries of the manifest being applied, whatever else an outputs file shared with other manifests holds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
-from capella_deploy.outputs import Outputs
-
-Sink = Callable[[Outputs], str]
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 
-def sink_for(target: str | None, environ: Mapping[str, str]) -> Sink | None:
-    """The sink `--outputs` names (`github`, `aws-secretsmanager:PREFIX`); None for a plain path.
+class Sink(Protocol):
+    def check(self) -> None:
+        """Raise ``OutputsError`` saying what to set when the sink cannot be written."""
 
-    A sink publishes the outputs and says in one line what it did.
-    """
-    from capella_deploy.outputs.github import publish_to_github
-    from capella_deploy.outputs.secretstores import aws_prefix, publish_to_aws_secrets_manager
+    def publish(self, doc: Mapping[str, Any]) -> str:
+        """Publish this manifest's entries of the outputs document ``doc``; say in one line what was done."""
+
+
+@dataclass(frozen=True)
+class Entries:
+    """The model and key names of one manifest: the outputs a sink publishes."""
+
+    models: Collection[str]
+    keys: Collection[str]
+
+    def of(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        models = {n: e for n, e in doc.get("models", {}).items() if n in self.models}
+        keys = {n: e for n, e in doc.get("apiKeys", {}).items() if n in self.keys}
+        return {**doc, "models": models, "apiKeys": keys}
+
+
+def sink_for(target: str | None, environ: Mapping[str, str], entries: Entries) -> Sink | None:
+    """The sink `--outputs` names (`github`, `aws-secretsmanager:PREFIX`); None for a plain path."""
+    from capella_deploy.outputs.secretstores import aws_prefix
 
     if target == "github":
-
-        def to_github(store: Outputs) -> str:
-            publish_to_github(store, environ)
-            return "Published the outputs to $GITHUB_OUTPUT (tokens masked in the log)."
-
-        return to_github
+        return _GitHub(environ, entries)
     prefix = aws_prefix(target)
     if prefix is not None:
-        return lambda store: (
-            f"Wrote {len(publish_to_aws_secrets_manager(store.document(), prefix))} secret(s) under {prefix}/."
-        )
+        return _AwsSecretsManager(prefix, entries)
     return None
+
+
+class _GitHub:
+    def __init__(self, environ: Mapping[str, str], entries: Entries) -> None:
+        self._environ = environ
+        self._entries = entries
+
+    def check(self) -> None:
+        from capella_deploy.outputs.github import check_github_output
+
+        check_github_output(self._environ)
+
+    def publish(self, doc: Mapping[str, Any]) -> str:
+        from capella_deploy.outputs.github import publish_to_github
+
+        publish_to_github(self._entries.of(doc), self._environ)
+        return "Published the outputs to $GITHUB_OUTPUT (tokens masked in the log)."
+
+
+class _AwsSecretsManager:
+    def __init__(self, prefix: str, entries: Entries) -> None:
+        self._prefix = prefix
+        self._entries = entries
+        self._client: Any = None
+
+    def check(self) -> None:
+        from capella_deploy.outputs.secretstores import checked_client
+
+        self._client = checked_client(self._prefix)
+
+    def publish(self, doc: Mapping[str, Any]) -> str:
+        from capella_deploy.outputs.secretstores import publish_to_aws_secrets_manager
+
+        written = publish_to_aws_secrets_manager(self._entries.of(doc), self._prefix, client=self._client)
+        return f"Wrote {len(written)} secret(s) under {self._prefix.rstrip('/')}/."

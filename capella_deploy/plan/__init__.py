@@ -138,6 +138,8 @@ class Plan:
     manifest_digest: str = ""
     # The --target addresses this plan was narrowed to; empty for a whole plan.
     targets: tuple[str, ...] = ()
+    # The manifest's environment (staging, production...): names the plan comment of a pipeline.
+    environment: str | None = None
 
     @property
     def pending(self) -> tuple[ResourceChange, ...]:
@@ -180,6 +182,7 @@ class Plan:
             "live_fingerprint": self.live_fingerprint,
             "manifest_digest": self.manifest_digest,
             "targets": list(self.targets),
+            "environment": self.environment,
         }
 
     @classmethod
@@ -193,6 +196,7 @@ class Plan:
             live_fingerprint=data.get("live_fingerprint", ""),
             manifest_digest=data.get("manifest_digest", ""),
             targets=tuple(data.get("targets", [])),
+            environment=data.get("environment"),
         )
 
     def checksum(self) -> str:

@@ -149,6 +149,7 @@ def plan(
         warnings=tuple(warnings),
         live_fingerprint=live.fingerprint(held_tokens),
         manifest_digest=manifest_digest,
+        environment=manifest.environment,
     )
 
 
@@ -182,6 +183,7 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         errors=tuple(errors),
         warnings=live.warnings,
         live_fingerprint=live.fingerprint(),
+        environment=manifest.environment,
     )
 
 

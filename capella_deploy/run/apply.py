@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
+from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
-from capella_deploy.outputs.sinks import Sink, sink_for
+from capella_deploy.outputs.sinks import Entries, Sink, sink_for
 from capella_deploy.plan import Plan, planfile
 from capella_deploy.plan.planfile import SavedPlan
-from capella_deploy.run.lock import org_lock
+from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import make_plan, session_now
 from capella_deploy.run.session import Session, Target, open_session
 from capella_deploy.run.settle import settle_outputs
@@ -50,6 +50,10 @@ class ApplyRequest:
     targets: tuple[str, ...] = ()
     planfile: Path | None = None
     destroy: bool = False
+    # What the manifest asks for that the catalog does not offer; a saved plan already carries its verdict.
+    catalog: CatalogCheck | None = None
+    # The environment the run is for (``--environment``): a saved plan of another environment is refused.
+    environment: str | None = None
 
 
 class ApplyHooks(Protocol):
@@ -68,8 +72,8 @@ class ApplyHooks(Protocol):
 
     def progress(self, address: str, message: str, elapsed: float) -> None: ...
 
-    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
-        """(address, seconds since it started) for each change still under way."""
+    def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
+        """(address, seconds since it started) for each change still under way, and the seconds expected left."""
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None: ...
 
@@ -84,7 +88,7 @@ class ApplyHooks(Protocol):
 
 def outputs_store(manifest: Manifest, org_id: str, path: Path | None, fmt: str | None = None) -> Outputs:
     """The outputs file: ``path``, else the manifest's."""
-    chosen = path if path is not None else Path(manifest.outputs.path)
+    chosen = path if path is not None else Path(manifest.outputs_path)
     return Outputs(chosen, format_for(chosen, fmt, manifest.outputs.format), org_id=org_id)
 
 
@@ -104,17 +108,56 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
         manifest = saved.manifest
     if manifest is None:
         raise ConfigError("give a saved plan or a manifest")
+    if saved is not None and request.environment not in (None, manifest.environment):
+        planned_for = f"environment {manifest.environment}" if manifest.environment else "no environment"
+        raise ConfigError(
+            f"{request.planfile} is a plan for {planned_for}, not for environment {request.environment}; "
+            "apply the plan made for this environment"
+        )
+    # Every place the outputs go must take them before the first change: a token has one chance to be kept.
+    entries = Entries({m.name for m in manifest.models}, {k.name for k in manifest.apiKeys})
+    sink = sink_for(request.outputs_target, request.target.environ, entries)
+    if sink is not None:
+        sink.check()
     org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
     source = f"the saved plan {request.planfile}" if saved else "the manifest's organizationId"
     async with open_session(request.target, org, source) as session:
-        with org_lock(session.org_id, "destroy" if request.destroy else "apply", timeout=request.lock_timeout):
-            return await _apply_locked(session, manifest, saved, request, hooks)
+        operation = "destroy" if request.destroy else "apply"
+        target = request.target
+        lock_request = LockRequest(
+            operation=operation,
+            timeout=request.lock_timeout,
+            environment=manifest.environment,
+            region=_lease_region(manifest),
+            unlock_command=unlock_command(
+                session.org_id,
+                sandbox_state=str(target.sandbox_state) if target.sandbox_state is not None else None,
+                token_file=str(target.token_file) if target.token_file is not None else None,
+            ),
+        )
+        async with org_lock(
+            session.client, session.org_id, lock_request, notify=hooks.note, warn=hooks.warning
+        ) as lock:
+            hooks.note(
+                f"Locked organization {session.org_id} for {operation} (lock {lock.id}, taken in {lock.waited:.2f} s)."
+            )
+            return await _apply_locked(session, manifest, saved, request, hooks, sink)
+
+
+def _lease_region(manifest: Manifest) -> str:
+    """A region the organization uses, for the lock's lease key: the manifest's default, else its first."""
+    regions = [manifest.defaults.region, *(m.region for m in manifest.models), *(k.region for k in manifest.apiKeys)]
+    return next((region for region in regions if region), "us-east-1")
 
 
 async def _apply_locked(
-    session: Session, manifest: Manifest, saved: SavedPlan | None, request: ApplyRequest, hooks: ApplyHooks
+    session: Session,
+    manifest: Manifest,
+    saved: SavedPlan | None,
+    request: ApplyRequest,
+    hooks: ApplyHooks,
+    sink: Sink | None,
 ) -> bool:
-    sink = sink_for(request.outputs_target, os.environ)
     # The outputs are read before planning: which key tokens they hold decides which key of a name is kept.
     path = Path(request.outputs_target) if request.outputs_target and sink is None else None
     store = outputs_store(manifest, session.org_id, path, request.output_format)
@@ -125,7 +168,13 @@ async def _apply_locked(
         plan = saved.plan
     else:
         plan = await make_plan(
-            session, manifest, request.replace, destroy=request.destroy, targets=request.targets, held_tokens=held
+            session,
+            manifest,
+            request.replace,
+            destroy=request.destroy,
+            targets=request.targets,
+            catalog=request.catalog,
+            held_tokens=held,
         )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
@@ -170,7 +219,8 @@ _REMINDER_LOOK_SECONDS = 0.05
 
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
-    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way.
+    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way, and how long the
+    rest should take.
 
     The seconds are the session's clock, like the elapsed times: wall time against Capella, sandbox time
     against the embedded sandbox, whose five-minute deployment then shows its reminders too. The task only
@@ -191,7 +241,7 @@ async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> A
             last = now
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
-                hooks.still_working(items)
+                hooks.still_working(items, applier.remaining())
 
     task = asyncio.ensure_future(remind())
     try:
@@ -227,7 +277,7 @@ async def _after_apply(
             hooks.error(problem)
         applied = applied and not settled.unsettled
     if sink is not None:
-        hooks.note(sink(store))
+        hooks.note(sink.publish(store.document()))
     report = None
     if applied and not request.destroy and manifest.checks:
         report = await run_manifest_checks(

@@ -1,15 +1,24 @@
-"""One plan against the organization as it is now: read the live state, then run the pure planner."""
+"""One plan against the organization as it is now: read the live state, run the pure planner, then add what
+the catalog check found (errors for what the plan would create, unless the user skipped the check)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from capella_deploy.plan import Action
+
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
+    from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.plan import Plan
     from capella_deploy.run.session import Session
+
+# What sends a create body, which is where Capella checks its catalog (a key's rotation creates its successor).
+_CREATES = (Action.CREATE, Action.REPLACE, Action.ROTATE)
+SKIP_FLAG = "--skip-catalog-check"
 
 
 async def make_plan(
@@ -19,6 +28,7 @@ async def make_plan(
     *,
     destroy: bool = False,
     targets: Sequence[str] = (),
+    catalog: CatalogCheck | None = None,
     held_tokens: frozenset[str] = frozenset(),
 ) -> Plan:
     """The plan; with ``targets`` (--target), narrowed to them and what they need. ``held_tokens``: the live
@@ -42,9 +52,46 @@ async def make_plan(
             force_replace=frozenset(replace),
             held_tokens=held_tokens,
         )
-    if not targets:
-        return whole
-    return restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
+    planned = (
+        whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
+    )
+    return planned if catalog is None else with_catalog(planned, catalog)
+
+
+def with_catalog(plan: Plan, check: CatalogCheck) -> Plan:
+    """The plan with the catalog's findings: an error where the plan creates what Capella does not offer.
+
+    A resource that already exists is left as it is by a no-op or an in-place change, which Capella does not
+    check against its catalog, so its finding is a warning. A skipped check is recorded, with what it found.
+    """
+    creating = {str(change.address) for change in plan.changes if change.action in _CREATES}
+    errors: list[str] = []
+    warnings: list[str] = []
+    if check.skipped:
+        found = (
+            f"Capella may refuse the {len(check.findings)} value(s) below, which the {check.catalog} does not list"
+            if check.findings
+            else f"the {check.catalog} lists everything the manifest asks for"
+        )
+        warnings.append(f"the catalog check was skipped ({SKIP_FLAG}): {found}")
+    for finding in check.findings:
+        if check.skipped:
+            warnings.append(finding.text)
+        elif creating.intersection(finding.addresses):
+            errors.append(finding.text)
+        else:
+            warnings.append(
+                f"{finding.text} (not refused now: this plan does not create {', '.join(finding.addresses)}; "
+                "Capella would refuse a new one)"
+            )
+    if errors:
+        errors.append(
+            f"Capella would refuse to create what the manifest asks for that the {check.catalog} does not list; "
+            f"correct the manifest, or pass {SKIP_FLAG} if Capella offers it now"
+        )
+    if not errors and not warnings:
+        return plan
+    return dataclasses.replace(plan, errors=(*plan.errors, *errors), warnings=(*plan.warnings, *warnings))
 
 
 def session_now(session: Session) -> datetime:

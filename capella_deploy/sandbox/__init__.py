@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from capella_deploy.clock import Clock, ManualClock, ScaledClock
+from capella_deploy.sandbox import lifecycle
 from capella_deploy.sandbox.faults import FaultInjector, Faults, RouteFault
 from capella_deploy.sandbox.lifecycle import Timings
+from capella_deploy.sandbox.operations import CONFLICTS, RULES, SPEC, Rules
 from capella_deploy.sandbox.state import ClockAnchor, StateStore, World
 from capella_deploy.secrets import Secret
 
@@ -27,14 +29,19 @@ if TYPE_CHECKING:
     import httpx
     from starlette.applications import Starlette
 
-__all__ = ["IN_PROCESS_BASE_URL", "Faults", "RouteFault", "Sandbox", "Timings"]
+__all__ = ["CONFLICTS", "IN_PROCESS_BASE_URL", "RULES", "SPEC", "Faults", "RouteFault", "Rules", "Sandbox", "Timings"]
 
 IN_PROCESS_BASE_URL = "http://capella.sandbox"
 DEFAULT_TOKEN = "sandbox-token"
 
 
 class Sandbox:
-    """One sandbox world: its state, its clock, its faults, and the app that serves them."""
+    """One sandbox world: its state, its clock, its faults, and the app that serves them.
+
+    The world follows the official spec's rules unless its state says ``world: conflicts`` (see
+    ``operations``); a fault file's ``world`` takes over from the state's for the sandbox that loads it.
+    ``rules`` given here is saved in the state, as ``set_rules`` does.
+    """
 
     def __init__(
         self,
@@ -46,6 +53,7 @@ class Sandbox:
         timings: Timings | None = None,
         seed: int = 0,
         client_address: str = "127.0.0.1",
+        rules: Rules | None = None,
     ) -> None:
         self._store = StateStore(state_path)
         self._token = Secret(token)
@@ -64,6 +72,8 @@ class Sandbox:
         self.client_address = client_address
         self.faults = faults or Faults()
         self._app: Starlette | None = None
+        if rules is not None and rules != world.rules:
+            self.set_rules(rules)
 
     def __repr__(self) -> str:
         return f"Sandbox(state_path={self._store.path!s}, org_id={self.org_id})"
@@ -79,6 +89,18 @@ class Sandbox:
     @property
     def state_path(self) -> Path | None:
         return self._store.path
+
+    @property
+    def rules(self) -> Rules:
+        """The rules the world follows now: the fault file's, else the state's."""
+        return self.faults.world or self.world().rules
+
+    def set_rules(self, rules: Rules) -> None:
+        """Make the state's world follow ``rules`` from now on (what exists stays as it is)."""
+        if rules not in RULES:
+            raise ValueError(f"world must be one of {', '.join(RULES)}; got {rules!r}")
+        with self.mutate() as world:
+            world.rules = rules
 
     @property
     def faults(self) -> Faults:
@@ -103,10 +125,11 @@ class Sandbox:
         return InProcessTransport(self.app, client_address or self.client_address)
 
     def reset(self) -> None:
-        """Empty the world; the organization and the timeline stay."""
+        """Empty the world; the organization, the timeline and the world's rules stay."""
         with self.mutate() as world:
             world.models.clear()
             world.api_keys.clear()
+            world.providers.clear()
             world.files.clear()
             world.batches.clear()
 
@@ -116,10 +139,10 @@ class Sandbox:
         return self.clock.now()
 
     def world(self) -> World:
-        """The current world, for reading only."""
+        """The current world, for reading only, as reads see it now (an edit shows once it has landed)."""
         world = self._store.read()
         self._follow_timeline(world)
-        return world
+        return lifecycle.with_landed_edits(world, self.clock.now())
 
     @contextlib.contextmanager
     def mutate(self) -> Iterator[World]:

@@ -11,10 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from capella_deploy.sandbox.bodies import Reader, bad_request
+from capella_deploy.sandbox.bodies import Reader
+from capella_deploy.sandbox.errors import undecodable
 from capella_deploy.sandbox.faults import Faults
 from capella_deploy.sandbox.http import management_json, management_sandbox
+from capella_deploy.sandbox.operations import Operation
 from capella_deploy.sandbox.views import rfc3339
+
+ADMIN_STATUSES = frozenset({200, 204, 400, 401})  # not Capella's: every refusal here is a 400
 
 
 def _clock_view(request: Request) -> dict[str, Any]:
@@ -32,7 +36,7 @@ async def put_faults(request: Request) -> Response:
     try:
         faults = Faults.from_dict(await management_json(request))
     except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+        raise undecodable(str(exc)) from exc
     sandbox.faults = faults
     return JSONResponse(faults.to_dict())
 
@@ -50,7 +54,7 @@ async def advance_clock(request: Request) -> Response:
     try:
         sandbox.advance_clock(seconds)
     except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+        raise undecodable(str(exc)) from exc
     return JSONResponse(_clock_view(request))
 
 
@@ -61,9 +65,12 @@ async def reset(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/_sandbox/faults", get_faults, methods=["GET"]),
-        Route("/_sandbox/faults", put_faults, methods=["PUT"]),
-        Route("/_sandbox/clock", get_clock, methods=["GET"]),
-        Route("/_sandbox/clock/advance", advance_clock, methods=["POST"]),
-        Route("/_sandbox/reset", reset, methods=["POST"]),
+        Operation(handler.__name__, method, path, ADMIN_STATUSES).route(handler)
+        for method, path, handler in (
+            ("GET", "/_sandbox/faults", get_faults),
+            ("PUT", "/_sandbox/faults", put_faults),
+            ("GET", "/_sandbox/clock", get_clock),
+            ("POST", "/_sandbox/clock/advance", advance_clock),
+            ("POST", "/_sandbox/reset", reset),
+        )
     ]

@@ -1,4 +1,4 @@
-"""Assembles the Starlette app: Management API, Model Service API, gateway and admin routes."""
+"""Assembles the Starlette app: Management API (models, keys, providers), Model Service API, gateway, admin."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from capella_deploy.sandbox import admin, batches, gateway, management, modelservice
+from capella_deploy.sandbox import admin, batches, gateway, management, modelservice, providers
 from capella_deploy.sandbox.errors import ManagementError, ServiceError, default_message
 from capella_deploy.sandbox.middleware import FaultMiddleware, error_response
 
@@ -41,6 +41,7 @@ def build_app(sandbox: Sandbox) -> Starlette:
     app = Starlette(
         routes=[
             *management.routes(),
+            *providers.routes(),
             *admin.routes(),
             *modelservice.routes(),
             *batches.routes(modelservice.PREFIX),

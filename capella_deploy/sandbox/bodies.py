@@ -1,9 +1,11 @@
 """Validation of Management API request bodies.
 
-Malformed input (missing or unknown fields, wrong types, values outside an enum or range) answers 400;
-well-formed input the sandbox cannot act on (a catalog model, provider or region not offered, dimensions on a
-non-embedding model, a field PUT cannot change) answers 422. Unknown fields are rejected rather than ignored,
-so a client sending a field Capella does not know (the spec's own examples send ``compute.ram``) finds out.
+Two kinds of refusal, as the spec separates them: a body that cannot be decoded (not a JSON object, a field
+of the wrong JSON type) is ``undecodable`` (400 where the operation lists it); anything else wrong (missing
+or unknown fields, values outside an enum or range, a catalog model, provider or region not offered,
+dimensions on a non-embedding model, a field PUT cannot change) is ``invalid`` (422). Unknown fields are
+refused rather than ignored, so a client sending a field Capella does not know (the spec's own examples send
+``compute.ram``) finds out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capella_deploy.sandbox import catalog
-from capella_deploy.sandbox.errors import ManagementError
+from capella_deploy.sandbox.errors import invalid, undecodable
 
 EDITABLE_FIELDS = ("name", "caching", "enableBatching", "keywordFiltering", "guardrails", "jailbreak")
 NAME_MAX = 128
@@ -21,20 +23,12 @@ DESCRIPTION_MAX = 250
 EXPIRY_MAX_DAYS = 365
 
 
-def bad_request(message: str) -> ManagementError:
-    return ManagementError(400, "Bad Request", message)
-
-
-def unprocessable(message: str) -> ManagementError:
-    return ManagementError(422, "Unprocessable Entity", message)
-
-
 class Reader:
-    """Typed access to one JSON object of a request body; every problem is a 400 naming the field."""
+    """Typed access to one JSON object of a request body; every refusal names the field."""
 
     def __init__(self, data: Any, where: str) -> None:
         if not isinstance(data, dict):
-            raise bad_request(f"{where or 'the request body'} must be a JSON object")
+            raise undecodable(f"{where or 'the request body'} must be a JSON object")
         self.data: dict[str, Any] = data
         self.where = where
 
@@ -44,15 +38,13 @@ class Reader:
     def only(self, allowed: tuple[str, ...]) -> None:
         unknown = sorted(set(self.data) - set(allowed))
         if unknown:
-            raise bad_request(
-                f"unknown field {self.path(unknown[0])}; allowed here: {', '.join(allowed)}",
-            )
+            raise invalid(f"unknown field {self.path(unknown[0])}; allowed here: {', '.join(allowed)}")
 
     def present(self, key: str, required: bool) -> bool:
         if key in self.data and self.data[key] is not None:
             return True
         if required:
-            raise bad_request(f"{self.path(key)} is required")
+            raise invalid(f"{self.path(key)} is required")
         return False
 
     def string(self, key: str, *, required: bool = False, max_len: int | None = None) -> str | None:
@@ -60,11 +52,11 @@ class Reader:
             return None
         value = self.data[key]
         if not isinstance(value, str):
-            raise bad_request(f"{self.path(key)} must be a string")
+            raise undecodable(f"{self.path(key)} must be a string")
         if required and not value.strip():
-            raise bad_request(f"{self.path(key)} must not be empty")
+            raise invalid(f"{self.path(key)} must not be empty")
         if max_len is not None and len(value) > max_len:
-            raise bad_request(f"{self.path(key)} is longer than {max_len} characters")
+            raise invalid(f"{self.path(key)} is longer than {max_len} characters")
         return value
 
     def choice(self, key: str, choices: tuple[Any, ...], *, required: bool = False) -> Any:
@@ -73,15 +65,17 @@ class Reader:
         value = self.data[key]
         if isinstance(value, bool) or value not in choices:
             listed = ", ".join(str(c) for c in choices)
-            raise bad_request(f"{self.path(key)} must be one of {listed}; got {value!r}")
+            raise invalid(f"{self.path(key)} must be one of {listed}; got {value!r}")
         return value
 
     def integer(self, key: str, *, minimum: int = 0, required: bool = False) -> int | None:
         if not self.present(key, required):
             return None
         value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise bad_request(f"{self.path(key)} must be an integer of at least {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise undecodable(f"{self.path(key)} must be an integer")
+        if value < minimum:
+            raise invalid(f"{self.path(key)} must be an integer of at least {minimum}")
         return value
 
     def number(
@@ -91,11 +85,11 @@ class Reader:
             return None
         value = self.data[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad_request(f"{self.path(key)} must be a number")
+            raise undecodable(f"{self.path(key)} must be a number")
         inside = low < value < high if exclusive else low <= value <= high
         if not inside:
             bounds = f"strictly between {low} and {high}" if exclusive else f"between {low} and {high}"
-            raise bad_request(f"{self.path(key)} must be {bounds}; got {value}")
+            raise invalid(f"{self.path(key)} must be {bounds}; got {value}")
         return value  # as sent: an integer stays an integer in what the API reads back
 
     def boolean(self, key: str) -> bool | None:
@@ -103,7 +97,7 @@ class Reader:
             return None
         value = self.data[key]
         if not isinstance(value, bool):
-            raise bad_request(f"{self.path(key)} must be true or false")
+            raise undecodable(f"{self.path(key)} must be true or false")
         return value
 
     def strings(self, key: str, *, required: bool = False) -> list[str] | None:
@@ -111,7 +105,7 @@ class Reader:
             return None
         value = self.data[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad_request(f"{self.path(key)} must be a list of strings")
+            raise undecodable(f"{self.path(key)} must be a list of strings")
         return value
 
     def child(self, key: str, *, required: bool = False) -> Reader | None:
@@ -167,28 +161,29 @@ def parse_model_create(data: Any) -> ModelSpec:
 
     model = catalog.CATALOG.get(catalog_name)
     if model is None:
-        raise unprocessable(f"catalog model {catalog_name!r} is not offered; available: {', '.join(catalog.CATALOG)}")
+        raise invalid(f"catalog model {catalog_name!r} is not offered; available: {', '.join(catalog.CATALOG)}")
     if provider not in catalog.OFFERED_PROVIDERS:
-        raise unprocessable(
+        raise invalid(
             f"cloud provider {provider!r} is not offered for AI models yet; "
             f"use one of {', '.join(catalog.OFFERED_PROVIDERS)}"
         )
     if region not in catalog.REGIONS:
-        raise unprocessable(f"region {region!r} is not offered; available: {', '.join(catalog.REGIONS)}")
+        raise invalid(f"region {region!r} is not offered; available: {', '.join(catalog.REGIONS)}")
     if dimensions is not None:
         if model.dimensions is None:
-            raise unprocessable(f"dimensions applies to embedding models only; {model.name} is {model.kind}")
+            raise invalid(f"dimensions applies to embedding models only; {model.name} is {model.kind}")
         if dimensions > model.dimensions:
-            raise unprocessable(f"{model.name} produces at most {model.dimensions} dimensions")
+            raise invalid(f"{model.name} produces at most {model.dimensions} dimensions")
         options["dimensions"] = dimensions
     return ModelSpec(name, model, provider, region, cpu, gpu_memory, options)
 
 
 def parse_model_update(data: Any) -> dict[str, Any]:
-    body = Reader(data, "")
+    """The changes a PUT asks for; the body is optional, and none means no change."""
+    body = Reader({} if data is None else data, "")
     fixed = sorted(set(body.data) - set(EDITABLE_FIELDS))
     if fixed:
-        raise unprocessable(
+        raise invalid(
             f"{', '.join(fixed)} cannot be changed in place; PUT accepts only {', '.join(EDITABLE_FIELDS)}. "
             "Changing anything else means deploying a new model and deleting this one."
         )
@@ -201,7 +196,7 @@ def parse_editable(body: Reader, *, with_name: bool) -> dict[str, Any]:
     if with_name:
         values["name"] = body.string("name", required=False, max_len=NAME_MAX)
         if values["name"] is not None and not values["name"].strip():
-            raise bad_request("name must not be empty")
+            raise invalid("name must not be empty")
     values["enableBatching"] = body.boolean("enableBatching")
     values["keywordFiltering"] = body.strings("keywordFiltering")
     values["guardrails"] = body.strings("guardrails")
@@ -250,23 +245,20 @@ def parse_key_create(data: Any) -> KeySpec:
     expiry = body.number("expiry", 0, EXPIRY_MAX_DAYS, required=True)
     cidrs = body.strings("allowedCIDRs", required=True)
     region = body.string("region", required=True)
-    listed = body.strings("allowedModels")
-    # Absent means every model; an empty list is no model at all, which no key is for.
-    if listed is not None and not listed:
-        raise bad_request('allowedModels must name at least one model id, or "*" for all; leave it out for all')
-    models = listed or ["*"]
+    # Empty or absent means every model of the key's region, as the spec defines it (its own example sends []).
+    models = body.strings("allowedModels") or ["*"]
     assert name is not None and expiry is not None and cidrs is not None and region is not None
     if expiry <= 0:
-        raise bad_request(f"expiry must be a number of days above 0 and at most {EXPIRY_MAX_DAYS}")
+        raise invalid(f"expiry must be a number of days above 0 and at most {EXPIRY_MAX_DAYS}")
     if not cidrs:
-        raise bad_request("allowedCIDRs must name at least one IP address or CIDR block")
+        raise invalid("allowedCIDRs must name at least one IP address or CIDR block")
     for cidr in cidrs:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
-            raise bad_request(f"allowedCIDRs: {cidr!r} is not an IP address or CIDR block") from exc
+            raise invalid(f"allowedCIDRs: {cidr!r} is not an IP address or CIDR block") from exc
     if "*" in models and len(models) > 1:
-        raise bad_request('allowedModels is either ["*"] or a list of model ids, not both')
+        raise invalid('allowedModels is either ["*"] or a list of model ids, not both')
     if region not in catalog.REGIONS:
-        raise unprocessable(f"region {region!r} is not offered; available: {', '.join(catalog.REGIONS)}")
+        raise invalid(f"region {region!r} is not offered; available: {', '.join(catalog.REGIONS)}")
     return KeySpec(name, description, expiry, cidrs, region, models)

@@ -1,48 +1,45 @@
-"""What the sandbox offers: catalog models, cloud providers, regions and compute sizes.
-
-The real catalog is larger and changes over time; these entries cover every model kind the Management API
-names (text-generation, embedding-generation, moderation, prompt-injection) with the vendors and vector
-dimensions the documentation shows.
+"""What the sandbox offers: the tool's own catalog (capella_deploy/catalog), so that the sandbox refuses
+exactly what the tool's catalog check reports; and the API's enums, which are vocabulary, not offerings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-TEXT_GENERATION = "text-generation"
-EMBEDDING_GENERATION = "embedding-generation"
-MODERATION = "moderation"
-PROMPT_INJECTION = "prompt-injection"
-MODEL_KINDS = (TEXT_GENERATION, EMBEDDING_GENERATION, MODERATION, PROMPT_INJECTION)
+from capella_deploy.catalog import CATALOG as OFFERED
+from capella_deploy.catalog import (
+    EMBEDDING_GENERATION,
+    MODEL_KINDS,
+    MODERATION,
+    PROMPT_INJECTION,
+    TEXT_GENERATION,
+    CatalogModel,
+)
 
+__all__ = [
+    "CATALOG",
+    "CLOUD_PROVIDERS",
+    "CPU_CHOICES",
+    "EMBEDDING_GENERATION",
+    "GPU_MEMORY_CHOICES",
+    "MODEL_KINDS",
+    "MODERATION",
+    "OFFERED_PROVIDERS",
+    "OPTIMIZATIONS",
+    "PROMPT_INJECTION",
+    "QUANTIZATIONS",
+    "REGIONS",
+    "TEXT_GENERATION",
+    "CatalogModel",
+]
 
-@dataclass(frozen=True)
-class CatalogModel:
-    name: str
-    kind: str
-    vendor: str  # what the Management API reports as config.provider
-    dimensions: int | None = None  # embedding models only: the vector length they produce by default
-    context_tokens: int = 8192
+CATALOG: Mapping[str, CatalogModel] = OFFERED.models
+OFFERED_PROVIDERS = OFFERED.providers
+REGIONS = OFFERED.regions
+CPU_CHOICES = OFFERED.cpu
+GPU_MEMORY_CHOICES = OFFERED.gpu_memory
 
-
-CATALOG: dict[str, CatalogModel] = {
-    m.name: m
-    for m in (
-        CatalogModel("mistralai/mistral-7b-instruct-v0.3", TEXT_GENERATION, "mistral", context_tokens=32768),
-        CatalogModel("meta-llama/Llama-3.1-8B-Instruct", TEXT_GENERATION, "meta", context_tokens=131072),
-        CatalogModel("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", TEXT_GENERATION, "deepseek"),
-        CatalogModel("nvidia/llama-3.2-nv-embedqa-1b-v2", EMBEDDING_GENERATION, "nvidia", dimensions=2048),
-        CatalogModel("intfloat/e5-mistral-7b-instruct", EMBEDDING_GENERATION, "intfloat", dimensions=4096),
-        CatalogModel("nvidia/llama-3.1-nemoguard-8b-content-safety", MODERATION, "nvidia"),
-        CatalogModel("meta-llama/Llama-Guard-3-8B", MODERATION, "meta"),
-        CatalogModel("nvidia/nemoguard-jailbreak-detect", PROMPT_INJECTION, "nvidia"),
-    )
-}
-
+# The create body's enums: a value outside them is malformed, whatever is offered.
 CLOUD_PROVIDERS = ("aws", "gcp", "azure")
-OFFERED_PROVIDERS = ("aws",)  # the documentation: "Currently only AWS is supported"
-REGIONS = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-1")
-CPU_CHOICES = (4, 32)
-GPU_MEMORY_CHOICES = (24, 48, 192)
 QUANTIZATIONS = ("fp8", "fp16", "fullPrecision")
 OPTIMIZATIONS = ("throughput", "latency")

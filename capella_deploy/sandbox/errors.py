@@ -8,7 +8,7 @@ OpenAI-compatible, so they answer ``{"error": {"message", "type", "param", "code
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 MANAGEMENT_CODES = {
     400: 1000,
@@ -81,6 +81,32 @@ class ManagementError(Exception):
 
     def body(self) -> dict[str, Any]:
         return management_body(self.status, self.message, self.hint)
+
+
+# Why the Management API refuses a request; the operation's listed statuses and the world's rules turn it into
+# a status (see ``operations.Operation.status_for``).
+RefusalKind = Literal["invalid", "undecodable", "state", "duplicate"]
+INVALID: RefusalKind = "invalid"  # the request asks for something the operation does not accept (validation)
+UNDECODABLE: RefusalKind = "undecodable"  # the body cannot be read as the operation's JSON at all
+STATE: RefusalKind = "state"  # the resource's status does not allow the operation now
+DUPLICATE: RefusalKind = "duplicate"  # the name is taken (refused only in the conflicts world)
+
+
+class Refusal(Exception):
+    """A Management API refusal whose status the operation decides."""
+
+    def __init__(self, kind: RefusalKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def invalid(message: str) -> Refusal:
+    return Refusal(INVALID, message)
+
+
+def undecodable(message: str) -> Refusal:
+    return Refusal(UNDECODABLE, message)
 
 
 class ServiceError(Exception):

@@ -3,10 +3,12 @@
 A fault file (YAML or JSON) looks like::
 
     seed: 7                        # optional; else the sandbox's seed
+    world: conflicts               # optional; the world's rules (spec | conflicts), else the state file's
+    edit_delay_seconds: 120        # a model edit (PUT, 204) shows in reads only this many sandbox seconds later
+    max_per_page: 25               # the largest perPage a list serves (default 100); more is refused as invalid
     rate_limit_per_minute: 100     # per bearer token, in sandbox minutes -> 429 + Retry-After
     deploy_fail_rate: 0.1          # a new deployment ends in deployFailed
     deploy_hang_rate: 0.05         # a new deployment stays deploying forever
-    update_visibility_delay_seconds: 300   # a model update (PUT) shows in reads only this long after its 204
     routes:                        # every rule whose pattern matches a request applies, in order
       - match: "POST /v4/organizations/*/aiServices/models"   # [METHOD] path; * = one segment, ** = any
         error_rate: 0.2            # answer error_status (5xx, or 429) without doing anything
@@ -32,6 +34,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from capella_deploy.sandbox.operations import RULES, Rules
 
 DROP_BEFORE = "before"
 DROP_AFTER = "after"
@@ -92,14 +96,22 @@ class Faults:
     rate_limit_per_minute: int | None = None
     deploy_fail_rate: float = 0.0
     deploy_hang_rate: float = 0.0
-    update_visibility_delay_seconds: float = 0.0
+    world: Rules | None = None
+    # The spec warns that model updates "may take up to a few minutes to take effect"; 0 makes them immediate.
+    edit_delay_seconds: float = 0.0
+    # The spec states no largest page; the sandbox ASSUMES 100 unless told otherwise.
+    max_per_page: int = 100
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        if self.edit_delay_seconds < 0:
+            problems.append("edit_delay_seconds must not be negative")
+        if self.max_per_page < 1:
+            problems.append("max_per_page must be at least 1")
+        if self.world is not None and self.world not in RULES:
+            problems.append(f"world must be one of {', '.join(RULES)}; got {self.world!r}")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             problems.append("rate_limit_per_minute must be at least 1")
-        if not self.update_visibility_delay_seconds >= 0:
-            problems.append("update_visibility_delay_seconds must be a number of seconds, 0 or more")
         problems += _rate_problems(self, "deploy_fail_rate", "deploy_hang_rate")
         if self.deploy_fail_rate + self.deploy_hang_rate > 1:
             problems.append("deploy_fail_rate + deploy_hang_rate exceeds 1")

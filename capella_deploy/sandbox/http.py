@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from capella_deploy.sandbox.errors import ManagementError
+from capella_deploy.sandbox.errors import ManagementError, undecodable
 
 if TYPE_CHECKING:
     from capella_deploy.sandbox import Sandbox
@@ -34,10 +34,12 @@ def client_host(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-async def read_json(request: Request) -> Any:
-    """The JSON body, or ``ValueError`` saying why there is none."""
+async def read_json(request: Request, *, optional: bool = False) -> Any:
+    """The JSON body (None for an ``optional`` one not sent), or ``ValueError`` saying why there is none."""
     raw = await request.body()
     if not raw.strip():
+        if optional:
+            return None
         raise ValueError("the request body is empty; a JSON document is required")
     try:
         return json.loads(raw)
@@ -68,8 +70,8 @@ def org_sandbox(request: Request) -> Sandbox:
     return sandbox
 
 
-async def management_json(request: Request) -> Any:
+async def management_json(request: Request, *, optional: bool = False) -> Any:
     try:
-        return await read_json(request)
+        return await read_json(request, optional=optional)
     except ValueError as exc:
-        raise ManagementError(400, "Bad Request", str(exc)) from exc
+        raise undecodable(str(exc)) from exc

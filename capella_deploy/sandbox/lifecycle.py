@@ -8,14 +8,19 @@ sandbox ASSUMES the following, and the durations come from ``Timings``::
     pause    healthy only            ->  pausing    --pause_seconds-->   paused
     resume   paused only             ->  resuming   --resume_seconds-->  healthy
     delete   any status but destroying ->  destroying --destroy_seconds--> gone (404)
-    edit     healthy or paused (PUT; other statuses answer 409)
+    edit     healthy or paused (PUT)
+
+A call the model's status does not allow is refused; ``operations`` decides with which status (the spec lists
+409 for pause, resume and delete, and only 422 for an edit).
 
 A model's ``actions`` list uses the documented examples' vocabulary: ``pause``/``resume``, ``destroy``, ``edit``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
+from typing import Any
 
 from capella_deploy.sandbox.state import ModelRecord, World
 
@@ -74,12 +79,48 @@ def actions_for(status: str) -> list[str]:
 
 
 def settle(model: ModelRecord, now: float) -> None:
-    """Fold a finished transition into the stored status, before a write decides from it."""
+    """Fold a finished transition and a landed edit into the stored model, before a write decides from it."""
     status = status_at(model, now)
     if status != model.status:
         model.status = status
         model.target_status = None
         model.transition_ends_at = None
+    if edit_landed(model, now):
+        _apply(model, model.pending_edit)
+        model.pending_edit = {}
+        model.edit_lands_at = None
+
+
+def edit(model: ModelRecord, changes: dict[str, Any], now: float, delay: float) -> None:
+    """Accept an edit; it shows at once, or ``delay`` seconds from now together with any edit still pending."""
+    if delay <= 0 and model.edit_lands_at is None:
+        _apply(model, changes)
+        return
+    model.pending_edit.update(changes)
+    model.edit_lands_at = now + delay
+    settle(model, now)
+
+
+def edit_landed(model: ModelRecord, now: float) -> bool:
+    return model.edit_lands_at is not None and now >= model.edit_lands_at
+
+
+def with_landed_edits(world: World, now: float) -> World:
+    """``world`` as reads see it at ``now``: edits whose time has come are shown, the stored world untouched."""
+    landed = [model_id for model_id, model in world.models.items() if edit_landed(model, now)]
+    if not landed:
+        return world
+    models = dict(world.models)
+    for model_id in landed:
+        models[model_id] = copy.deepcopy(models[model_id])
+        settle(models[model_id], now)
+    return replace(world, models=models)
+
+
+def _apply(model: ModelRecord, changes: dict[str, Any]) -> None:
+    options = dict(changes)
+    model.name = options.pop("name", model.name)
+    model.options.update(options)
 
 
 def begin(model: ModelRecord, status: str, target: str | None, now: float, seconds: float | None) -> None:

@@ -1,12 +1,12 @@
 """The Management API v4: organizations, AI models and Model API keys.
 
-Duplicate names (a model or key named like another in the organization that is not being destroyed) answer
-409; Capella's behaviour here is ASSUMED, so the state's ``reject_duplicate_names`` setting can turn it off.
+In the spec world two models, or two keys, may share a name, as the official spec has it (it lists no 409 for
+creating either). The conflicts world refuses a name already taken by a model that is not being destroyed, or
+by a key, with 409. Statuses of refusals come from ``operations``.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 import secrets
@@ -16,30 +16,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from capella_deploy.sandbox import bodies, catalog, lifecycle, views
-from capella_deploy.sandbox.errors import ManagementError
+from capella_deploy.sandbox import bodies, catalog, lifecycle, operations, views
+from capella_deploy.sandbox.errors import DUPLICATE, STATE, ManagementError, Refusal, invalid
 from capella_deploy.sandbox.faults import DEPLOY_FAIL, DEPLOY_HANG
 from capella_deploy.sandbox.http import base_url, management_json, management_sandbox, org_sandbox
 from capella_deploy.sandbox.state import ApiKeyRecord, Audit, ModelRecord, World
 
-ORG = "/v4/organizations/{organizationId}"
-MODELS = ORG + "/aiServices/models"
-KEYS = MODELS + "/apiKeys"
 KEY_SORTS = {
     "name": lambda k: k.name,
     "createdAt": lambda k: k.audit.created_at,
     "expiry": lambda k: k.expires_at,
 }
 _FILTER = re.compile(r"^region:eq:(?P<region>[^:]+)$")
-_IF_MATCH = re.compile(r'^(?:W/)?"?(?P<version>\d+)"?$')
+# What If-Match may carry: the audit version, bare, quoted, weak, or as the ETag spells it ("Version: 3").
+_IF_MATCH = re.compile(r'^(?:W/)?"?(?:Version:\s*)?(?P<version>\d+)"?$')
 
 
 def not_found(what: str, ident: str) -> ManagementError:
     return ManagementError(404, "Not Found", f"{what} {ident} does not exist in this organization.")
 
 
-def conflict(message: str) -> ManagementError:
-    return ManagementError(409, "Conflict", message)
+def state_refusal(message: str) -> Refusal:
+    return Refusal(STATE, message)
+
+
+def duplicate_refusal(message: str) -> Refusal:
+    return Refusal(DUPLICATE, message)
 
 
 async def list_organizations(request: Request) -> Response:
@@ -58,14 +60,16 @@ async def list_models(request: Request) -> Response:
     status_filter = params.get("modelStatus") or None
     kind_filter = params.get("modelKind") or None
     if status_filter is not None and status_filter not in lifecycle.STATUSES:
-        raise bodies.bad_request(f"modelStatus must be one of {', '.join(lifecycle.STATUSES)}")
+        raise invalid(f"modelStatus must be one of {', '.join(lifecycle.STATUSES)}")
     if kind_filter is not None and kind_filter not in catalog.MODEL_KINDS:
-        raise bodies.bad_request(f"modelKind must be one of {', '.join(catalog.MODEL_KINDS)}")
+        raise invalid(f"modelKind must be one of {', '.join(catalog.MODEL_KINDS)}")
     world, now, base = sandbox.world(), sandbox.now(), base_url(request)
     records = [m for m in sorted(world.models.values(), key=lambda m: m.audit.created_at) if lifecycle.visible(m, now)]
     if status_filter is None and kind_filter is None:
         # Render only the page asked for: rendering every model for every page made listing N models cost N²/perPage.
-        page_records, cursor = views.paginate(records, base + request.url.path, params)
+        page_records, cursor = views.paginate(
+            records, base + request.url.path, params, max_per_page=sandbox.faults.max_per_page
+        )
         return JSONResponse(
             {"cursor": cursor, "data": [{"model": views.model_view(m, now, base)} for m in page_records]}
         )
@@ -75,7 +79,7 @@ async def list_models(request: Request) -> Response:
         if (status_filter is None or v["status"] == status_filter)
         and (kind_filter is None or v["config"]["type"] == kind_filter)
     ]
-    page, cursor = views.paginate(shown, base + request.url.path, params)
+    page, cursor = views.paginate(shown, base + request.url.path, params, max_per_page=sandbox.faults.max_per_page)
     return JSONResponse({"cursor": cursor, "data": [{"model": v} for v in page]})
 
 
@@ -85,7 +89,8 @@ async def create_model(request: Request) -> Response:
     with sandbox.mutate() as world:
         now = sandbox.now()
         lifecycle.settle_world(world, now)
-        _check_unique_model_name(world, spec.name)
+        if sandbox.rules == operations.CONFLICTS:
+            _check_unique_model_name(world, spec.name)
         model = ModelRecord(
             id=str(uuid.uuid4()),
             name=spec.name,
@@ -117,30 +122,21 @@ async def get_model(request: Request) -> Response:
 
 async def update_model(request: Request) -> Response:
     sandbox = org_sandbox(request)
-    changes = bodies.parse_model_update(await management_json(request))
-    expected = _if_match_version(request)
+    changes = bodies.parse_model_update(await management_json(request, optional=True))
+    expected = if_match_version(request)
     with sandbox.mutate() as world:
         now = sandbox.now()
         model = _settled_model(world, request.path_params["modelId"], now)
-        if expected is not None and expected != model.audit.version:
-            raise ManagementError(
-                412,
-                "Precondition Failed",
-                f"If-Match names version {expected} but the model is at version {model.audit.version}; "
-                "read it again and retry.",
-            )
+        check_version(expected, model.audit, "model")
         if model.status not in lifecycle.EDITABLE_STATUSES:
-            raise conflict(f"The model is {model.status}; it can be edited only when healthy or paused.")
-        new_name = changes.pop("name", model.name)
-        if new_name != model.name:
+            raise state_refusal(
+                f"The model is {model.status}; it can be edited only when healthy or paused. "
+                "Wait until its status settles, then send the change again."
+            )
+        new_name = changes.get("name", model.name)
+        if new_name != model.name and sandbox.rules == operations.CONFLICTS:
             _check_unique_model_name(world, new_name)
-            model.name = new_name
-        delay = sandbox.faults.update_visibility_delay_seconds
-        if delay > 0:
-            # "Model updates may take up to a few minutes to take effect": reads keep showing what was there.
-            model.shown_options = copy.deepcopy(model.visible_options(now))
-            model.shown_until = now + delay
-        model.options.update(changes)
+        lifecycle.edit(model, changes, now, sandbox.faults.edit_delay_seconds)
         model.audit.touch(world.actor_id, now)
     return Response(status_code=204)
 
@@ -151,7 +147,7 @@ async def delete_model(request: Request) -> Response:
         now = sandbox.now()
         model = _settled_model(world, request.path_params["modelId"], now)
         if model.status == lifecycle.DESTROYING:
-            raise conflict("The model is already being destroyed.")
+            raise state_refusal("The model is already being destroyed.")
         lifecycle.begin(model, lifecycle.DESTROYING, lifecycle.GONE, now, sandbox.timings.destroy_seconds)
         model.audit.touch(world.actor_id, now)
     return Response(status_code=202)
@@ -175,7 +171,7 @@ def _switch(request: Request, required: str, passing: str, target: str, verb: st
         now = sandbox.now()
         model = _settled_model(world, request.path_params["modelId"], now)
         if model.status != required:
-            raise conflict(f"The model is {model.status}; only a {required} model can be {verb}.")
+            raise state_refusal(f"The model is {model.status}; only a {required} model can be {verb}.")
         lifecycle.begin(model, passing, target, now, seconds)
         model.audit.touch(world.actor_id, now)
     return Response(status_code=202)
@@ -193,19 +189,21 @@ async def list_keys(request: Request) -> Response:
     sort_by = params.get("sortBy", "createdAt")
     direction = params.get("sortDirection", "asc")
     if sort_by not in KEY_SORTS:
-        raise bodies.bad_request(f"sortBy must be one of {', '.join(KEY_SORTS)}")
+        raise invalid(f"sortBy must be one of {', '.join(KEY_SORTS)}")
     if direction not in ("asc", "desc"):
-        raise bodies.bad_request("sortDirection must be asc or desc")
+        raise invalid("sortDirection must be asc or desc")
     region: str | None = None
     if "filterBy" in params:
         match = _FILTER.match(params["filterBy"])
         if match is None:
-            raise bodies.bad_request("filterBy must look like region:eq:<region>")
+            raise invalid("filterBy must look like region:eq:<region>")
         region = match["region"]
     world = sandbox.world()
     keys = [k for k in world.api_keys.values() if region is None or k.region == region]
     keys.sort(key=KEY_SORTS[sort_by], reverse=direction == "desc")
-    page, cursor = views.paginate(keys, base_url(request) + request.url.path, params)
+    page, cursor = views.paginate(
+        keys, base_url(request) + request.url.path, params, max_per_page=sandbox.faults.max_per_page
+    )
     return JSONResponse({"cursor": cursor, "data": [views.key_view(k, world) for k in page]})
 
 
@@ -216,8 +214,8 @@ async def create_key(request: Request) -> Response:
     with sandbox.mutate() as world:
         now = sandbox.now()
         lifecycle.settle_world(world, now)
-        if world.reject_duplicate_names and any(k.name == spec.name for k in world.api_keys.values()):
-            raise conflict(f"A Model API key named {spec.name!r} already exists in this organization.")
+        if sandbox.rules == operations.CONFLICTS and any(k.name == spec.name for k in world.api_keys.values()):
+            raise duplicate_refusal(f"A Model API key named {spec.name!r} already exists in this organization.")
         _check_allowed_models(world, spec)
         key = ApiKeyRecord(
             id=str(uuid.uuid4()),
@@ -264,10 +262,8 @@ def _settled_model(world: World, model_id: str, now: float) -> ModelRecord:
 
 
 def _check_unique_model_name(world: World, name: str) -> None:
-    if not world.reject_duplicate_names:
-        return
     if any(m.name == name and m.status != lifecycle.DESTROYING for m in world.models.values()):
-        raise conflict(f"A model named {name!r} already exists in this organization.")
+        raise duplicate_refusal(f"A model named {name!r} already exists in this organization.")
 
 
 def _check_allowed_models(world: World, spec: bodies.KeySpec) -> None:
@@ -276,38 +272,49 @@ def _check_allowed_models(world: World, spec: bodies.KeySpec) -> None:
     for model_id in spec.allowed_models:
         model = world.models.get(model_id)
         if model is None:
-            raise bodies.unprocessable(f"allowedModels: model {model_id} does not exist in this organization")
+            raise invalid(f"allowedModels: model {model_id} does not exist in this organization")
         if model.region != spec.region:
-            raise bodies.unprocessable(
+            raise invalid(
                 f"allowedModels: model {model_id} runs in {model.region}, not in the key's region {spec.region}"
             )
 
 
-def _if_match_version(request: Request) -> int | None:
+def if_match_version(request: Request) -> int | None:
+    """The version an If-Match header names, if it was sent."""
     raw = request.headers.get("if-match")
     if raw is None:
         return None
     match = _IF_MATCH.match(raw.strip())
     if match is None:
-        raise bodies.bad_request(f"If-Match must carry the model's audit version number; got {raw!r}")
+        raise invalid(f"If-Match must carry the resource's audit version number; got {raw!r}")
     return int(match["version"])
+
+
+def check_version(expected: int | None, audit: Audit, what: str) -> None:
+    """412 when If-Match named a version other than the current one."""
+    if expected is not None and expected != audit.version:
+        raise ManagementError(
+            412,
+            "Precondition Failed",
+            f"If-Match names version {expected} but the {what} is at version {audit.version}; read it again and retry.",
+        )
 
 
 def routes() -> list[Route]:
     # The apiKeys routes come before /{modelId}: the patterns overlap.
     return [
-        Route("/v4/organizations", list_organizations, methods=["GET"]),
-        Route(ORG, get_organization, methods=["GET"]),
-        Route(MODELS, list_models, methods=["GET"]),
-        Route(MODELS, create_model, methods=["POST"]),
-        Route(KEYS, list_keys, methods=["GET"]),
-        Route(KEYS, create_key, methods=["POST"]),
-        Route(KEYS + "/{apiKeyId}", get_key, methods=["GET"]),
-        Route(KEYS + "/{apiKeyId}", delete_key, methods=["DELETE"]),
-        Route(MODELS + "/{modelId}", get_model, methods=["GET"]),
-        Route(MODELS + "/{modelId}", update_model, methods=["PUT"]),
-        Route(MODELS + "/{modelId}", delete_model, methods=["DELETE"]),
-        Route(MODELS + "/{modelId}/activationState", pause_model, methods=["DELETE"]),
-        Route(MODELS + "/{modelId}/activationState", resume_model, methods=["POST"]),
-        Route(MODELS + "/{modelId}/connectionString", get_connection_string, methods=["GET"]),
+        operations.LIST_ORGANIZATIONS.route(list_organizations),
+        operations.GET_ORGANIZATION.route(get_organization),
+        operations.LIST_MODELS.route(list_models),
+        operations.CREATE_MODEL.route(create_model),
+        operations.LIST_KEYS.route(list_keys),
+        operations.CREATE_KEY.route(create_key),
+        operations.GET_KEY.route(get_key),
+        operations.DELETE_KEY.route(delete_key),
+        operations.GET_MODEL.route(get_model),
+        operations.UPDATE_MODEL.route(update_model),
+        operations.DELETE_MODEL.route(delete_model),
+        operations.PAUSE_MODEL.route(pause_model),
+        operations.RESUME_MODEL.route(resume_model),
+        operations.GET_CONNECTION_STRING.route(get_connection_string),
     ]

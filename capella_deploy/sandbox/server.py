@@ -77,6 +77,7 @@ def serve(sandbox: Sandbox, *, port: int, token_source: str, token_export: str =
         f"  Model endpoints  {base}/ai/<modelId>/v1/...",
         f"  Gateway          {base}/v1/ai/<provider>/chat/completions",
         f"  State            {sandbox.state_path or 'in memory'}  (sandbox time runs {speed:g}x)",
+        f"  World            {sandbox.rules} rules (see 'The sandbox' in README.md)",
         f"  Token            {token_source}",
         f"export CAPELLA_API_URL={base} CAPELLA_ORG_ID={sandbox.org_id}{token_export}",
     ]

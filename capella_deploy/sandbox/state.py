@@ -5,7 +5,11 @@ replaced on every write, so it cannot carry the lock), and land by write-to-temp
 reader never sees half a file, so readers take no lock. Every read checks the file's identity (inode, size,
 mtime) and re-loads when another process has written since.
 
-All times in the world are sandbox-clock seconds since the epoch.
+All times in the world are sandbox-clock seconds since the epoch. Secrets are never stored: a key token or a
+provider credential is kept as its SHA-256, enough to recognise it again and to tell that it changed.
+
+Schema history: version 1 had ``reject_duplicate_names`` (true: the conflicts world, false: the spec world);
+version 2 names the world's rules in ``world`` and adds AI provider integrations. Version 1 files are read.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from capella_deploy.errors import CapellaError
+from capella_deploy.sandbox.operations import RULES, SPEC, Rules
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DEFAULT_SPEED = 100.0
 ORG_NAME = "Sandbox Organization"
 
@@ -101,14 +107,10 @@ class ModelRecord:
     target_status: str | None = None
     transition_ends_at: float | None = None
     usage: Usage = field(default_factory=Usage)
-    # Reads show ``shown_options`` instead of ``options`` until ``shown_until``: an update not yet visible.
-    shown_options: dict[str, Any] | None = None
-    shown_until: float | None = None
-
-    def visible_options(self, now: float) -> dict[str, Any]:
-        if self.shown_options is not None and self.shown_until is not None and now < self.shown_until:
-            return self.shown_options
-        return self.options
+    # An accepted edit that reads do not show yet (see ``Faults.edit_delay_seconds``): its changes, as PUT sent
+    # them, land at ``edit_lands_at``.
+    pending_edit: dict[str, Any] = field(default_factory=dict)
+    edit_lands_at: float | None = None
 
 
 @dataclass
@@ -126,6 +128,18 @@ class ApiKeyRecord:
     @property
     def expires_at(self) -> float:
         return self.audit.created_at + self.expiry_days * 86400
+
+
+@dataclass
+class ProviderRecord:
+    """An AI provider integration: its settings that reads show, and only digests of its credentials."""
+
+    id: str
+    name: str
+    type: str  # openAI | awsBedrock | awsS3
+    settings: dict[str, str]  # what reads return: awsS3's awsRegion, bucket, folderPath; nothing for the others
+    credential_sha256: dict[str, str]  # credential field -> SHA-256 of its value
+    audit: Audit
 
 
 @dataclass
@@ -175,9 +189,10 @@ class World:
     org_created_at: float
     actor_id: str  # who the audit fields name as creator/modifier: the sandbox's one Management API key
     clock: ClockAnchor
-    reject_duplicate_names: bool = True  # ASSUMED Capella behaviour; a setting so it can be turned off
+    rules: Rules = SPEC  # saved as "world": spec (the official spec's rules) or conflicts (duplicates refused)
     models: dict[str, ModelRecord] = field(default_factory=dict)
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    providers: dict[str, ProviderRecord] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     batches: dict[str, BatchRecord] = field(default_factory=dict)
 
@@ -193,13 +208,22 @@ class World:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"schemaVersion": SCHEMA_VERSION, **asdict(self)}
+        fields = asdict(self)
+        return {"schemaVersion": SCHEMA_VERSION, "world": fields.pop("rules"), **fields}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> World:
-        if data.get("schemaVersion") != SCHEMA_VERSION:
-            raise StateError(f"unsupported schemaVersion {data.get('schemaVersion')!r}")
+        version = data.get("schemaVersion")
+        if version not in READABLE_VERSIONS:
+            raise StateError(f"unsupported schemaVersion {version!r}")
         fields = {k: v for k, v in data.items() if k != "schemaVersion"}
+        if version == 1:
+            # Version 1 refused duplicate names unless told otherwise: that is the conflicts world.
+            fields["world"] = "conflicts" if fields.pop("reject_duplicate_names", True) else SPEC
+            fields["providers"] = {}
+        fields["rules"] = fields.pop("world")
+        if fields["rules"] not in RULES:
+            raise StateError(f"world must be one of {', '.join(RULES)}; got {fields['rules']!r}")
         fields["clock"] = ClockAnchor(**fields["clock"])
         fields["models"] = {
             k: ModelRecord(**{**m, "audit": Audit(**m["audit"]), "usage": Usage(**m["usage"])})
@@ -207,6 +231,9 @@ class World:
         }
         fields["api_keys"] = {
             k: ApiKeyRecord(**{**a, "audit": Audit(**a["audit"])}) for k, a in fields["api_keys"].items()
+        }
+        fields["providers"] = {
+            k: ProviderRecord(**{**p, "audit": Audit(**p["audit"])}) for k, p in fields["providers"].items()
         }
         fields["files"] = {k: FileRecord(**f) for k, f in fields["files"].items()}
         fields["batches"] = {k: BatchRecord(**b) for k, b in fields["batches"].items()}

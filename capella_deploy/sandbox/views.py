@@ -9,11 +9,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from capella_deploy.sandbox import catalog, lifecycle
-from capella_deploy.sandbox.errors import ManagementError
+from capella_deploy.sandbox.errors import invalid, undecodable
 from capella_deploy.sandbox.state import ApiKeyRecord, Audit, ModelRecord, Usage, World
 
 PER_PAGE_DEFAULT = 10
-PER_PAGE_MAX = 100
 SESSION_DURATION = 7200
 
 T = TypeVar("T")
@@ -63,10 +62,9 @@ def model_view(model: ModelRecord, now: float, base_url: str) -> dict[str, Any]:
     if dimensions is not None:
         config["dimensions"] = dimensions
     # Guardrails and jailbreak settings are write-only: Capella does not return them.
-    options = model.visible_options(now)
     for key in ("quantization", "optimization", "caching", "enableBatching", "keywordFiltering"):
-        if key in options:
-            config[key] = options[key]
+        if key in model.options:
+            config[key] = model.options[key]
     status = lifecycle.status_at(model, now)
     return {
         "id": model.id,
@@ -121,7 +119,7 @@ def key_view(key: ApiKeyRecord, world: World) -> dict[str, Any]:
     }
 
 
-def page_params(params: Mapping[str, str]) -> tuple[int, int]:
+def page_params(params: Mapping[str, str], max_per_page: int) -> tuple[int, int]:
     def positive(name: str, default: int) -> int:
         raw = params.get(name)
         if raw is None:
@@ -129,20 +127,22 @@ def page_params(params: Mapping[str, str]) -> tuple[int, int]:
         try:
             value = int(raw)
         except ValueError:
-            value = 0
+            raise undecodable(f"{name} must be a whole number; got {raw!r}") from None
         if value < 1:
-            raise ManagementError(400, "Bad Request", f"{name} must be a whole number from 1; got {raw!r}")
+            raise invalid(f"{name} must be a whole number from 1; got {raw!r}")
         return value
 
-    per_page = positive("perPage", PER_PAGE_DEFAULT)
-    if per_page > PER_PAGE_MAX:
-        raise ManagementError(400, "Bad Request", f"perPage must be at most {PER_PAGE_MAX}; got {per_page}")
+    per_page = positive("perPage", min(PER_PAGE_DEFAULT, max_per_page))
+    if per_page > max_per_page:
+        raise invalid(f"perPage must be at most {max_per_page}; got {per_page}")
     return positive("page", 1), per_page
 
 
-def paginate(items: Sequence[T], url: str, params: Mapping[str, str]) -> tuple[Sequence[T], dict[str, Any]]:
+def paginate(
+    items: Sequence[T], url: str, params: Mapping[str, str], *, max_per_page: int
+) -> tuple[Sequence[T], dict[str, Any]]:
     """One page of ``items`` and its cursor; ``url`` is the list's absolute URL without a query."""
-    page, per_page = page_params(params)
+    page, per_page = page_params(params, max_per_page)
     total = len(items)
     last = max(1, math.ceil(total / per_page))
     following = page + 1 if page < last else 0

@@ -35,14 +35,15 @@ SUMMARY_ORDER = (
 def render_plan(plan: Plan) -> str:
     lines: list[str] = []
     pending = plan.pending
+    where = f"organization {plan.org_id}" + (f" (environment {plan.environment})" if plan.environment else "")
     if pending:
-        lines.append(f"capella-deploy will perform the following actions in organization {plan.org_id}:")
+        lines.append(f"capella-deploy will perform the following actions in {where}:")
         lines.append("")
         for change in pending:
             lines.extend(_render_change(change))
             lines.append("")
     else:
-        lines.append(f"No changes. Organization {plan.org_id} matches the manifest.")
+        lines.append(f"No changes. {where[0].upper()}{where[1:]} matches the manifest.")
         lines.append("")
     if plan.unmanaged:
         lines.append("Unmanaged (live but not in the manifest; left alone):")
@@ -161,6 +162,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "format_version": JSON_FORMAT_VERSION,
         "tool_version": __version__,
         "organization_id": plan.org_id,
+        "environment": plan.environment,
         "checksum": plan.checksum(),
         "live_fingerprint": plan.live_fingerprint,
         "manifest_digest": plan.manifest_digest,
@@ -181,6 +183,13 @@ def render_json_plan(plan: Plan) -> str:
 # -- Markdown ----------------------------------------------------------------------------------------
 
 MARKDOWN_MARKER = "<!-- capella-deploy-plan -->"
+
+
+def markdown_marker(environment: str | None) -> str:
+    """The first line of a plan comment: a pipeline finds its comment again by it, one per environment."""
+    return f"<!-- capella-deploy-plan:{environment} -->" if environment else MARKDOWN_MARKER
+
+
 _EMOJI = {
     Action.CREATE: "🟢",
     Action.UPDATE: "🟡",
@@ -196,7 +205,12 @@ def render_markdown(plan: Plan) -> str:
     """A pull-request comment: counts, a table of changes, the full diff folded away. No secrets."""
     counts = plan.counts()
     summary = ", ".join(f"**{counts[a.value]}** {label}" for a, label in SUMMARY_ORDER if counts[a.value])
-    lines = [MARKDOWN_MARKER, f"### capella-deploy plan for organization `{plan.org_id}`", ""]
+    title = f"environment `{plan.environment}` (organization `{plan.org_id}`)" if plan.environment else None
+    lines = [
+        markdown_marker(plan.environment),
+        f"### capella-deploy plan for {title or f'organization `{plan.org_id}`'}",
+        "",
+    ]
     lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
     lines.append("")
     if plan.errors:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from reliability_support import (
     Step,
@@ -19,10 +20,11 @@ from reliability_support import (
     read_outputs,
     sha256,
     untruths,
+    worlds,
 )
 
 from capella_deploy.cli import main
-from capella_deploy.sandbox import Sandbox
+from capella_deploy.sandbox import Rules, Sandbox
 
 ORG = "/v4/organizations/#0"
 MODELS = ORG + "/aiServices/models"
@@ -41,8 +43,9 @@ def one_model(gpu: int = 48, state: str = "running") -> str:
     return ONE_MODEL.format(gpu=gpu, state=state)
 
 
-def test_a_create_carried_out_but_unanswered_is_found_by_name_and_not_repeated(tmp_path: Path) -> None:
-    world = new_world(1, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_create_carried_out_but_unanswered_is_found_by_name_and_not_repeated(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(1, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {MODELS}", "drop-after"))
     report = world.apply()
     assert report.exit_code == 0, report.stdout
@@ -55,8 +58,9 @@ def test_a_create_carried_out_but_unanswered_is_found_by_name_and_not_repeated(t
     assert untruths(world, report) == []
 
 
-def test_a_create_that_never_happened_is_looked_up_then_sent_again_after_a_pause(tmp_path: Path) -> None:
-    world = new_world(2, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_create_that_never_happened_is_looked_up_then_sent_again_after_a_pause(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(2, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {MODELS}", "drop-before"))
     report = world.apply()
     assert report.exit_code == 0, report.stdout
@@ -71,9 +75,10 @@ def test_a_create_that_never_happened_is_looked_up_then_sent_again_after_a_pause
     assert duplicates(world.sandbox) == []
 
 
-def test_a_server_error_after_the_create_was_carried_out_is_resolved_by_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rules", worlds())
+def test_a_server_error_after_the_create_was_carried_out_is_resolved_by_name(rules: Rules, tmp_path: Path) -> None:
     # A 5xx may come from a proxy after the API acted, so it gets the same re-read as a lost answer.
-    world = new_world(3, tmp_path, manifest_text=one_model())
+    world = new_world(3, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {MODELS}", "after:502"))
     report = world.apply()
     assert report.exit_code == 0
@@ -83,8 +88,9 @@ def test_a_server_error_after_the_create_was_carried_out_is_resolved_by_name(tmp
     assert len(live_models(world.sandbox)) == 1
 
 
-def test_a_server_error_before_anything_was_done_is_sent_again_once(tmp_path: Path) -> None:
-    world = new_world(3, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_server_error_before_anything_was_done_is_sent_again_once(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(3, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {MODELS}", "503"))
     report = world.apply()
     assert report.exit_code == 0
@@ -95,8 +101,9 @@ def test_a_server_error_before_anything_was_done_is_sent_again_once(tmp_path: Pa
     assert len(live_models(world.sandbox)) == 1
 
 
-def test_a_create_that_keeps_failing_gives_up_and_says_so(tmp_path: Path) -> None:
-    world = new_world(4, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_create_that_keeps_failing_gives_up_and_says_so(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(4, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {MODELS}", "drop-before", times=50))
     report = world.apply()
     assert report.exit_code == 1
@@ -106,8 +113,9 @@ def test_a_create_that_keeps_failing_gives_up_and_says_so(tmp_path: Path) -> Non
     assert untruths(world, report) == []
 
 
-def test_a_key_whose_token_was_lost_is_reported_kept_and_offered_for_rotation(tmp_path: Path) -> None:
-    world = new_world(5, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_key_whose_token_was_lost_is_reported_kept_and_offered_for_rotation(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(5, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {KEYS}", "drop-after"))
     first = world.apply()
     assert first.exit_code == 1
@@ -134,8 +142,9 @@ def test_a_key_whose_token_was_lost_is_reported_kept_and_offered_for_rotation(tm
     assert entry["id"] == new_id and sha256(entry["token"]) == token_hash
 
 
-def test_a_key_create_that_never_happened_is_sent_again(tmp_path: Path) -> None:
-    world = new_world(6, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_a_key_create_that_never_happened_is_sent_again(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(6, tmp_path, manifest_text=one_model(), rules=rules)
     world.script.append(Step(f"POST {KEYS}", "drop-before"))
     report = world.apply()
     assert report.exit_code == 0, report.stdout
@@ -146,10 +155,11 @@ def test_a_key_create_that_never_happened_is_sent_again(tmp_path: Path) -> None:
     assert entry["id"] == key_id and sha256(entry["token"]) == token_hash
 
 
-def test_a_lost_answer_to_a_pause_does_not_wait_for_a_status_that_never_comes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rules", worlds())
+def test_a_lost_answer_to_a_pause_does_not_wait_for_a_status_that_never_comes(rules: Rules, tmp_path: Path) -> None:
     # The client repeats the pause (it is idempotent), and the repeat is refused with 409 because the model is
     # already pausing. Waiting for it to become healthy before asking again would wait out the whole timeout.
-    world = new_world(7, tmp_path, manifest_text=one_model(state="paused"))
+    world = new_world(7, tmp_path, manifest_text=one_model(state="paused"), rules=rules)
     world.script.append(Step(rf"DELETE {MODELS}/#\d+/activationState", "drop-after"))
     started = world.clock.now()
     report = world.apply()
@@ -160,8 +170,9 @@ def test_a_lost_answer_to_a_pause_does_not_wait_for_a_status_that_never_comes(tm
     assert untruths(world, report) == []
 
 
-def test_a_lost_answer_to_a_delete_is_not_a_failure(tmp_path: Path) -> None:
-    world = new_world(8, tmp_path, manifest_text=one_model(gpu=48))
+@pytest.mark.parametrize("rules", worlds())
+def test_a_lost_answer_to_a_delete_is_not_a_failure(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(8, tmp_path, manifest_text=one_model(gpu=48), rules=rules)
     assert world.apply().exit_code == 0
     world.set_manifest(one_model(gpu=192))
     world.script.append(Step(rf"DELETE {MODELS}/#\d+", "drop-after"))
@@ -174,8 +185,9 @@ def test_a_lost_answer_to_a_delete_is_not_a_failure(tmp_path: Path) -> None:
     assert untruths(world, report) == []
 
 
-def test_an_unreadable_entry_in_the_lookup_fails_nothing(tmp_path: Path) -> None:
-    world = new_world(9, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize("rules", worlds())
+def test_an_unreadable_entry_in_the_lookup_fails_nothing(rules: Rules, tmp_path: Path) -> None:
+    world = new_world(9, tmp_path, manifest_text=one_model(), rules=rules)
 
     def with_junk(page: dict[str, object]) -> dict[str, object]:
         data = page["data"]
@@ -196,14 +208,15 @@ def test_an_unreadable_entry_in_the_lookup_fails_nothing(tmp_path: Path) -> None
     assert len(live_models(world.sandbox)) == 1 and len(live_keys(world.sandbox)) == 1
 
 
-def test_the_cli_reports_a_lost_token_plainly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rules", worlds())
+def test_the_cli_reports_a_lost_token_plainly(rules: Rules, tmp_path: Path) -> None:
     faults = tmp_path / "faults.yaml"
     faults.write_text(
         json.dumps({"routes": [{"match": "POST /v4/organizations/*/aiServices/models/apiKeys", "drop_after": 1.0}]})
     )
     manifest = tmp_path / "capella.yaml"
     manifest.write_text(one_model())
-    Sandbox(tmp_path / "s.json", token="cbrel-cli-token-1").set_speed(20_000)
+    Sandbox(tmp_path / "s.json", token="cbrel-cli-token-1", rules=rules).set_speed(20_000)
     env = {"CAPELLA_API_TOKEN": "cbrel-cli-token-1", "CAPELLA_SANDBOX_FAULTS": str(faults), "CAPELLA_ORG_ID": ""}
     args = ["apply", "-f", str(manifest), "--auto-approve", f"--sandbox={tmp_path / 's.json'}"]
     args += ["--outputs", str(tmp_path / "out.json")]

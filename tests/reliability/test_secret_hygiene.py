@@ -47,10 +47,11 @@ checks:
   - {name: embed-ok, model: embed, kind: embedding, apiKey: app}
 outputs: {path: outputs.json}
 """
-# With stepped sandbox time the whole life follows from this seed; seed 1 loses a key token in transit and
-# converges on the second apply, which the checks below count on.
+# With stepped sandbox time the whole life follows from this seed (and from the requests made, the lock's
+# included); seed 3 loses a key token in transit on the first apply and the rotation brings both keys' tokens
+# back, which the checks below count on.
 FAULTS = {
-    "seed": 1,
+    "seed": 3,
     "routes": [
         {"match": "**", "error_rate": 0.02, "error_status": 429, "storm_seconds": 20},
         {"match": "POST /v4/organizations/*/aiServices/models/apiKeys", "drop_after": 0.5},

@@ -1,7 +1,7 @@
 """The official spec's world: no status code proves anything, updates show late, ids rather than names.
 
 In the spec's world two models or keys may share a name, and a call refused because of the model's state is
-answered 422 (``new_world(spec=True)``). These tests drive the applier there, each at one exact situation.
+answered 422 (the sandbox's default rules). These tests drive the applier there, each at one exact situation.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def one_model(state: str = "running", keyword: str = "secret") -> str:
 
 
 def test_an_edit_of_a_model_still_deploying_waits_until_the_model_allows_edits(tmp_path: Path) -> None:
-    world = new_world(1, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(1, tmp_path, manifest_text=one_model())
     first = world.apply(timeout=60)  # gives up while the model deploys (300 s)
     assert first.exit_code == 1 and "still deploying" in first.stdout
     world.set_manifest(one_model(keyword="internal"))
@@ -76,21 +76,31 @@ def test_an_edit_of_a_model_still_deploying_waits_until_the_model_allows_edits(t
     assert untruths(world, second) == []
 
 
-def test_a_refusal_during_a_transition_is_waited_out_and_the_call_made_again(tmp_path: Path) -> None:
-    # The answer to the pause is lost; the client repeats it, and the repeat meets the pause under way (422).
-    world = new_world(7, tmp_path, manifest_text=one_model(state="paused"), spec=True)
-    world.script.append(Step(rf"DELETE {MODELS}/#\d+/activationState", "drop-after"))
+def test_an_edit_refused_with_422_during_a_transition_is_waited_out_and_sent_again(tmp_path: Path) -> None:
+    world = new_world(7, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    world.set_manifest(one_model(keyword="internal"))
+
+    def redeploys() -> None:  # the model starts a transition just as the edit arrives
+        with world.sandbox.mutate() as state:
+            [model] = state.models.values()
+            lifecycle.begin(model, lifecycle.DEPLOYING, lifecycle.HEALTHY, world.clock.now(), 90)
+
+    world.script.append(Step(rf"PUT {MODELS}/#\d+", "skip", meanwhile=redeploys))
     started = world.clock.now()
     report = world.apply()
     assert report.exit_code == 0, report.stdout
-    assert any(e.endswith("activationState -> 422") for e in world.requests.entries)
-    assert [m[2] for m in live_models(world.sandbox)] == ["paused"]
-    assert world.clock.now() - started < 1800
+    puts = [e for e in world.requests.entries if e.startswith("PUT ")]
+    assert puts == [f"PUT {MODELS}/#1 -> 422", f"PUT {MODELS}/#1 -> 204"]
+    assert "refused while deploying; waiting for it to settle" in report.stdout
+    assert world.clock.now() - started < 600
+    [model] = world.sandbox.world().models.values()
+    assert model.options["keywordFiltering"] == ["internal"]
     assert untruths(world, report) == []
 
 
 def test_a_resume_waits_for_a_pause_under_way_to_end(tmp_path: Path) -> None:
-    world = new_world(6, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(6, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
     with world.sandbox.mutate() as state:  # someone else pauses it, just now
         [model] = state.models.values()
@@ -103,19 +113,8 @@ def test_a_resume_waits_for_a_pause_under_way_to_end(tmp_path: Path) -> None:
     assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
 
 
-def test_a_lost_answer_to_a_delete_is_not_a_failure_when_the_repeat_is_refused_with_422(tmp_path: Path) -> None:
-    world = new_world(8, tmp_path, manifest_text=one_model(), spec=True)
-    assert world.apply().exit_code == 0
-    world.set_manifest(one_model().replace("gpuMemory: 48", "gpuMemory: 192"))
-    world.script.append(Step(rf"DELETE {MODELS}/#\d+", "drop-after"))
-    report = world.apply()
-    assert any(e.startswith("DELETE") and e.endswith("-> 422") for e in world.requests.entries)
-    assert report.exit_code == 0, report.stdout
-    assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
-
-
 def test_a_refusal_of_a_settled_model_is_an_answer_not_a_reason_to_wait(tmp_path: Path) -> None:
-    world = new_world(9, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(9, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
     world.set_manifest(one_model(keyword="internal"))
     world.script.append(Step(rf"PUT {MODELS}/#\d+", "422", times=100))
@@ -128,9 +127,9 @@ def test_a_refusal_of_a_settled_model_is_an_answer_not_a_reason_to_wait(tmp_path
 
 
 def test_apply_waits_until_an_update_shows_so_the_next_plan_has_no_changes(tmp_path: Path) -> None:
-    world = new_world(10, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(10, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
-    world.sandbox.faults = Faults(update_visibility_delay_seconds=240)
+    world.sandbox.faults = Faults(edit_delay_seconds=240)
     world.set_manifest(one_model(keyword="internal"))
     updated = world.apply()
     assert updated.exit_code == 0, updated.stdout
@@ -141,9 +140,9 @@ def test_apply_waits_until_an_update_shows_so_the_next_plan_has_no_changes(tmp_p
 
 
 def test_an_update_still_invisible_at_the_timeout_is_accepted_with_a_warning(tmp_path: Path) -> None:
-    world = new_world(11, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(11, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
-    world.sandbox.faults = Faults(update_visibility_delay_seconds=10 * 3600)
+    world.sandbox.faults = Faults(edit_delay_seconds=10 * 3600)
     world.set_manifest(one_model(keyword="internal"))
     report = world.apply(timeout=600)
     assert report.exit_code == 0, report.stdout
@@ -155,7 +154,7 @@ def test_an_update_still_invisible_at_the_timeout_is_accepted_with_a_warning(tmp
 
 
 def test_the_embedding_model_is_healthy_before_the_model_that_caches_with_it(tmp_path: Path) -> None:
-    world = new_world(12, tmp_path, manifest_text=CACHING, spec=True)
+    world = new_world(12, tmp_path, manifest_text=CACHING)
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert report.plan is not None
@@ -178,7 +177,7 @@ def test_the_embedding_model_is_healthy_before_the_model_that_caches_with_it(tmp
 
 
 def test_a_model_without_a_connection_string_gets_it_from_its_own_endpoint(tmp_path: Path) -> None:
-    world = new_world(13, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(13, tmp_path, manifest_text=one_model())
 
     def without_connection_strings(answer: dict[str, object]) -> dict[str, object]:
         data = answer.get("data")
@@ -217,7 +216,7 @@ def another_run_makes(world: ChaosWorld, name: str) -> Callable[[], None]:
 
 
 def test_a_lost_key_answer_beside_another_runs_key_claims_neither(tmp_path: Path) -> None:
-    world = new_world(14, tmp_path, manifest_text=one_model(), spec=True)
+    world = new_world(14, tmp_path, manifest_text=one_model())
     world.script.append(Step(f"POST {KEYS}", "drop-after", meanwhile=another_run_makes(world, "app")))
     report = world.apply()
     assert report.exit_code == 1
@@ -233,7 +232,7 @@ def test_a_lost_key_answer_beside_another_runs_key_claims_neither(tmp_path: Path
 def test_two_applies_at_once_in_the_spec_world_leave_one_of_each(tmp_path: Path) -> None:
     for seed in range(6):
         (tmp_path / str(seed)).mkdir()
-        first = new_world(seed, tmp_path / str(seed), spec=True)
+        first = new_world(seed, tmp_path / str(seed))
         second = first.twin(tmp_path / str(seed) / "other-outputs.json")
         apply_together([first, second])
         assert duplicates(first.sandbox) == [], f"seed {seed}"

@@ -91,3 +91,29 @@ def test_reset_empties_the_world_and_keeps_the_org(tmp_path, clock) -> None:
     assert result.exit_code == 0, result.output
     assert api.sandbox.org_id in result.output
     assert api.get(api.models_url).json()["data"] == []
+
+
+def test_serve_takes_the_world_and_keeps_it_in_the_state(serve, tmp_path) -> None:
+    state = tmp_path / "s.json"
+    base, printed = serve("--state", str(state), "--world", "conflicts")
+    assert "World            conflicts rules" in printed
+    assert Sandbox(state).rules == "conflicts"
+    keys = f"{base}/v4/organizations/{Sandbox(state).org_id}/aiServices/models/apiKeys"
+    body = {"name": "k", "expiry": 1, "allowedCIDRs": ["10.0.0.0/8"], "region": "us-east-1"}
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    assert [httpx.post(keys, json=body, headers=headers).status_code for _ in range(2)] == [201, 409]
+    _, printed = serve("--state", str(tmp_path / "new.json"))
+    assert "World            spec rules" in printed
+
+
+def test_reset_takes_the_world_and_keeps_it(tmp_path) -> None:
+    state = tmp_path / "s.json"
+    Sandbox(state)  # reset empties a world; it never makes one
+    result = CliRunner().invoke(sandbox_group, ["reset", "--state", str(state), "--world", "conflicts"])
+    assert result.exit_code == 0, result.output
+    assert "conflicts rules" in result.output
+    assert Sandbox(state).rules == "conflicts"
+    again = CliRunner().invoke(sandbox_group, ["reset", "--state", str(state)])
+    assert "conflicts rules" in again.output, "a reset without --world keeps the world"
+    wrong = CliRunner().invoke(sandbox_group, ["reset", "--state", str(state), "--world", "409"])
+    assert wrong.exit_code == 2 and "'spec'" in wrong.output

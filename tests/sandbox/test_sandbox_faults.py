@@ -172,19 +172,44 @@ def test_admin_routes_drive_a_sandbox_from_outside(api, clock) -> None:
     assert api.sandbox.org_id == org
 
 
-def test_a_delayed_update_is_read_back_only_after_the_delay(api, clock) -> None:
-    model_id = api.deploy("chat", keywordFiltering=["a"])
-    clock.advance(api.sandbox.timings.deploy_seconds)
-    api.sandbox.faults = Faults(update_visibility_delay_seconds=120)
+def test_a_model_edit_can_land_minutes_after_its_204(api, clock, tmp_path) -> None:
+    # The spec: "Model updates may take up to a few minutes to take effect."
+    api.sandbox.faults = Faults(edit_delay_seconds=120)
+    model_id = api.deploy("chat")
+    clock.advance(300)
     url = f"{api.models_url}/{model_id}"
-    assert api.put(url, json={"keywordFiltering": ["b"]}).status_code == 204
-    assert api.model(model_id)["config"]["keywordFiltering"] == ["a"]
+    assert api.put(url, json={"name": "renamed", "enableBatching": True}).status_code == 204
+    seen = api.model(model_id)
+    assert seen["name"] == "chat" and "enableBatching" not in seen["config"]
+    assert seen["audit"]["version"] == 2, "the edit was accepted: If-Match must name the new version"
     clock.advance(60)
-    assert api.put(url, json={"enableBatching": True}).status_code == 204  # a second update restarts the wait
-    clock.advance(100)
-    assert api.model(model_id)["config"].get("enableBatching") is None
-    clock.advance(20)
-    config = api.model(model_id)["config"]
-    assert config["keywordFiltering"] == ["b"] and config["enableBatching"] is True
-    with pytest.raises(ValueError, match="update_visibility_delay_seconds"):
-        Faults.from_dict({"update_visibility_delay_seconds": -1})
+    assert api.put(url, json={"keywordFiltering": ["x"]}, headers={"If-Match": "2"}).status_code == 204
+    clock.advance(119)  # a second edit starts the wait again, and takes the first along
+    assert api.model(model_id)["name"] == "chat"
+    clock.advance(1)
+    landed = api.model(model_id)
+    assert landed["name"] == "renamed"
+    assert landed["config"]["enableBatching"] is True and landed["config"]["keywordFiltering"] == ["x"]
+    assert [m["model"]["name"] for m in api.get(api.models_url).json()["data"]] == ["renamed"]
+    again = Sandbox(api.sandbox.state_path, clock=clock)
+    assert Api(again).model(model_id)["name"] == "renamed", "the landing time is in the shared state"
+
+
+def test_a_server_may_serve_smaller_pages(api) -> None:
+    api.sandbox.faults = Faults(max_per_page=25)
+    providers = f"/v4/organizations/{api.sandbox.org_id}/aiServices/providers"
+    for url, refused in ((api.models_url, 422), (api.keys_url, 422), (providers, 400)):
+        assert api.get(url, params={"perPage": 100}).status_code == refused
+        assert api.get(url, params={"perPage": 25}).json()["cursor"]["pages"]["perPage"] == 25
+    assert "at most 25" in api.get(api.keys_url, params={"perPage": 26}).json()["hint"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("edit_delay_seconds: -1", "must not be negative"), ("max_per_page: 0", "must be at least 1")],
+)
+def test_edit_delay_and_page_size_must_make_sense(tmp_path, setting, message) -> None:
+    path = tmp_path / "faults.yaml"
+    path.write_text(setting + "\n")
+    with pytest.raises(ValueError, match=f"{setting.split(':')[0]} {message}"):
+        Faults.load(path)

@@ -71,35 +71,44 @@ def test_every_change_bumps_the_audit_version(api, clock) -> None:
     assert api.model(model_id)["audit"]["modifiedAt"] == "2026-01-01T00:06:00.000000Z"
 
 
-@pytest.mark.parametrize(
-    ("setup", "call", "allowed_from"),
-    [
-        ("deploying", ("DELETE", "/activationState"), "healthy"),
-        ("paused", ("DELETE", "/activationState"), "healthy"),
-        ("healthy", ("POST", "/activationState"), "paused"),
-        ("deploying", ("PUT", ""), "healthy or paused"),
-        ("destroying", ("DELETE", ""), None),
-    ],
-)
-def test_calls_the_status_does_not_allow_conflict(api, clock, setup, call, allowed_from) -> None:
+REFUSED_CALLS = [
+    ("deploying", ("DELETE", "/activationState"), "healthy"),
+    ("paused", ("DELETE", "/activationState"), "healthy"),
+    ("healthy", ("POST", "/activationState"), "paused"),
+    ("deploying", ("POST", "/activationState"), "paused"),
+    ("deploying", ("PUT", ""), "healthy or paused"),
+    ("pausing", ("PUT", ""), "healthy or paused"),
+    ("destroying", ("PUT", ""), "healthy or paused"),
+    ("destroying", ("DELETE", ""), None),
+]
+# The spec lists 409 for pause, resume and delete, and no 409 but a 422 for an edit (PUT).
+SPEC_STATUS = {"DELETE": 409, "POST": 409, "PUT": 422}
+
+
+@pytest.mark.parametrize("rules", ["spec", "conflicts"])
+@pytest.mark.parametrize(("setup", "call", "allowed_from"), REFUSED_CALLS)
+def test_calls_the_status_does_not_allow_are_refused(api, clock, rules, setup, call, allowed_from) -> None:
+    api.sandbox.set_rules(rules)
     model_id = api.deploy("chat")
     url = f"{api.models_url}/{model_id}"
     if setup != "deploying":
         clock.advance(300)
-    if setup == "paused":
+    if setup in ("paused", "pausing"):
         api.delete(url + "/activationState")
-        clock.advance(60)
+        clock.advance(60 if setup == "paused" else 1)
     if setup == "destroying":
         api.delete(url)
     assert status(api, model_id) == setup
     method, suffix = call
     response = api.request(method, url + suffix, json={"name": "x"} if method == "PUT" else None)
-    assert response.status_code == 409
-    assert response.json()["code"] == 1010
+    expected = SPEC_STATUS[method] if rules == "spec" else 409
+    assert response.status_code == expected
+    assert response.json()["code"] == {409: 1010, 422: 1005}[expected]
     assert setup in response.json()["hint"] or "already" in response.json()["hint"]
     if allowed_from:
         assert allowed_from in response.json()["hint"]
     assert status(api, model_id) == setup
+    assert api.model(model_id)["name"] == "chat"
 
 
 def test_edit_is_allowed_while_paused_and_delete_from_any_other_state(api, clock) -> None:

@@ -50,10 +50,12 @@ def test_defaults_and_limits_of_page_parameters(api) -> None:
     assert len(api.get(api.models_url, params={"perPage": 100}).json()["data"]) == 12
     beyond = api.get(api.models_url, params={"page": 9}).json()
     assert beyond["data"] == [] and beyond["cursor"]["pages"]["next"] == 0
-    for bad in ({"perPage": 101}, {"perPage": 0}, {"page": 0}, {"page": "two"}):
+    for bad in ({"perPage": 101}, {"perPage": 0}, {"page": 0}, {"page": -1}):
         response = api.get(api.models_url, params=bad)
-        assert response.status_code == 400, bad
-        assert response.json()["code"] == 1000
+        assert response.status_code == 422, bad
+        assert response.json()["code"] == 1005
+    # A value that is not a number cannot be decoded: 400, which listing models lists.
+    assert api.get(api.models_url, params={"page": "two"}).json()["code"] == 1000
 
 
 def test_empty_list(api) -> None:
@@ -85,8 +87,8 @@ def test_model_filters_and_filters_survive_in_hrefs(api, clock) -> None:
     filtered = api.get(api.models_url, params={"modelKind": "text-generation"}).json()
     assert filtered["cursor"]["pages"]["totalItems"] == 2
     assert "modelKind=text-generation" in filtered["cursor"]["hrefs"]["first"]
-    assert api.get(api.models_url, params={"modelStatus": "asleep"}).status_code == 400
-    assert api.get(api.models_url, params={"modelKind": "vision"}).status_code == 400
+    assert api.get(api.models_url, params={"modelStatus": "asleep"}).status_code == 422
+    assert api.get(api.models_url, params={"modelKind": "vision"}).status_code == 422
 
 
 def test_api_keys_sort_filter_and_page(api, clock) -> None:
@@ -112,9 +114,18 @@ def test_api_keys_sort_filter_and_page(api, clock) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"sortBy": "color"}, {"sortDirection": "up"}, {"filterBy": "region=us-east-1"}, {"filterBy": "name:eq:x"}],
+    [
+        {"sortBy": "color"},
+        {"sortDirection": "up"},
+        {"filterBy": "region=us-east-1"},
+        {"filterBy": "name:eq:x"},
+        {"perPage": "0"},
+        {"page": "0"},
+        {"perPage": "101"},
+        {"page": "two"},  # listing keys lists no 400: even what cannot be decoded is a 422
+    ],
 )
-def test_bad_key_list_parameters(api, params) -> None:
+def test_bad_key_list_parameters_are_422(api, params) -> None:
     response = api.get(api.keys_url, params=params)
-    assert response.status_code == 400
-    assert response.json()["httpStatusCode"] == 400
+    assert response.status_code == 422
+    assert response.json()["httpStatusCode"] == 422 and response.json()["code"] == 1005

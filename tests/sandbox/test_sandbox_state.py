@@ -32,12 +32,13 @@ def test_two_sandboxes_on_one_file_see_one_world(tmp_path, clock) -> None:
     first = one.deploy("from-one")
     second = two.deploy("from-two")
     assert {m["model"]["id"] for m in one.get(one.models_url).json()["data"]} == {first, second}
+    one.sandbox.set_rules("conflicts")
     duplicate = {
         "name": "from-one",
         "catalogModelName": "mistralai/mistral-7b-instruct-v0.3",
         "cloudConfig": {"provider": "aws", "region": "us-east-1", "compute": {"cpu": 4, "gpuMemory": 24}},
     }
-    assert two.post(two.models_url, json=duplicate).status_code == 409  # two sees what one created
+    assert two.post(two.models_url, json=duplicate).status_code == 409  # two sees what one created, and its rules
     assert two.delete(f"{two.models_url}/{first}").status_code == 202
     assert one.model(first)["status"] == "destroying"
 
@@ -81,7 +82,7 @@ def test_writes_are_atomic_files_and_leave_nothing_behind(tmp_path, clock) -> No
         api.deploy(f"m{i}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.lock"]
     data = json.loads(path.read_text())
-    assert data["schemaVersion"] == 1
+    assert data["schemaVersion"] == 2 and data["world"] == "spec"
     assert [m["name"] for m in data["models"].values()] == [f"m{i}" for i in range(5)]
 
 
