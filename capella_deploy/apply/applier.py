@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Generic, TypeVar
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
 from capella_deploy.apply.eta import remaining_seconds
+from capella_deploy.apply.shared import SharedCall, oldest
 from capella_deploy.apply.watcher import PollSchedule, Ready, StatusWatcher, WaitFailed, WaitTimedOut
 from capella_deploy.clock import Clock
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict, NotFound, Unprocessable
@@ -385,7 +385,7 @@ class Applier:
         rivals = [m for m in listed if m.name == change.name and m.id not in known and m.status != "destroying"]
         if not rivals:
             return made  # not listed yet, or (after a lost answer) nothing was made
-        keep = rivals[_oldest(m.created_at for m in rivals)]
+        keep = rivals[oldest(m.created_at for m in rivals)]
         for other in rivals:
             if other.id != keep.id and (other.id == made or made is None):
                 await self._delete_model(change, other.id)
@@ -656,7 +656,7 @@ class Applier:
         rivals = [k for k in await self._key_listing.get() if k.name == name and k.id not in known]
         if not rivals:
             return  # not listed yet
-        first = rivals[_oldest(k.created_at for k in rivals)]
+        first = rivals[oldest(k.created_at for k in rivals)]
         if first.id == key_id:
             for younger in rivals:
                 if younger.id != key_id:
@@ -708,36 +708,6 @@ class Applier:
     async def _call(self, call: Awaitable[None]) -> None:
         async with self._semaphore:
             await call
-
-
-T = TypeVar("T")
-
-
-class SharedCall(Generic[T]):
-    """One call serving every caller that asks within ``gather`` seconds of the first (or in the same moment); it
-    is made after the last of them asked, so each gets an answer at least as fresh as its question."""
-
-    def __init__(self, call: Callable[[], Awaitable[T]], clock: Clock, gather: float) -> None:
-        self._call = call
-        self._clock = clock
-        self._gather = gather
-        self._pending: asyncio.Future[T] | None = None
-
-    async def get(self) -> T:
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._gathered())
-        return await asyncio.shield(self._pending)
-
-    async def _gathered(self) -> T:
-        await self._clock.sleep(self._gather)
-        self._pending = None  # who asks from now on waits for the next call
-        return await self._call()
-
-
-def _oldest(created: Iterable[datetime | None]) -> int:
-    """The position of the earliest creation time; the first listed among equals (or when none is known)."""
-    times = [t.timestamp() if t is not None else float("inf") for t in created]
-    return times.index(min(times))
 
 
 def _create_pause(attempt: int) -> float:
