@@ -30,7 +30,7 @@ async def make_plan(
     targets: Sequence[str] = (),
     catalog: CatalogCheck | None = None,
 ) -> Plan:
-    """The plan; with ``targets`` (--target), narrowed to them and what they need."""
+    """The plan, saying where it was made; with ``targets`` (--target), narrowed to them and what they need."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
@@ -45,6 +45,8 @@ async def make_plan(
         whole = make_plan(
             manifest, live, now=now, manifest_digest=manifest_digest(manifest), force_replace=frozenset(replace)
         )
+    # The planner sees no API; where the plan was made is the session's to say.
+    whole = dataclasses.replace(whole, where=session.where(manifest.environment))
     planned = (
         whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )
