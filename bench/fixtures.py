@@ -105,10 +105,12 @@ class Call:
     path: str
     status: int  # 0 when no answer came back
     per_page: int | None  # the perPage a list call asked for
+    at: float = 0.0  # sandbox time the answer came (or the call failed)
 
 
 @dataclass
 class CallLog:
+    clock: ScaledClock | None = None
     calls: list[Call] = field(default_factory=list)
 
     def count(self, method: str | None = None, path_suffix: str | None = None, status: int | None = None) -> int:
@@ -126,7 +128,8 @@ class CallLog:
         ]
 
     def record(self, method: str, path: str, per_page: str | None, status: int) -> None:
-        self.calls.append(Call(method, path, status, int(per_page) if per_page else None))
+        at = self.clock.now() if self.clock is not None else 0.0
+        self.calls.append(Call(method, path, status, int(per_page) if per_page else None, at))
 
     def record_request(self, request: httpx.Request, status: int) -> None:
         self.record(request.method, request.url.path, request.url.params.get("perPage"), status)
@@ -252,4 +255,4 @@ def served(
         seed=7,
     )
     with running_server(sandbox) as base_url:
-        yield Served(sandbox, clock, base_url, CallLog())
+        yield Served(sandbox, clock, base_url, CallLog(clock))

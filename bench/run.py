@@ -50,6 +50,7 @@ def run_all(settings: Settings, progress: Callable[[str], None]) -> list[Result]
     step("polling_cost", "4. polling cost", lambda: scenarios.polling_cost(settings, together))
     step("cold_start", "5. cold start", lambda: scenarios.cold_start(settings))
     step("plan_scaling", "6. plan scaling", lambda: scenarios.plan_scaling(settings))
+    step("rate_limited_at_scale", "7. at the rate limit, at scale", lambda: scenarios.rate_limited_at_scale(settings))
     return results
 
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
     parser.add_argument("--latency-ms", type=float, help="added latency of every sandbox request")
     parser.add_argument("--deploy-seconds", type=float, help="deploy time D, in sandbox seconds")
-    parser.add_argument("--speed", type=float, help="sandbox seconds per real second")
+    parser.add_argument("--speed", type=float, help="sandbox seconds per real second in the applies")
     args = parser.parse_args(argv)
 
     settings = scenarios.QUICK if args.quick else scenarios.FULL

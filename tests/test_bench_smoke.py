@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = {"plan_at_scale", "apply_new_models", "rate_limited_apply", "polling_cost", "cold_start", "plan_scaling"}
+SCENARIOS = {
+    "plan_at_scale",
+    "apply_new_models",
+    "rate_limited_apply",
+    "polling_cost",
+    "cold_start",
+    "plan_scaling",
+    "rate_limited_at_scale",
+}
 
 
 def _numbers(value: Any) -> list[float]:
@@ -65,6 +73,12 @@ def test_quick_run_reports_every_scenario_with_figures(tmp_path: Path) -> None:
     assert plan["list_calls"]["models"] > 1, "the smoke should read more than one page"
     assert plan["other_calls"] == 0
     assert plan["baseline_http_calls"] == plan["models"] + plan["keys"] + plan["http_calls"]
+
+    at_scale = doc["scenarios"]["rate_limited_at_scale"]["figures"]
+    assert at_scale["surfaced_errors"] == [] and at_scale["completed"]
+    assert at_scale["requests_sent"] >= at_scale["minimum_requests"]
+    assert at_scale["over_bound"] == at_scale["total_seconds"] / at_scale["bound_seconds"]
+    assert at_scale["eta_error_at_half"] >= 0 and at_scale["eta_samples"]
 
     scaling = doc["scenarios"]["plan_scaling"]["figures"]["points"]
     assert [p["resources"] for p in scaling] == sorted(p["resources"] for p in scaling)

@@ -8,6 +8,7 @@ import re
 from tests.conftest import World
 from tests.test_cli_e2e import manifest
 
+TIME_LEFT = re.compile(r"^\d+ changes? under way; expected to finish in (under a minute|about (?P<minutes>\d+) min)")
 REMINDER = re.compile(r"^(?P<address>\S+): still (?P<doing>.+)\.\.\. \[(?P<minutes>\d+)m(?P<seconds>\d\d)s elapsed\]$")
 
 
@@ -31,4 +32,12 @@ def test_a_ci_log_gets_a_line_per_resource_in_progress_every_30_seconds(world: W
         times = reminders[address]
         assert len(times) >= 2, (address, times)
         assert all(later - earlier >= 29 for earlier, later in itertools.pairwise(times)), times
+    # Each round of reminders ends with how long the rest should take: minutes at first, less as they deploy.
+    left = [
+        0 if match["minutes"] is None else int(match["minutes"])
+        for match in map(TIME_LEFT.match, result.stdout.splitlines())
+        if match
+    ]
+    assert len(left) >= 2 and left[0] >= 3, result.stdout
+    assert left == sorted(left, reverse=True), left
     assert "\x1b[" not in result.stdout  # plain lines for a log

@@ -176,6 +176,18 @@ def test_a_client_side_rate_limit_keeps_clear_of_the_sandbox_limit() -> None:
     assert stats == ClientStats(requests=12, retries=0, rate_limited=0)
 
 
+def test_a_client_side_rate_limit_with_a_burst_stays_within_the_limit_in_every_minute() -> None:
+    # A full bucket of 10 plus a minute's refill of 30 would be 40 requests in the first minute.
+    sandbox, clock = world(Faults(rate_limit_per_minute=30))
+    org = sandbox.org_id
+
+    async def work(client: CapellaClient) -> None:
+        await asyncio.gather(*(client.list_api_keys(org) for _ in range(70)))
+
+    _, stats = run(sandbox, clock, work, requests_per_minute=30, burst=10)
+    assert stats == ClientStats(requests=70, retries=0, rate_limited=0)
+
+
 def test_flaky_reads_are_retried_until_they_succeed() -> None:
     faults = Faults(seed=3, routes=[RouteFault(match="GET /v4/organizations/**", error_rate=0.5, error_status=503)])
     sandbox, clock = world(faults)

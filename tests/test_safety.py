@@ -93,6 +93,7 @@ class Recorder:
     def __init__(self, reminder_seconds: float) -> None:
         self.reminder_seconds = reminder_seconds
         self.reminders: list[list[tuple[str, float]]] = []
+        self.remaining: list[float] = []
         self.events: list[tuple[str, str]] = []
 
     def plan_ready(self, plan: object) -> None: ...
@@ -107,8 +108,9 @@ class Recorder:
     def progress(self, address: str, message: str, elapsed: float) -> None:
         self.events.append((address, message))
 
-    def still_working(self, items: list[tuple[str, float]]) -> None:
+    def still_working(self, items: list[tuple[str, float]], remaining: float) -> None:
         self.reminders.append(list(items))
+        self.remaining.append(remaining)
 
     def applied(self, result: object, outputs_path: object) -> None: ...
 
@@ -142,6 +144,8 @@ def test_a_long_apply_is_reminded_of_what_is_still_under_way(world: World) -> No
     first, later = dict(hooks.reminders[0]), dict(hooks.reminders[-1])
     assert later.keys() & first.keys()
     assert all(later[a] > first[a] for a in later.keys() & first.keys())
+    # And how long the rest should take: the deployments' time left, which shrinks as they go on.
+    assert 0 < hooks.remaining[-1] < hooks.remaining[0] <= 400
     assert Path(world.outputs).exists()
 
 
@@ -155,7 +159,8 @@ def test_the_terminal_view_names_what_is_under_way_and_for_how_long(
     # A CI log is read later: fewer reminders than on a terminal, but never silence for a whole deployment.
     assert view.reminder_seconds == (10.0 if interactive else CI_REMINDER_SECONDS)
     view.progress("model.chat", "deploying", 0.0)
-    view.still_working([("model.chat", 125.0)])
+    view.still_working([("model.chat", 125.0)], 170.0)
     printed = capsys.readouterr().out
     assert "model.chat: deploying [0m00s]" in printed
     assert "model.chat: still deploying... [2m05s elapsed]" in printed
+    assert "1 change under way; expected to finish in about 3 minutes" in printed

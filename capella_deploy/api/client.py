@@ -238,6 +238,7 @@ class CapellaClient:
         self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_max)
         self._gate = RetryGate(self._clock)
         self._bucket: TokenBucket | None = None
+        self._requests_per_minute = requests_per_minute
         if requests_per_minute is not None:
             default_burst = max(1, min(10, int(requests_per_minute / 10)))
             self._bucket = TokenBucket(per_minute=requests_per_minute, burst=burst or default_burst, clock=self._clock)
@@ -272,6 +273,11 @@ class CapellaClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The pace this client keeps to; None when only the API's own 429 answers slow it down."""
+        return self._requests_per_minute
 
     @property
     def stats(self) -> ClientStats:
@@ -519,10 +525,18 @@ class CapellaClient:
 
     async def _send(self, call: _Call, attempt: int) -> httpx.Response:
         await self._gate.wait()
-        if self._bucket is not None:
-            await self._bucket.acquire()
-            # A 429 may have closed the gate while this call queued for a token.
-            await self._gate.wait()
+        bucket = self._bucket
+        if bucket is None:
+            return await self._send_now(call, attempt)
+        ticket = await bucket.acquire()
+        # A 429 may have closed the gate while this call queued for a token.
+        await self._gate.wait()
+        try:
+            return await self._send_now(call, attempt)
+        finally:
+            bucket.answered(ticket)
+
+    async def _send_now(self, call: _Call, attempt: int) -> httpx.Response:
         self._requests += 1
         started = time.perf_counter()
         failure: tuple[str, bool, bool] | None = None

@@ -7,18 +7,35 @@ the concurrent calls of one client: they are the only places where those calls c
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
 
 from capella_deploy.clock import Clock
 
+# What the Management API allows one key, about: 100 requests a minute (it answers 429 with Retry-After past that).
+# Used to size what status polls may spend when no limit is configured.
+API_REQUESTS_PER_MINUTE = 100.0
 # Float arithmetic can leave a bucket a hair short of a whole token after waiting exactly long enough.
 _EPSILON = 1e-9
+_MINUTE = 60.0
+
+
+@dataclass
+class Ticket:
+    """One request's place in the last minute."""
+
+    at: float
 
 
 class TokenBucket:
-    """At most ``per_minute`` requests a minute on average, with bursts of up to ``burst``.
+    """At most ``per_minute`` requests a minute on average, with bursts of up to ``burst``, and never more than
+    ``per_minute`` within any sixty seconds.
 
-    Waiters queue on a lock, so they are served in arrival order and a burst of callers is spread
-    out instead of all waking at the same instant.
+    A bucket alone lets a full burst plus a minute's refill through in one minute, ``burst`` requests more than the
+    limit it was given, which an API counting requests per minute answers with 429s. The API counts a request when
+    it arrives, some time between its sending and its answer, so a request counts here until a minute after its
+    answer. Waiters queue on a lock, so they are served in arrival order and a burst of callers is spread out
+    instead of all waking at the same instant.
     """
 
     def __init__(self, *, per_minute: float, burst: int, clock: Clock) -> None:
@@ -32,14 +49,35 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock.now()
         self._lock = asyncio.Lock()
+        self._per_window = max(1, math.floor(per_minute))
+        # For each request of the last minute: when it was answered (while in flight: when it went out).
+        self._recent: list[Ticket] = []
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Ticket:
+        """Wait for the request's turn; hand the ticket back to ``answered`` once the answer (or failure) is in."""
         async with self._lock:
             self._refill()
             while self._tokens < 1.0 - _EPSILON:
                 await self._clock.sleep((1.0 - self._tokens) / self._rate)
                 self._refill()
+            while (wait := self._window_wait()) > 0:
+                await self._clock.sleep(wait)
             self._tokens -= 1.0
+            ticket = Ticket(self._clock.now())
+            self._recent.append(ticket)
+            return ticket
+
+    def answered(self, ticket: Ticket) -> None:
+        ticket.at = max(ticket.at, self._clock.now())
+
+    def _window_wait(self) -> float:
+        """Seconds until the last minute holds fewer than ``per_minute`` requests."""
+        now = self._clock.now()
+        # Times after now mean the clock stepped back: those requests no longer count, rather than block for long.
+        self._recent = [t for t in self._recent if now - _MINUTE < t.at <= now]
+        if len(self._recent) < self._per_window:
+            return 0.0
+        return min(t.at for t in self._recent) + _MINUTE - now
 
     def _refill(self) -> None:
         now = self._clock.now()

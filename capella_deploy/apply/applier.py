@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from capella_deploy.api.client import CapellaClient
+from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
+from capella_deploy.apply.eta import remaining_seconds
 from capella_deploy.apply.watcher import PollSchedule, StatusWatcher, WaitFailed, WaitTimedOut
 from capella_deploy.clock import Clock
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict
@@ -32,6 +34,7 @@ log = logging.getLogger("capella_deploy.apply")
 # chaos weather), three attempts left about one create in sixty undone, five leave about one in a thousand.
 _CREATE_ATTEMPTS = 5
 _DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
+_DEPLOYING = "deploying"
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,21 @@ class Applier:
         self._models = {spec.name: spec for spec in manifest.models}
         self._keys = {spec.name: spec for spec in manifest.apiKeys}
         self._semaphore = asyncio.Semaphore(max(1, options.parallelism))
-        self._watcher = StatusWatcher(lambda: client.list_models(self._org), clock, options.schedule)
+        self._watcher = StatusWatcher(
+            lambda: client.list_models(self._org),
+            clock,
+            options.schedule,
+            requests_per_minute=client.requests_per_minute,
+        )
         # The changes under way, by address, with the clock time each started: for a live progress display.
         self.active: dict[str, float] = {}
+        # The changes whose deciding write (the create of a model, else the first call) has not gone out yet,
+        # and whether it starts a deployment: what the estimate of the time left still has to send.
+        self._unsent = {
+            c.address: c.kind is Kind.MODEL and c.action in (Action.CREATE, Action.REPLACE) for c in plan.pending
+        }
+        self._started = clock.now()
+        self._writes_done = 0
         # Model ids known so far, by manifest name; keys naming a model wait until its id is known.
         self._model_ids: dict[str, str] = {}
         self._id_known: dict[str, asyncio.Event] = {}
@@ -114,6 +129,29 @@ class Applier:
             await self._watcher.close()
         return ApplyResult(tuple(results), self._watcher.list_calls)
 
+    def remaining(self) -> float:
+        """Seconds (of the clock) this run is expected to take still."""
+        now = self._clock.now()
+        writes_left = len(self._unsent)
+        # Writes so far went out at this pace; before the first, assume the API's (or the client's) rate.
+        pace = (self._client.requests_per_minute or API_REQUESTS_PER_MINUTE) / 60
+        elapsed = now - self._started
+        if self._writes_done and writes_left and elapsed > 0:
+            pace = self._writes_done / elapsed
+        return remaining_seconds(
+            now,
+            completions=self._watcher.completions(),
+            writes_left=writes_left,
+            deploys_left=sum(self._unsent.values()),
+            writes_per_second=pace,
+            deploy_seconds=self._watcher.durations.expected(_DEPLOYING),
+            notice_seconds=self._watcher.notice_seconds(),
+        )
+
+    def _sent(self, address: str) -> None:
+        if self._unsent.pop(address, None) is not None:
+            self._writes_done += 1
+
     async def _run_one(self, change: ResourceChange) -> ResourceResult:
         started = self._clock.now()
         self.active[change.address] = started
@@ -121,6 +159,7 @@ class Applier:
             return await self._run_one_tracked(change, started)
         finally:
             del self.active[change.address]
+            self._sent(change.address)
 
     async def _run_one_tracked(self, change: ResourceChange, started: float) -> ResourceResult:
         try:
@@ -144,10 +183,16 @@ class Applier:
         if action is Action.DELETE:
             assert change.live_id is not None
             await self._delete_model(change.live_id)
+            self._sent(change.address)
             self._progress(change.address, "destroying")
             try:
                 await self._watcher.wait(
-                    change.live_id, until=set(), failing={"destroyFailed"}, gone_ok=True, timeout=self._options.timeout
+                    change.live_id,
+                    until=set(),
+                    failing={"destroyFailed"},
+                    gone_ok=True,
+                    timeout=self._options.timeout,
+                    transition="destroying",
                 )
             except WaitFailed as exc:
                 raise ApplyError(f"model {change.live_id}: {exc}") from None
@@ -160,9 +205,10 @@ class Applier:
             self._progress(change.address, f"destroying {change.live_id} to replace it")
         if action in (Action.CREATE, Action.REPLACE):
             model_id = await self._create_model(spec, change)
+            self._sent(change.address)
             wanted = "paused" if spec.state == "paused" else "healthy"
             # A model adopted from another run of this manifest may already have been paused by that run.
-            model = await self._settle(change, model_id, "deploying", "healthy", wanted)
+            model = await self._settle(change, model_id, "deploying", "healthy", wanted, transition=_DEPLOYING)
             if model.status != wanted:
                 model = await self._set_state(change, model_id, wanted)
             return self._record_model(spec, model)
@@ -172,6 +218,7 @@ class Applier:
             update = model_update_body(spec, self._manifest.defaults)
             try:
                 await self._call(self._client.update_model(self._org, model_id, update))
+                self._sent(change.address)
             except Conflict:
                 # Still deploying, pausing or resuming (an earlier run may have timed out waiting): an edit is
                 # taken only when healthy or paused, so let it settle and ask again.
@@ -233,8 +280,10 @@ class Applier:
 
     async def _set_state(self, change: ResourceChange, model_id: str, wanted: str) -> LiveModel:
         turn = self._client.pause_model if wanted == "paused" else self._client.resume_model
+        transition = "pausing" if wanted == "paused" else "resuming"
         try:
             await self._call(turn(self._org, model_id))
+            self._sent(change.address)
         except Conflict:
             # Still deploying, pausing or resuming: let it settle, then ask again. It may also be this very
             # call's own doing: when the answer to the first attempt is lost, the client repeats the call,
@@ -245,14 +294,20 @@ class Applier:
             if settled.status == wanted:
                 return settled
             await self._call(turn(self._org, model_id))
-        return await self._settle(change, model_id, "pausing" if wanted == "paused" else "resuming", wanted)
+        return await self._settle(change, model_id, transition, wanted, transition=transition)
 
-    async def _settle(self, change: ResourceChange, model_id: str, doing: str, *statuses: str) -> LiveModel:
-        """Wait until the model reaches one of ``statuses``."""
+    async def _settle(
+        self, change: ResourceChange, model_id: str, doing: str, *statuses: str, transition: str | None = None
+    ) -> LiveModel:
+        """Wait until the model reaches one of ``statuses``; ``transition``: the one that began just now."""
         self._progress(change.address, doing)
         try:
             model = await self._watcher.wait(
-                model_id, until=set(statuses), failing=_DEPLOY_FAILED, timeout=self._options.timeout
+                model_id,
+                until=set(statuses),
+                failing=_DEPLOY_FAILED,
+                timeout=self._options.timeout,
+                transition=transition,
             )
         except WaitTimedOut as exc:
             # Say what happens next: nothing is deleted or made again, the next apply waits for it.
@@ -286,6 +341,7 @@ class Applier:
             return "deleted"
         spec = self._keys[change.name]
         new_id, old_gone = await self._create_key(spec, change)
+        self._sent(change.address)
         if change.action in (Action.REPLACE, Action.ROTATE) and not old_gone:
             assert change.live_id is not None
             # The new key is in the outputs before the old one goes, so applications can switch.

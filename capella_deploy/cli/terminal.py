@@ -13,7 +13,7 @@ from capella_deploy.checks import CheckReport
 from capella_deploy.cli.common import error, warn
 from capella_deploy.errors import ConfigError
 from capella_deploy.plan import Plan
-from capella_deploy.views.apply import render_apply_result, render_elapsed, render_still_working
+from capella_deploy.views.apply import render_apply_result, render_elapsed, render_remaining, render_still_working
 from capella_deploy.views.checks import render_checks
 from capella_deploy.views.plan import render_plan
 
@@ -59,11 +59,13 @@ class TerminalApplyView:
         self._doing[address] = message
         click.echo(f"{address}: {message} [{render_elapsed(elapsed)}]")
 
-    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
-        """One line per change still under way, each with its elapsed time: a CI log shows the run is alive."""
+    def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
+        """One line per change still under way, each with its elapsed time (a CI log shows the run is alive), and
+        how long the rest should take."""
         for address, since in items:
             line = render_still_working(address, self._doing.get(address), since)
             click.echo(click.style(line, dim=True) if self._interactive else line)
+        click.echo(render_remaining(len(items), remaining))
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None:
         click.echo(render_apply_result(result, outputs_path=outputs_path, destroy=self._destroy), nl=False)

@@ -72,8 +72,8 @@ class ApplyHooks(Protocol):
 
     def progress(self, address: str, message: str, elapsed: float) -> None: ...
 
-    def still_working(self, items: Sequence[tuple[str, float]]) -> None:
-        """(address, seconds since it started) for each change still under way."""
+    def still_working(self, items: Sequence[tuple[str, float]], remaining: float) -> None:
+        """(address, seconds since it started) for each change still under way, and the seconds expected left."""
 
     def applied(self, result: ApplyResult, outputs_path: Path) -> None: ...
 
@@ -212,7 +212,8 @@ _REMINDER_LOOK_SECONDS = 0.05
 
 @contextlib.asynccontextmanager
 async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> AsyncIterator[None]:
-    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way.
+    """While the block runs, tell the hooks every ``reminder_seconds`` what is still under way, and how long the
+    rest should take.
 
     The seconds are the session's clock, like the elapsed times: wall time against Capella, sandbox time
     against the embedded sandbox, whose five-minute deployment then shows its reminders too. The task only
@@ -233,7 +234,7 @@ async def _reminders(hooks: ApplyHooks, applier: Applier, session: Session) -> A
             last = now
             items = [(address, now - since) for address, since in sorted(applier.active.items())]
             if items:
-                hooks.still_working(items)
+                hooks.still_working(items, applier.remaining())
 
     task = asyncio.ensure_future(remind())
     try:

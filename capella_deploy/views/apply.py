@@ -84,3 +84,11 @@ def render_apply_markdown(result: ApplyResult | None, where: Where | None = None
 def render_elapsed(seconds: float) -> str:
     whole = int(seconds)
     return f"{whole // 60}m{whole % 60:02d}s"
+
+
+def render_remaining(under_way: int, seconds: float) -> str:
+    """How long the rest of an apply should take, in the round figures a person would say."""
+    changes = "1 change" if under_way == 1 else f"{under_way} changes"
+    minutes = round(seconds / 60)
+    left = "under a minute" if minutes < 1 else "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
+    return f"{changes} under way; expected to finish in {left}"
