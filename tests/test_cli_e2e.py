@@ -186,11 +186,12 @@ def test_apply_refuses_to_prompt_without_a_terminal(world: World) -> None:
 
 
 def test_an_organization_id_that_is_not_an_id_is_refused_before_any_call(world: World) -> None:
-    world.env["CAPELLA_ORG_ID"] = "../../v4/organizations"
-    result = world.cli("plan", "-f", manifest(world))
+    # Nothing listens there: a call made would end in "no answer" instead.
+    world.env.update({"CAPELLA_ORG_ID": "../../v4/organizations", "CAPELLA_API_URL": "http://127.0.0.1:9"})
+    result = world.run("plan", "-f", manifest(world))
     assert result.exit_code == 1
-    assert "is not an id" in result.stderr and "CAPELLA_ORG_ID" in result.stderr
-    assert "Traceback" not in result.output
+    assert "'../../v4/organizations' (from CAPELLA_ORG_ID) is not an id" in result.stderr
+    assert "no answer" not in result.stderr and "Traceback" not in result.output
 
 
 def test_an_outputs_path_that_cannot_be_written_stops_apply_before_anything_is_created(world: World) -> None:

@@ -250,7 +250,7 @@ def test_a_hand_paused_model_and_a_hand_created_key_are_reported(world: World) -
 
     text = report_path.read_text()
     report = json.loads(text)
-    assert report["format_version"] == "2.0" and report["in_sync"] is False
+    assert report["format_version"] == "2.1" and report["in_sync"] is False
     jsonschema.validate(report, json.loads(schema_text("drift")))
     assert report["unmanaged"][0]["live_id"] == created.id
     assert report["organization_id"] == world.sandbox.org_id

@@ -211,7 +211,9 @@ def test_an_environment_names_the_plan_comment_the_json_plan_and_the_checksum(wo
     plain = json.loads(world.cli("plan", "-f", manifest(world), "--json").stdout)
     assert plain["environment"] is None and plain["checksum"] != doc["checksum"]
     human = world.cli("plan", "-f", str(path))
-    assert f"in organization {world.sandbox.org_id} (environment staging):" in human.stdout
+    assert human.stdout.splitlines()[0].endswith(
+        f"({world.sandbox.org_id}, the sandbox's own organization), environment staging"
+    )
 
 
 def test_environment_flag_and_manifest_must_agree(world: World) -> None:

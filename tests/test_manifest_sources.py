@@ -72,13 +72,13 @@ def test_defaults_apply_when_unset_or_empty_and_escapes_stay_literal(tmp_path: P
         "m.yaml",
         """\
         apiVersion: capella-deploy/v1
-        organizationId: ${CAPELLA_ORG_ID:-}
         defaults: {region: "${REGION:-eu-west-1}"}
+        apiKeys: [{name: k, allowedCIDRs: [10.0.0.0/8], description: "${NOTE:-}"}]
         prune: {match: "$${NOT_A_VAR}-*"}
         """,
     )
     manifest = load_manifest([path], environ={"REGION": ""})
-    assert manifest.organizationId is None  # an empty value means unset
+    assert manifest.apiKeys[0].description is None  # an empty value means unset (organizationId aside)
     assert manifest.defaults.region == "eu-west-1"
     assert manifest.prune is not None and manifest.prune.match == "${NOT_A_VAR}-*"
 

@@ -54,14 +54,20 @@ def test_a_refused_token_names_where_it_came_from(world: World) -> None:
 
 
 def test_a_forbidden_organization_lists_the_ones_the_token_can_see(world: World) -> None:
-    world.env["CAPELLA_ORG_ID"] = OTHER_ORG
-    result = world.cli("plan", "-f", manifest(world))
+    with running_server(world.sandbox) as base:
+        world.env.update({"CAPELLA_API_URL": base, "CAPELLA_ORG_ID": OTHER_ORG})
+        result = world.run("plan", "-f", manifest(world))
     assert result.exit_code == 1
-    assert f"may not do this in organization {OTHER_ORG} (from CAPELLA_ORG_ID)" in result.stderr
-    assert f"Organizations this token can see: {world.sandbox.org_id} (" in result.stderr
+    assert (
+        f"cannot read organization {OTHER_ORG} (from CAPELLA_ORG_ID) at {base}: the API answered 403" in result.stderr
+    )
+    assert "usually a wrong organization id, or a token of another organization" in result.stderr
+    can_see = f"Organizations this token can see: {world.sandbox.org_id} (Sandbox Organization); set CAPELLA_ORG_ID"
+    assert can_see in result.stderr
     pinned = world.write("pinned.yaml", f"organizationId: {OTHER_ORG}\n")
     result = world.cli("plan", "-f", manifest(world), "-f", str(pinned))
     assert f"organization {OTHER_ORG} (from the manifest's organizationId)" in result.stderr
+    assert "remove the manifest's organizationId (the sandbox then uses its own)" in result.stderr
 
 
 def test_the_served_sandbox_says_how_to_set_the_token(tmp_path: Path) -> None:

@@ -149,7 +149,11 @@ def test_status_shows_what_is_deployed_and_what_the_manifest_declares(world: Wor
     table = world.run("status", "-f", "cfg/capella.yaml", f"--sandbox={world.state}")
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[0] == f"Organization {world.sandbox.org_id}:"
+    org = world.sandbox.org_id
+    assert lines[0] == (
+        f'Target: embedded sandbox {world.state}, organization "Sandbox Organization" '
+        f"({org}, the sandbox's own organization)"
+    )
     assert lines[2].split() == ["NAME", "KIND", "REGION", "GPU", "STATE", "AGE", "DECLARED", "CONNECTION"]
     rows = {line.split()[0]: line.split() for line in lines[3:] if line and not line.startswith(("1 ", "2 ", "3 "))}
     assert rows["chat"][:6] == ["chat", "model", "us-east-1", "48", "GB", "healthy"]

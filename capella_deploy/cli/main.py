@@ -263,7 +263,9 @@ def plan(
         from capella_deploy.run.planning import make_plan
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, manifest.organizationId or None) as session:
+        async with open_session(
+            target, manifest.organizationId, expected_name=manifest.expectOrganizationName
+        ) as session:
             store = outputs_store(manifest, session.org_id, outputs_path)
             return await make_plan(
                 session, manifest, replace, targets=targets, catalog=catalog, held_tokens=store.held_key_ids()
@@ -468,13 +470,14 @@ def force_unlock(lock_id: str, org_id: str | None, sandbox: str | None, token_fi
     """
     import asyncio
 
+    from capella_deploy.plan import OrgSource
     from capella_deploy.run.lock import force_unlock as unlock
     from capella_deploy.run.session import open_session
 
     target = make_target(sandbox, token_file)
 
     async def run() -> tuple[str, list[Lease]]:
-        async with open_session(target, org_id) as session:
+        async with open_session(target, org_id, OrgSource.OPTION) as session:
             return session.org_id, await unlock(session.client, session.org_id, lock_id)
 
     org, removed = asyncio.run(run())

@@ -32,7 +32,7 @@ from capella_deploy.secrets import redact
 
 if TYPE_CHECKING:
     from capella_deploy.live import LiveState
-    from capella_deploy.plan import Plan
+    from capella_deploy.plan import Plan, Where
     from capella_deploy.plan.drift import IgnoreRules
 
 DEFAULT_IGNORE_FILE = Path(".capella/drift-ignore")
@@ -102,7 +102,9 @@ def drift(
         from capella_deploy.run.planning import make_plan
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, manifest.organizationId or None) as session:
+        async with open_session(
+            target, manifest.organizationId, expected_name=manifest.expectOrganizationName
+        ) as session:
             return await make_plan(session, manifest, ())
 
     planned = asyncio.run(run())
@@ -170,18 +172,19 @@ def export(
 
     target = make_target(sandbox, token_file)
 
-    async def run() -> LiveState:
+    async def run() -> tuple[Where, LiveState]:
         from capella_deploy.live import read_live
+        from capella_deploy.plan import OrgSource
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, org_id, "--org") as session:
-            return await read_live(session.client, session.org_id)
+        async with open_session(target, org_id, OrgSource.OPTION) as session:
+            return session.where(), await read_live(session.client, session.org_id)
 
-    live = asyncio.run(run())
+    where, live = asyncio.run(run())
     result = export_manifest(live, match=match, region=region)
     scope = "".join(f" {flag} {value}" for flag, value in (("--match", match), ("--region", region)) if value)
     comments = [
-        f"Exported from organization {live.org_id} by `capella-deploy export{scope}`.",
+        f"Exported from {where.organization} by `capella-deploy export{scope}`.",
         "Guardrails and jailbreak settings are write-only in the Capella API and cannot be exported.",
         *(f"Not exported: {item}" for item in result.omitted),
     ]

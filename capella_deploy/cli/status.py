@@ -11,6 +11,7 @@ import click
 
 from capella_deploy.cli.common import guarded, load_manifest_files, make_target, target_options, variable_options
 from capella_deploy.cli.conventions import Command
+from capella_deploy.plan import OrgSource
 
 if TYPE_CHECKING:
     from capella_deploy.plan.status import StatusReport
@@ -55,13 +56,15 @@ def status(
 
     manifest = load_manifest_files(files, variables, var_files) if files else None
     target = make_target(sandbox, token_file)
-    org = org_id or (manifest.organizationId if manifest is not None else None) or None
+    org = org_id or (manifest.organizationId if manifest is not None else None)
+    source = OrgSource.OPTION if org_id else OrgSource.MANIFEST
+    expected = manifest.expectOrganizationName if manifest is not None and not org_id else None
 
     async def run() -> StatusReport:
         from capella_deploy.run.session import open_session
         from capella_deploy.run.status import read_status
 
-        async with open_session(target, org, "--org" if org_id else "the manifest's organizationId") as session:
+        async with open_session(target, org, source, expected_name=expected) as session:
             return await read_status(session, manifest)
 
     report = asyncio.run(run())

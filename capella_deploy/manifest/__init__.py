@@ -45,6 +45,7 @@ from capella_deploy.manifest.yamlsource import (
     locate,
     merge_sources,
     read_source,
+    references,
     to_plain,
 )
 from capella_deploy.secrets import redact
@@ -393,9 +394,17 @@ class Manifest(_Spec):
         description="The environment this manifest deploys (e.g. staging, production), or --environment: "
         "it names the plan comment, the lock's holder and the default outputs path .capella/ENVIRONMENT/outputs.json.",
     )
-    organizationId: Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_org_id)] = Field(
+    organizationId: Annotated[str | None, AfterValidator(_check_org_id)] = Field(
         default=None,
-        description="Organization id; when unset or empty, CAPELLA_ORG_ID or the token's only organization.",
+        description="Organization id. Left out: CAPELLA_ORG_ID (not with --sandbox), else the token's only "
+        "organization. Set but empty (an unset ${VAR:-}) is an error.",
+    )
+    expectOrganizationName: Annotated[
+        Annotated[str, Field(max_length=256)] | None, BeforeValidator(_blank_is_unset)
+    ] = Field(
+        default=None,
+        description="The organization's name as Capella shows it: plan, apply, drift and destroy refuse to act "
+        "on an organization of another name.",
     )
     defaults: Defaults = Defaults()
     models: tuple[ModelSpec, ...] = ()
@@ -808,6 +817,7 @@ def read_manifest(
 
     tree, merge_issues = merge_sources(trees)
     issues.extend(merge_issues)
+    issues.extend(_empty_organization(tree))
     data = to_plain(tree)
     manifest: Manifest | None = None
     try:
@@ -839,6 +849,29 @@ def read_manifest(
     if environment is not None:
         manifest = manifest.model_copy(update={"environment": environment})
     return LoadedManifest(manifest, frozenset(referenced), tree)
+
+
+def _empty_organization(tree: YMap) -> list[ManifestIssue]:
+    """An organizationId the files set that came out empty: without this, the run would fall back to
+    CAPELLA_ORG_ID or the token's only organization, which may be another organization than the one meant."""
+    node = tree.entries.get("organizationId")
+    if not isinstance(node, YScalar) or node.tainted:
+        return []
+    if node.value is not None and not (isinstance(node.value, str) and not node.value.strip()):
+        return []
+    node.tainted = True  # the validation error about the same value would only repeat this less clearly
+    names = references(node.written or "")
+    if names:
+        message = (
+            "the manifest sets organizationId but it is empty after interpolation: "
+            f"set {' or '.join(names)} or remove the field"
+        )
+    else:
+        message = (
+            "the manifest sets organizationId but it is empty: write the organization id, or remove the field "
+            "to use CAPELLA_ORG_ID or the token's only organization"
+        )
+    return [node.pos.issue("organizationId", message)]
 
 
 def _unused_variables(variables: Mapping[str, str], referenced: set[str], files: Sequence[str]) -> list[ManifestIssue]:

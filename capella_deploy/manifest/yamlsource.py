@@ -95,6 +95,8 @@ class YScalar:
     # Set when this value could not be read or interpolated (an issue is already reported here):
     # validation errors about it would only repeat that issue less clearly.
     tainted: bool = False
+    # The text as the file wrote it, when interpolation changed it: a message can name the variables.
+    written: str | None = None
 
 
 @dataclass
@@ -358,8 +360,18 @@ def interpolate(tree: YNode, lookup: Mapping[str, str], referenced: set[str] | N
                 scalar.tainted = True
                 issues.extend(scalar.pos.issue(path, problem) for problem in problems)
             else:
-                scalar.value = text
+                scalar.written, scalar.value = scalar.value, text
     return issues
+
+
+def references(text: str) -> list[str]:
+    """The variables ``text`` names as ${NAME} or ${NAME:-default}, in order, each once."""
+    names: list[str] = []
+    for match in _REFERENCE.finditer(text):
+        name = (match.group("body") or "").partition(":-")[0]
+        if _VARIABLE.fullmatch(name) and name not in names:
+            names.append(name)
+    return names
 
 
 def _walk_scalars(node: YNode, path: str) -> Iterator[tuple[str, YScalar]]:

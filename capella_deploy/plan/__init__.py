@@ -1,6 +1,6 @@
 """The plan: a value describing every change, what forced it, and what it was computed against.
 
-A plan renders itself several ways (see render.py), can be saved and loaded, and the applier
+A plan renders itself several ways (see views/plan.py), can be saved and loaded, and the applier
 executes exactly the changes it holds. It never carries a secret: key tokens exist only in outputs.
 """
 
@@ -127,6 +127,82 @@ class Unmanaged:
         return cls(Kind(data["kind"]), data["name"], data["live_id"])
 
 
+class OrgSource(str, Enum):
+    """Where the id of the organization a run acts on came from."""
+
+    MANIFEST = "manifest"
+    ENVIRONMENT = "CAPELLA_ORG_ID"
+    ONLY_ORGANIZATION = "only_organization"
+    SANDBOX = "sandbox"
+    OPTION = "--org"
+    SAVED_PLAN = "saved_plan"
+
+    @property
+    def phrase(self) -> str:
+        """How people read it after the id: "(6af0..., from CAPELLA_ORG_ID)"."""
+        return _SOURCE_PHRASES[self]
+
+
+_SOURCE_PHRASES = {
+    OrgSource.MANIFEST: "from the manifest's organizationId",
+    OrgSource.ENVIRONMENT: "from CAPELLA_ORG_ID",
+    OrgSource.ONLY_ORGANIZATION: "the token's only organization",
+    OrgSource.SANDBOX: "the sandbox's own organization",
+    OrgSource.OPTION: "from --org",
+    OrgSource.SAVED_PLAN: "from the saved plan",
+}
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a run acts: the API at ``url``, or the embedded sandbox kept in ``sandbox_state``, and the
+    organization there, with its name as the API gave it and where its id came from."""
+
+    organization_id: str
+    organization_name: str | None
+    organization_id_source: OrgSource
+    url: str | None = None
+    sandbox_state: str | None = None
+    environment: str | None = None
+
+    @property
+    def place(self) -> str:
+        return self.url if self.url is not None else f"embedded sandbox {self.sandbox_state}"
+
+    @property
+    def organization(self) -> str:
+        """``organization "Acme Prod" (6af0..., from CAPELLA_ORG_ID)``: the name first, as people know it."""
+        source = self.organization_id_source.phrase
+        if self.organization_name is None:
+            return f"organization {self.organization_id} (no name given, {source})"
+        return f'organization "{self.organization_name}" ({self.organization_id}, {source})'
+
+    def describe(self) -> str:
+        environment = f", environment {self.environment}" if self.environment else ""
+        return f"{self.place}, {self.organization}{environment}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "sandbox_state": self.sandbox_state,
+            "organization_id": self.organization_id,
+            "organization_name": self.organization_name,
+            "organization_id_source": self.organization_id_source.value,
+            "environment": self.environment,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Where:
+        return cls(
+            organization_id=data["organization_id"],
+            organization_name=data.get("organization_name"),
+            organization_id_source=OrgSource(data["organization_id_source"]),
+            url=data.get("url"),
+            sandbox_state=data.get("sandbox_state"),
+            environment=data.get("environment"),
+        )
+
+
 @dataclass(frozen=True)
 class Plan:
     org_id: str
@@ -140,6 +216,8 @@ class Plan:
     targets: tuple[str, ...] = ()
     # The manifest's environment (staging, production...): names the plan comment of a pipeline.
     environment: str | None = None
+    # Where the plan was made (set after planning: the planner sees no API); a saved plan applies only there.
+    where: Where | None = None
 
     @property
     def pending(self) -> tuple[ResourceChange, ...]:
@@ -183,6 +261,7 @@ class Plan:
             "manifest_digest": self.manifest_digest,
             "targets": list(self.targets),
             "environment": self.environment,
+            "target": self.where.to_dict() if self.where is not None else None,
         }
 
     @classmethod
@@ -197,6 +276,7 @@ class Plan:
             manifest_digest=data.get("manifest_digest", ""),
             targets=tuple(data.get("targets", [])),
             environment=data.get("environment"),
+            where=Where.from_dict(data["target"]) if data.get("target") is not None else None,
         )
 
     def checksum(self) -> str:

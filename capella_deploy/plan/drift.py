@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange
+from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, Where
 
-REPORT_FORMAT_VERSION = "2.0"
+REPORT_FORMAT_VERSION = "2.1"
 # Causes that describe a difference between live and declared; other replaces follow from one of these.
 _DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed"})
 
@@ -120,6 +120,8 @@ class DriftReport:
     unmanaged: tuple[UnmanagedResource, ...] = ()
     ignored: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    # Where the organization was read: the API or sandbox, and the organization's name and id.
+    where: Where | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -132,6 +134,7 @@ class DriftReport:
         return {
             "format_version": REPORT_FORMAT_VERSION,
             "organization_id": self.org_id,
+            "target": self.where.to_dict() if self.where is not None else None,
             "in_sync": self.in_sync,
             "summary": self.summary(),
             "drifted": [d.to_dict() for d in self.drifted],
@@ -179,6 +182,7 @@ def drift_report(plan: Plan, rules: IgnoreRules | None = None) -> DriftReport:
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         ignored=tuple(ignored),
         warnings=plan.warnings,
+        where=plan.where,
     )
 
 

@@ -21,7 +21,7 @@ from capella_deploy import __version__
 from capella_deploy.errors import CapellaError
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import atomic_write
-from capella_deploy.plan import Plan
+from capella_deploy.plan import Plan, Where
 from capella_deploy.secrets import redact
 
 FORMAT = "capella-deploy-plan"
@@ -133,6 +133,29 @@ def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
             f"{path}: the plan is stale: the organization, or which key tokens the outputs hold, changed since it "
             "was made; run `capella-deploy plan` again"
         )
+
+
+def check_target(saved: SavedPlan, here: Where) -> None:
+    """Refuse a plan made elsewhere: in another organization, against another API or another sandbox."""
+    made = saved.plan.where
+    if made is None:
+        raise PlanFileError(
+            f"{saved.path}: the plan, made by capella-deploy {saved.tool_version}, does not say where it was made; "
+            f"run `capella-deploy plan -out {saved.path}` again"
+        )
+    if made.organization_id != here.organization_id or not _same_place(made, here):
+        raise PlanFileError(
+            f"{saved.path}: the plan was made for {made.place}, {made.organization}, but this run acts on "
+            f"{here.place}, {here.organization}; apply it where it was made (CAPELLA_API_URL, --sandbox), "
+            "or plan again here"
+        )
+
+
+def _same_place(one: Where, other: Where) -> bool:
+    if one.url is not None or other.url is not None:
+        return one.url == other.url
+    # Sandbox state files: the same file, however the path was written.
+    return Path(one.sandbox_state or "").resolve() == Path(other.sandbox_state or "").resolve()
 
 
 def mark_applied(saved: SavedPlan) -> None:

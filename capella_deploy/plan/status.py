@@ -11,6 +11,7 @@ from datetime import datetime
 
 from capella_deploy.live import LiveKey, LiveModel, LiveState
 from capella_deploy.manifest import Manifest
+from capella_deploy.plan import Where
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,17 @@ class StatusReport:
     now: datetime
     resources: tuple[ResourceStatus, ...]
     warnings: tuple[str, ...] = ()
+    # Where the status was read: the API or sandbox, and the organization's name and id.
+    where: Where | None = None
 
 
 def status_report(
-    live: LiveState, manifest: Manifest | None, *, now: datetime, connections: Mapping[str, str]
+    live: LiveState,
+    manifest: Manifest | None,
+    *,
+    now: datetime,
+    connections: Mapping[str, str],
+    where: Where | None = None,
 ) -> StatusReport:
     """``connections``: model id -> connection string, for the models whose listing entry lacks one."""
     models = {m.name for m in manifest.models} if manifest is not None else None
@@ -52,7 +60,7 @@ def status_report(
     ]
     resources += [_key_status(k, None if keys is None else k.name in keys, now) for k in live.keys]
     resources.sort(key=lambda r: (r.kind != "model", r.name, r.live_id))
-    return StatusReport(live.org_id, now, tuple(resources), live.warnings)
+    return StatusReport(live.org_id, now, tuple(resources), live.warnings, where)
 
 
 def _model_status(model: LiveModel, declared: bool | None, connection: str | None) -> ResourceStatus:

@@ -21,7 +21,7 @@ from capella_deploy.manifest import Manifest
 from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Entries, Sink, sink_for
-from capella_deploy.plan import Plan, planfile
+from capella_deploy.plan import OrgSource, Plan, Where, planfile
 from capella_deploy.plan.planfile import SavedPlan
 from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import make_plan, session_now
@@ -119,9 +119,11 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
     sink = sink_for(request.outputs_target, request.target.environ, entries)
     if sink is not None:
         sink.check()
-    org = (saved.plan.org_id if saved else None) or manifest.organizationId or None
-    source = f"the saved plan {request.planfile}" if saved else "the manifest's organizationId"
-    async with open_session(request.target, org, source) as session:
+    org, source = (saved.plan.org_id, OrgSource.SAVED_PLAN) if saved else (manifest.organizationId, OrgSource.MANIFEST)
+    async with open_session(request.target, org, source, expected_name=manifest.expectOrganizationName) as session:
+        if saved is not None:
+            # Before the lock, whose lease is itself a change in the organization.
+            planfile.check_target(saved, session.where(manifest.environment))
         operation = "destroy" if request.destroy else "apply"
         target = request.target
         lock_request = LockRequest(
@@ -284,14 +286,16 @@ async def _after_apply(
             manifest, store.document(), sandbox_state=request.target.sandbox_state, environ=request.target.environ
         )
         hooks.checks(report)
-    _write_job_summary(request.target.environ, result, report)
+    _write_job_summary(request.target.environ, session.where(manifest.environment), result, report)
     return applied and (report is None or report.ok)
 
 
-def _write_job_summary(environ: Mapping[str, str], result: ApplyResult | None, report: CheckReport | None) -> None:
+def _write_job_summary(
+    environ: Mapping[str, str], where: Where, result: ApplyResult | None, report: CheckReport | None
+) -> None:
     summary = environ.get("GITHUB_STEP_SUMMARY")
     if not summary:
         return
-    text = render_apply_markdown(result) + ("\n" + render_checks_markdown(report) if report is not None else "")
+    text = render_apply_markdown(result, where) + ("\n" + render_checks_markdown(report) if report is not None else "")
     with open(summary, "a", encoding="utf-8") as handle:
         handle.write(redact(text))

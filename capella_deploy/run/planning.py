@@ -31,8 +31,8 @@ async def make_plan(
     catalog: CatalogCheck | None = None,
     held_tokens: frozenset[str] = frozenset(),
 ) -> Plan:
-    """The plan; with ``targets`` (--target), narrowed to them and what they need. ``held_tokens``: the live
-    key ids whose token the outputs hold."""
+    """The plan, saying where it was made; with ``targets`` (--target), narrowed to them and what they need.
+    ``held_tokens``: the live key ids whose token the outputs hold."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
@@ -52,6 +52,8 @@ async def make_plan(
             force_replace=frozenset(replace),
             held_tokens=held_tokens,
         )
+    # The planner sees no API; where the plan was made is the session's to say.
+    whole = dataclasses.replace(whole, where=session.where(manifest.environment))
     planned = (
         whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )

@@ -20,7 +20,8 @@ async def read_status(session: Session, manifest: Manifest | None) -> StatusRepo
     live = await read_live(session.client, session.org_id)
     now = datetime.fromtimestamp(session.clock.now(), tz=timezone.utc)
     connections = await _missing_connection_strings(session, live.models)
-    return status_report(live, manifest, now=now, connections=connections)
+    where = session.where(manifest.environment if manifest is not None else None)
+    return status_report(live, manifest, now=now, connections=connections, where=where)
 
 
 async def _missing_connection_strings(session: Session, models: tuple[LiveModel, ...]) -> dict[str, str]:

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from capella_deploy.apply.applier import ApplyResult
-from capella_deploy.plan import Action
+from capella_deploy.plan import Action, Where
 from capella_deploy.views.plan import SUMMARY_ORDER, md_cell
+from capella_deploy.views.target import target_markdown
 
 _PAST = {
     Action.CREATE: "created",
@@ -65,11 +66,13 @@ def render_still_working(address: str, doing: str | None, elapsed: float) -> str
     return f"{address}: still {doing or 'waiting to start'}... [{render_elapsed(elapsed)} elapsed]"
 
 
-def render_apply_markdown(result: ApplyResult | None) -> str:
+def render_apply_markdown(result: ApplyResult | None, where: Where | None = None) -> str:
     """The apply outcome for a CI job summary; ``None`` means there was nothing to change."""
-    if result is None:
-        return "### capella-deploy apply\n\n**No changes.** The organization matched the manifest.\n"
     lines = ["### capella-deploy apply", ""]
+    if where is not None:
+        lines += [target_markdown(where), ""]
+    if result is None:
+        return "\n".join([*lines, "**No changes.** The organization matched the manifest."]) + "\n"
     lines.append(
         "**Apply complete.**" if result.ok else f"**Apply failed:** {len(result.failed)} change(s) did not complete."
     )

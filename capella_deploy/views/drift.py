@@ -8,6 +8,7 @@ from typing import Any
 
 from capella_deploy.plan import display
 from capella_deploy.plan.drift import Drifted, DriftReport
+from capella_deploy.views.target import target_line, target_markdown
 
 MARKDOWN_MARKER = "<!-- capella-deploy-drift -->"
 # Slack refuses a text block over 3000 characters; long lists are cut well before that.
@@ -19,7 +20,7 @@ def render_json(report: DriftReport) -> str:
 
 
 def render_text(report: DriftReport) -> str:
-    lines: list[str] = []
+    lines = [target_line(report.where), ""] if report.where is not None else []
     if report.in_sync:
         lines.append(f"No drift: organization {report.org_id} matches the manifest.")
     else:
@@ -34,6 +35,8 @@ def render_text(report: DriftReport) -> str:
 def render_markdown(report: DriftReport) -> str:
     """An issue body: a marker line (so a bot can find and update the issue), counts, then the details."""
     lines = [MARKDOWN_MARKER, f"### capella-deploy drift in organization `{report.org_id}`", ""]
+    if report.where is not None:
+        lines += [target_markdown(report.where), ""]
     lines.append("**No drift.** The organization matches the manifest." if report.in_sync else _counts(report) + ".")
     lines.extend(_sections(report, bullets=("- ", "  - "), code=lambda text: f"`{text}`"))
     if report.ignored:
@@ -47,6 +50,9 @@ def slack_payload(report: DriftReport) -> dict[str, Any]:
     """A message for a Slack-compatible incoming webhook: ``text`` as fallback, ``blocks`` for layout."""
     headline = f"capella-deploy: drift in organization {report.org_id}: {_counts(report)}"
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}}]
+    if report.where is not None:
+        # Plain text: Slack's mrkdwn would read markup in an organization's name.
+        blocks.append({"type": "section", "text": {"type": "plain_text", "text": target_line(report.where)}})
     groups: list[tuple[str, Sequence[str]]] = [
         ("Drifted (live differs from the manifest)", [_drift_line(d) for d in report.drifted]),
         ("Missing (declared, not live)", [m.address for m in report.missing]),

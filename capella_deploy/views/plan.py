@@ -10,6 +10,7 @@ import click
 
 from capella_deploy import __version__
 from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
+from capella_deploy.views.target import target_line, target_markdown
 
 _SYMBOL = {
     Action.CREATE: ("+", "green", "will be created"),
@@ -35,15 +36,20 @@ SUMMARY_ORDER = (
 def render_plan(plan: Plan) -> str:
     lines: list[str] = []
     pending = plan.pending
-    where = f"organization {plan.org_id}" + (f" (environment {plan.environment})" if plan.environment else "")
+    if plan.where is not None:
+        lines += [target_line(plan.where), ""]
+        acting, whole = "", "The organization"
+    else:
+        place = f"organization {plan.org_id}" + (f" (environment {plan.environment})" if plan.environment else "")
+        acting, whole = f" in {place}", place[0].upper() + place[1:]
     if pending:
-        lines.append(f"capella-deploy will perform the following actions in {where}:")
+        lines.append(f"capella-deploy will perform the following actions{acting}:")
         lines.append("")
         for change in pending:
             lines.extend(_render_change(change))
             lines.append("")
     else:
-        lines.append(f"No changes. {where[0].upper()}{where[1:]} matches the manifest.")
+        lines.append(f"No changes. {whole} matches the manifest.")
         lines.append("")
     if plan.unmanaged:
         lines.append("Unmanaged (live but not in the manifest; left alone):")
@@ -98,7 +104,7 @@ def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
 
 # -- JSON ------------------------------------------------------------------------------------------
 
-JSON_FORMAT_VERSION = "2.0"
+JSON_FORMAT_VERSION = "2.1"
 SENSITIVE = "(sensitive value)"
 _RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
 
@@ -163,6 +169,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "tool_version": __version__,
         "organization_id": plan.org_id,
         "environment": plan.environment,
+        "target": plan.where.to_dict() if plan.where is not None else None,
         "checksum": plan.checksum(),
         "live_fingerprint": plan.live_fingerprint,
         "manifest_digest": plan.manifest_digest,
@@ -211,6 +218,8 @@ def render_markdown(plan: Plan) -> str:
         f"### capella-deploy plan for {title or f'organization `{plan.org_id}`'}",
         "",
     ]
+    if plan.where is not None:
+        lines += [target_markdown(plan.where), ""]
     lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
     lines.append("")
     if plan.errors:

@@ -8,18 +8,20 @@ from typing import Any
 import click
 
 from capella_deploy.plan.status import ResourceStatus, StatusReport
+from capella_deploy.views.target import target_line
 
-STATUS_FORMAT_VERSION = "1.0"
+STATUS_FORMAT_VERSION = "1.1"
 _HEADER = ("NAME", "KIND", "REGION", "GPU", "STATE", "AGE", "DECLARED", "CONNECTION")
 _STATE_COLOURS = {"healthy": "green", "active": "green", "paused": "blue", "expired": "red"}
 
 
 def render_status(report: StatusReport) -> str:
+    header = [target_line(report.where), ""] if report.where is not None else []
     if not report.resources:
-        return f"Nothing is deployed in organization {report.org_id}.\n"
+        return "\n".join([*header, f"Nothing is deployed in organization {report.org_id}."]) + "\n"
     rows = [_HEADER] + [_row(r, report) for r in report.resources]
     widths = [max(len(row[column]) for row in rows) for column in range(len(_HEADER) - 1)]
-    lines = [f"Organization {report.org_id}:", ""]
+    lines = header or [f"Organization {report.org_id}:", ""]
     for index, row in enumerate(rows):
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
         if index:
@@ -62,6 +64,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
     return {
         "format_version": STATUS_FORMAT_VERSION,
         "organization_id": report.org_id,
+        "target": report.where.to_dict() if report.where is not None else None,
         "read_at": report.now.isoformat(),
         "resources": [
             {

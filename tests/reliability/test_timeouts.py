@@ -24,6 +24,7 @@ from capella_deploy.cli import main
 from capella_deploy.errors import AmbiguousCreate, TransportError
 from capella_deploy.run.session import Target, open_session
 from capella_deploy.sandbox import Sandbox, lifecycle
+from capella_deploy.sandbox.server import running_server
 from capella_deploy.secrets import Secret
 
 PACKAGE = Path(__file__).resolve().parents[2] / "capella_deploy"
@@ -129,15 +130,13 @@ def test_no_call_in_the_package_switches_its_timeout_off() -> None:
     assert offenders == []
 
 
-def test_the_client_the_cli_builds_has_a_timeout_on_every_phase() -> None:
-    target = Target(
-        sandbox_state=None,
-        token_file=None,
-        environ={"CAPELLA_API_TOKEN": TOKEN, "CAPELLA_ORG_ID": "org", "CAPELLA_API_URL": "https://api.example"},
-    )
+def test_the_client_the_cli_builds_has_a_timeout_on_every_phase(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path / "served.json", token=TOKEN)
 
-    async def timeouts() -> dict[str, float | None]:
-        async with open_session(target, None) as session:
+    async def timeouts(base_url: str) -> dict[str, float | None]:
+        # A session reads its organization's name once: the API it opens on must answer.
+        environ = {"CAPELLA_API_TOKEN": TOKEN, "CAPELLA_ORG_ID": sandbox.org_id, "CAPELLA_API_URL": base_url}
+        async with open_session(Target(sandbox_state=None, token_file=None, environ=environ)) as session:
             configured = session.client._http.timeout  # the one place the setting can be read back
             return {
                 "connect": configured.connect,
@@ -146,7 +145,9 @@ def test_the_client_the_cli_builds_has_a_timeout_on_every_phase() -> None:
                 "pool": configured.pool,
             }
 
-    assert all(value is not None and 0 < value <= 60 for value in asyncio.run(timeouts()).values())
+    with running_server(sandbox) as base_url:
+        configured = asyncio.run(timeouts(base_url))
+    assert all(value is not None and 0 < value <= 60 for value in configured.values())
 
 
 def test_a_check_against_an_endpoint_that_never_answers_fails_at_its_timeout(tmp_path: Path) -> None:
