@@ -127,8 +127,8 @@ class LiveKey:
     created_at: datetime | None
 
     @property
-    def allowed_model_ids(self) -> frozenset[str]:
-        return frozenset(model_id for model_id, _ in self.allowed_models)
+    def allows_every_model(self) -> bool:
+        return self.allowed_models == (("*", "*"),)
 
     @property
     def expires_at(self) -> datetime | None:
@@ -179,7 +179,9 @@ class LiveState:
                         "id": k.id,
                         "name": k.name,
                         "expiresAt": _iso(k.expires_at),
-                        "allowedModelIds": sorted(k.allowed_model_ids),
+                        "allowedModelIds": None
+                        if k.allows_every_model
+                        else sorted(model_id for model_id, _ in k.allowed_models),
                         "tokenHeld": k.id in held_tokens,
                         **k.attributes,
                     }

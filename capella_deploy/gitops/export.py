@@ -158,7 +158,7 @@ def _model_entry(model: LiveModel, names: Mapping[str, str], notes: _Notes) -> d
 
 
 def _key_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: _Notes) -> dict[str, Any] | None:
-    if key.allowed_models == (("*", "*"),):
+    if key.allows_every_model:
         allowed = ["*"]
     else:
         outside = [name or model_id for model_id, name in key.allowed_models if model_id not in exported_ids]

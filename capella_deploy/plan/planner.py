@@ -67,7 +67,11 @@ def plan(
         for spec in manifest.models
     }
     renewed_models = {name for name, change in first.items() if change.action in (Action.CREATE, Action.REPLACE)}
-    model_ids = {name: model_id for name, model_id in current_ids.items() if name not in renewed_models}
+    model_ids = (
+        {name: model_id for name, model_id in current_ids.items() if name not in renewed_models}
+        if renewed_models
+        else current_ids
+    )
     for spec in manifest.models:
         current, extras = picked[spec.name]
         change = first[spec.name]
@@ -199,10 +203,10 @@ def _plan_model(
     dependency = embedding_dependency(spec, manifest.defaults, declared)
     depends_on = (f"model.{dependency}",) if dependency is not None else ()
     if current is None:
-        return replace(_create(Kind.MODEL, spec.name, after, spec.preventDestroy), depends_on=depends_on)
+        return _create(Kind.MODEL, spec.name, after, spec.preventDestroy, depends_on)
     before = current.attributes
     diffs = tuple(attribute_changes(before, after))
-    base = replace(_unchanged(Kind.MODEL, spec, current.id, before, after, diffs), depends_on=depends_on)
+    base = _unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
     forcing = [d.path for d in diffs if d.forces_replace]
     if f"model.{spec.name}" in force_replace:
         return replace(base, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request")
@@ -239,8 +243,8 @@ def _pick_key(keys: list[LiveKey], held_tokens: frozenset[str]) -> tuple[LiveKey
     to anyone, so it never wins over one that applications can use (a rotation or a create cut short between
     the API's answer and the outputs leaves such a key behind).
     """
-    if not keys:
-        return None, []
+    if len(keys) < 2:
+        return (keys[0] if keys else None), []
     ordered = sorted(keys, key=key_age)
     held = [k for k in ordered if k.id in held_tokens]
     kept = held[-1] if held else ordered[-1]
@@ -275,7 +279,7 @@ def _plan_key(
     # with another id is another model. Shown by manifest name where the id is one of the manifest's models
     # (``names_by_id``: the live model each manifest name manages, renewed or not). An id of no live model,
     # named like a model this plan renews, is that model's former self: the renewal replaces the key anyway.
-    if current.allowed_model_ids != {"*"}:
+    if not current.allows_every_model:
         before["allowedModels"] = sorted(
             names_by_id.get(model_id)
             or (
@@ -320,9 +324,17 @@ def _plan_key(
     return base
 
 
-def _create(kind: Kind, name: str, after: dict[str, Any], prevent_destroy: bool) -> ResourceChange:
+def _create(
+    kind: Kind, name: str, after: dict[str, Any], prevent_destroy: bool, depends_on: tuple[str, ...] = ()
+) -> ResourceChange:
     return ResourceChange(
-        kind, name, Action.CREATE, after=after, reason="not in the organization", prevent_destroy=prevent_destroy
+        kind,
+        name,
+        Action.CREATE,
+        after=after,
+        reason="not in the organization",
+        prevent_destroy=prevent_destroy,
+        depends_on=depends_on,
     )
 
 
@@ -333,6 +345,7 @@ def _unchanged(
     before: dict[str, Any],
     after: dict[str, Any],
     diffs: tuple[AttributeChange, ...],
+    depends_on: tuple[str, ...] = (),
 ) -> ResourceChange:
     """The no-op change of an existing resource, which the callers turn into the action its diffs need."""
     return ResourceChange(
@@ -344,6 +357,7 @@ def _unchanged(
         after=after,
         attribute_changes=diffs,
         prevent_destroy=spec.preventDestroy,
+        depends_on=depends_on,
     )
 
 
