@@ -35,7 +35,7 @@ from capella_deploy.apply.eta import Durations
 from capella_deploy.apply.watcher import PollSchedule
 from capella_deploy.clock import ScaledClock
 from capella_deploy.errors import CapellaError
-from capella_deploy.kinds.desired import model_create_body
+from capella_deploy.kinds.model import model_create_body
 from capella_deploy.live import LiveState, read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from capella_deploy.kinds.desired import header_profile
+from capella_deploy.kinds.model import header_profile
 from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec
 from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import MASK, Secret

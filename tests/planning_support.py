@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from capella_deploy.live import LiveKey, LiveModel
+from capella_deploy.kinds.api_key import LiveKey
+from capella_deploy.kinds.model import LiveModel
 from capella_deploy.manifest import Manifest
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)

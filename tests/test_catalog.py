@@ -18,10 +18,12 @@ from capella_deploy.api.client import CapellaClient
 from capella_deploy.catalog import CATALOG, EMBEDDING_GENERATION, MODEL_KINDS, Catalog, load, parse
 from capella_deploy.clock import ManualClock
 from capella_deploy.errors import Unprocessable
-from capella_deploy.kinds.desired import key_create_body, model_create_body
+from capella_deploy.kinds.api_key import key_create_body
+from capella_deploy.kinds.base import Action, Kind, ResourceChange
+from capella_deploy.kinds.model import model_create_body
 from capella_deploy.manifest import Manifest, read_manifest
 from capella_deploy.manifest.offered import CatalogCheck, CatalogFinding, check_catalog, unoffered
-from capella_deploy.plan import Action, Kind, Plan, ResourceChange
+from capella_deploy.plan import Plan
 from capella_deploy.run.planning import with_catalog
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
 from capella_deploy.secrets import Secret

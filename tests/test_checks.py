@@ -21,7 +21,7 @@ from capella_deploy.checks import (
     run_checks,
 )
 from capella_deploy.cli.checks import read_outputs
-from capella_deploy.kinds.desired import header_profile
+from capella_deploy.kinds.model import header_profile
 from capella_deploy.manifest import Manifest, load_manifest
 from capella_deploy.run.verify import sandbox_transport_for
 from capella_deploy.sandbox.server import running_server

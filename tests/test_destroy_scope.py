@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from capella_deploy.kinds.base import Action, Kind
 from capella_deploy.live import LiveState
-from capella_deploy.plan import Action, Kind
 from capella_deploy.plan.planner import plan_destroy
 from capella_deploy.sandbox import lifecycle
 from tests.conftest import World

@@ -17,7 +17,9 @@ import jsonschema
 import pytest
 
 from capella_deploy.api.client import CapellaClient
-from capella_deploy.live import LiveKey, LiveModel, LiveState
+from capella_deploy.kinds.api_key import LiveKey
+from capella_deploy.kinds.model import LiveModel
+from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan.drift import IgnoreRules, drift_report
 from capella_deploy.plan.planner import plan

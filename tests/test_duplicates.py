@@ -9,9 +9,10 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from capella_deploy.kinds.base import Action, Kind
 from capella_deploy.live import LiveState
 from capella_deploy.outputs import Outputs
-from capella_deploy.plan import Action, Kind, Plan
+from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import lifecycle
 from capella_deploy.secrets import Secret

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capella_deploy.gitops.clone import clone_manifest
-from capella_deploy.gitops.export import cache_block, export_manifest, manifest_yaml
-from capella_deploy.kinds.desired import caching_body
+from capella_deploy.gitops.export import export_manifest, manifest_yaml
+from capella_deploy.kinds.model import cache_block, caching_body
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Cache, Manifest, load_manifest
 from capella_deploy.plan.planner import plan

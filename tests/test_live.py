@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from capella_deploy.live import LiveModel, allows, parse_key, parse_model
+from capella_deploy.kinds.api_key import parse_key
+from capella_deploy.kinds.model import LiveModel, allows, parse_model
 
 
 def test_key_creation_times_keep_their_zone() -> None:

@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from capella_deploy.api.client import CapellaClient
-from capella_deploy.live import LiveState, LiveStateError, parse_key, parse_model, read_live, state_of
+from capella_deploy.kinds.api_key import parse_key
+from capella_deploy.kinds.base import LiveStateError
+from capella_deploy.kinds.model import parse_model, state_of
+from capella_deploy.live import LiveState, read_live
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox
 from capella_deploy.secrets import Secret
 

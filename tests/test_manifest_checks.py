@@ -12,7 +12,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pydantic
 import pytest
 
-from capella_deploy.kinds.desired import caching_body, effective_cache, header_profile, model_attributes
+from capella_deploy.kinds.model import caching_body, effective_cache, header_profile, model_attributes
 from capella_deploy.manifest import (
     DEFAULT_CHECK_PROMPT,
     CheckSpec,

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from capella_deploy.live import LiveKey, LiveModel, LiveState, parse_key
+from capella_deploy.kinds.api_key import LiveKey, parse_key
+from capella_deploy.kinds.base import Action
+from capella_deploy.kinds.model import LiveModel
+from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
-from capella_deploy.plan import Action, Plan
+from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan, plan_destroy
 from capella_deploy.plan.target import restrict
 from capella_deploy.views.plan import plan_json, render_plan

@@ -6,8 +6,10 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from capella_deploy.live import LiveState, parse_model
-from capella_deploy.plan import Action, Kind, Plan
+from capella_deploy.kinds.base import Action, Kind
+from capella_deploy.kinds.model import parse_model
+from capella_deploy.live import LiveState
+from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan
 from tests.planning_support import APP, CHAT, NOW, live_key, live_model, manifest
 

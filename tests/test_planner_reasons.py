@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from capella_deploy.kinds.base import Action
 from capella_deploy.live import LiveState
-from capella_deploy.plan import Action, Plan
+from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan
 from tests.planning_support import APP, CHAT, NOW, live_key, live_model, manifest
 

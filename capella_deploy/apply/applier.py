@@ -26,30 +26,26 @@ from capella_deploy.apply.shared import SharedCall, oldest
 from capella_deploy.apply.watcher import PollSchedule, Ready, StatusWatcher, WaitFailed, WaitTimedOut
 from capella_deploy.clock import Clock
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict, NotFound, Unprocessable
-from capella_deploy.kinds.desired import (
+from capella_deploy.kinds.api_key import LiveKey, key_create_body, parse_key
+from capella_deploy.kinds.base import Action, Kind, LiveStateError, ResourceChange
+from capella_deploy.kinds.diff import attribute_changes
+from capella_deploy.kinds.model import (
+    FAILED_STATUSES,
+    TRANSITIONAL_STATUSES,
     UPDATE_ATTRIBUTES,
+    LiveModel,
+    allows,
+    connection_string,
     embedding_dependency,
     header_profile,
-    key_create_body,
     model_attributes,
     model_create_body,
     model_update_body,
-)
-from capella_deploy.live import (
-    FAILED_STATUSES,
-    TRANSITIONAL_STATUSES,
-    LiveKey,
-    LiveModel,
-    LiveStateError,
-    allows,
-    connection_string,
-    parse_key,
     parse_model,
 )
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
 from capella_deploy.outputs import Outputs
-from capella_deploy.plan import Action, Kind, Plan, ResourceChange
-from capella_deploy.plan.planner import attribute_changes
+from capella_deploy.plan import Plan
 
 log = logging.getLogger("capella_deploy.apply")
 

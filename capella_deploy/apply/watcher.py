@@ -29,7 +29,8 @@ from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
 from capella_deploy.apply.eta import Durations
 from capella_deploy.clock import Clock
 from capella_deploy.errors import CapellaError
-from capella_deploy.live import LiveModel, LiveStateError, parse_model
+from capella_deploy.kinds.base import LiveStateError
+from capella_deploy.kinds.model import LiveModel, parse_model
 
 log = logging.getLogger("capella_deploy.apply.watcher")
 

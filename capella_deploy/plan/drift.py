@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, Where
+from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
+from capella_deploy.plan import Plan, Where
 
 REPORT_FORMAT_VERSION = "2.1"
 # Causes that describe a difference between live and declared; other replaces follow from one of these.

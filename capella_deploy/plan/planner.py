@@ -13,21 +13,21 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from deepdiff import DeepDiff
-
-from capella_deploy.kinds.desired import REPLACE_ATTRIBUTES, embedding_dependency, key_attributes, model_attributes
-from capella_deploy.live import (
+from capella_deploy.kinds.api_key import LiveKey, key_age, key_attributes
+from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange, by_name
+from capella_deploy.kinds.diff import attribute_changes
+from capella_deploy.kinds.model import (
     FAILED_STATUSES,
+    REPLACE_ATTRIBUTES,
     REPLACE_STATUSES,
-    LiveKey,
     LiveModel,
-    LiveState,
-    by_name,
-    key_age,
+    embedding_dependency,
+    model_attributes,
     model_rank,
 )
+from capella_deploy.live import LiveState
 from capella_deploy.manifest import ApiKeySpec, Manifest, ModelSpec
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, Unmanaged
+from capella_deploy.plan import Plan, Unmanaged
 
 _GONE_STATUSES = frozenset({"destroying"})
 
@@ -205,7 +205,7 @@ def _plan_model(
     if current is None:
         return _create(Kind.MODEL, spec.name, after, spec.preventDestroy, depends_on)
     before = current.attributes
-    diffs = tuple(attribute_changes(before, after))
+    diffs = tuple(attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES))
     base = _unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
     forcing = [d.path for d in diffs if d.forces_replace]
     if f"model.{spec.name}" in force_replace:
@@ -359,39 +359,6 @@ def _unchanged(
         prevent_destroy=spec.preventDestroy,
         depends_on=depends_on,
     )
-
-
-def attribute_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[AttributeChange]:
-    """Differences in the attributes the manifest sets; a declared mapping is compared as a subset."""
-    changes: list[AttributeChange] = []
-    for name in sorted(after):
-        wanted, have = after[name], before.get(name)
-        if isinstance(wanted, dict) and isinstance(have, Mapping):
-            changes.extend(_mapping_changes(name, have, wanted))
-        elif _differs(have, wanted):
-            changes.append(AttributeChange(name, have, wanted, forces_replace=name in REPLACE_ATTRIBUTES))
-    return changes
-
-
-def _mapping_changes(prefix: str, have: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[AttributeChange]:
-    changes: list[AttributeChange] = []
-    for key in sorted(wanted):
-        path = f"{prefix}.{key}"
-        if isinstance(wanted[key], dict) and isinstance(have.get(key), Mapping):
-            changes.extend(_mapping_changes(path, have[key], wanted[key]))
-        elif _differs(have.get(key), wanted[key]):
-            changes.append(
-                AttributeChange(path, have.get(key), wanted[key], forces_replace=prefix in REPLACE_ATTRIBUTES)
-            )
-    return changes
-
-
-def _differs(have: Any, wanted: Any) -> bool:
-    # Equal values of one type are the common case and cheap to see; deepdiff is for the rest, so that
-    # 0.85 vs 0.8500000001 from a JSON round trip, or 48 vs 48.0, is not a change.
-    if type(have) is type(wanted) and have == wanted:
-        return False
-    return bool(DeepDiff(have, wanted, significant_digits=9, ignore_numeric_type_changes=True))
 
 
 def _pick_model(candidates: list[LiveModel]) -> tuple[LiveModel | None, list[LiveModel]]:

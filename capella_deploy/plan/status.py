@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from capella_deploy.live import LiveKey, LiveModel, LiveState
+from capella_deploy.kinds.api_key import LiveKey
+from capella_deploy.kinds.model import LiveModel
+from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Where
 

@@ -13,9 +13,10 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 from capella_deploy.errors import ConfigError
-from capella_deploy.kinds.desired import embedding_dependency
+from capella_deploy.kinds.base import Kind
+from capella_deploy.kinds.model import embedding_dependency
 from capella_deploy.manifest import Manifest
-from capella_deploy.plan import Kind, Plan
+from capella_deploy.plan import Plan
 
 _KINDS = {kind.value: kind for kind in Kind}
 

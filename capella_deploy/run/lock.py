@@ -42,8 +42,8 @@ from typing import Any
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.clock import Clock, SystemClock
 from capella_deploy.errors import AmbiguousCreate, CapellaError
+from capella_deploy.kinds.parsing import parse_time
 from capella_deploy.lease import KEY_EXPIRY_DAYS, NAME_PREFIX, UNREACHABLE_CIDR, LeaseTerms, is_lease_key, parse_terms
-from capella_deploy.live import parse_time
 
 log = logging.getLogger("capella_deploy.lock")
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from capella_deploy.plan import Action
+from capella_deploy.kinds.base import Action
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest

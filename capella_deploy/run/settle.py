@@ -17,17 +17,17 @@ from capella_deploy.api.client import CapellaClient
 from capella_deploy.apply.watcher import PollSchedule, StatusWatcher
 from capella_deploy.clock import Clock
 from capella_deploy.errors import CapellaError
-from capella_deploy.kinds.desired import header_profile
-from capella_deploy.live import (
+from capella_deploy.kinds.api_key import key_age
+from capella_deploy.kinds.base import by_name
+from capella_deploy.kinds.model import (
     FAILED_STATUSES,
     TRANSITIONAL_STATUSES,
     LiveModel,
-    by_name,
     connection_string,
-    key_age,
+    header_profile,
     model_rank,
-    read_live,
 )
+from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
 

@@ -7,7 +7,8 @@ import contextlib
 from datetime import datetime, timezone
 
 from capella_deploy.errors import CapellaError
-from capella_deploy.live import LiveModel, read_live
+from capella_deploy.kinds.model import LiveModel
+from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan.status import StatusReport, status_report
 from capella_deploy.run.session import Session

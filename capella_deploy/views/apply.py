@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from capella_deploy.apply.applier import ApplyResult
-from capella_deploy.plan import Action, Where
+from capella_deploy.kinds.base import Action
+from capella_deploy.plan import Where
 from capella_deploy.views.plan import SUMMARY_ORDER, md_cell
 from capella_deploy.views.target import target_markdown
 

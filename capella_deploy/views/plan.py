@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from capella_deploy import __version__
-from capella_deploy.plan import Action, AttributeChange, Kind, Plan, ResourceChange, display
+from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
+from capella_deploy.plan import Plan, display
 from capella_deploy.views.target import target_line, target_markdown
 
 _SYMBOL = {

@@ -1,0 +1,453 @@
+"""Models: a deployed catalog model, identified by its name.
+
+Everything about the kind lives here: its statuses, reading it from the API, the attributes the planner
+compares and the bodies the applier sends, the Model Service header profile, and its export entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.errors import CapellaError
+from capella_deploy.kinds.base import ExportNotes, LiveStateError, first_problem
+from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, parse_time
+from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, ModelSpec, Routing
+
+log = logging.getLogger("capella_deploy.kinds.model")
+
+
+# Statuses from the Management API reference; anything else is treated as "in progress".
+KNOWN_STATUSES = frozenset(
+    {
+        "pending",
+        "deploying",
+        "deployFailed",
+        "healthy",
+        "unhealthy",
+        "pausing",
+        "paused",
+        "resuming",
+        "pauseFailed",
+        "resumeFailed",
+        "destroying",
+        "destroyFailed",
+    }
+)
+
+
+FAILED_STATUSES = frozenset({"deployFailed", "pauseFailed", "resumeFailed", "destroyFailed", "unhealthy"})
+
+
+# The documented examples say destroy/edit, the spec says delete; keep one vocabulary inside the tool.
+_ACTION_ALIASES = {"destroy": "delete", "edit": "edit", "delete": "delete"}
+
+
+_ACTION_WORDS = frozenset({"deploy", "delete", "pause", "resume", "edit"})
+
+
+# Statuses in which a call is taken when the model does not list its actions. Which states refuse which call
+# is not documented; these are the settled ones, where nothing is under way.
+_SETTLED_FOR = {
+    "edit": frozenset({"healthy", "paused"}),
+    "pause": frozenset({"healthy"}),
+    "resume": frozenset({"paused"}),
+}
+
+
+# Statuses a model passes through on its own, on the way to another.
+TRANSITIONAL_STATUSES = frozenset({"pending", "deploying", "pausing", "resuming", "destroying"})
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    id: str
+    name: str
+    status: str
+    actions: frozenset[str]
+    provider: str | None
+    region: str | None
+    cpu: int | None
+    gpu_memory: int | None
+    catalog_model: str | None
+    model_type: str | None
+    vendor: str | None
+    dimensions: int | None
+    quantization: str | None
+    optimization: str | None
+    caching: Mapping[str, Any] | None
+    enable_batching: bool | None
+    keyword_filtering: tuple[str, ...] | None
+    connection_string: str | None
+    version: int | None
+    created_at: datetime | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes the planner compares, named as in the manifest."""
+        return {
+            "catalogModel": self.catalog_model,
+            "provider": self.provider,
+            "region": self.region,
+            "cpu": self.cpu,
+            "gpuMemory": self.gpu_memory,
+            "quantization": self.quantization,
+            "optimization": self.optimization,
+            "dimensions": self.dimensions,
+            "enableBatching": self.enable_batching,
+            "keywordFiltering": list(self.keyword_filtering) if self.keyword_filtering is not None else None,
+            "caching": dict(self.caching) if self.caching is not None else None,
+            "state": state_of(self.status),
+        }
+
+
+# Failed deployments are not repaired in place: the planner replaces them.
+REPLACE_STATUSES = frozenset({"deployFailed", "destroyFailed"})
+
+
+def model_rank(model: LiveModel) -> tuple[bool, bool, str]:
+    """Sort key: among live models of one name, the one to manage (the healthiest) sorts first."""
+    return (model.status in REPLACE_STATUSES, model.status in FAILED_STATUSES, model.id)
+
+
+def allows(model: LiveModel, action: str) -> bool:
+    """Whether the model takes ``action`` (edit, pause, resume) now: by its ``actions`` when it lists them in
+    a vocabulary we know, else by its status. Only the documented examples list ``edit``, so a list without
+    it says nothing about edits, and the status decides."""
+    listed = model.actions & _ACTION_WORDS
+    if action in listed:
+        return True
+    if listed and action != "edit":
+        return False
+    return model.status in _SETTLED_FOR[action]
+
+
+def state_of(status: str) -> str:
+    """Map an API status onto the manifest's running/paused vocabulary."""
+    if status in {"paused", "pausing", "pauseFailed"}:
+        return "paused"
+    return "running"
+
+
+def parse_model(raw: Mapping[str, Any]) -> LiveModel:
+    item = raw.get("model", raw)
+    if not isinstance(item, Mapping):
+        raise LiveStateError("a model entry is not an object")
+    model_id, name = item.get("id"), item.get("name")
+    if not isinstance(model_id, str) or not isinstance(name, str):
+        raise LiveStateError("a model entry has no id or name")
+    cloud = as_mapping(item.get("cloudConfig"))
+    compute = as_mapping(cloud.get("compute"))
+    config = as_mapping(item.get("config"))
+    actions = as_list(item.get("actions"))
+    keyword = config.get("keywordFiltering")
+    return LiveModel(
+        id=model_id,
+        name=name,
+        status=str(item.get("status") or "pending"),
+        actions=frozenset(_ACTION_ALIASES.get(str(a), str(a)) for a in actions if isinstance(a, str)),
+        provider=as_str(cloud.get("provider")),
+        region=as_str(cloud.get("region")),
+        cpu=as_int(compute.get("cpu")),
+        gpu_memory=as_int(compute.get("gpuMemory")),
+        catalog_model=as_str(config.get("catalogModelName")),
+        model_type=as_str(config.get("type")),
+        vendor=as_str(config.get("provider")),
+        dimensions=as_int(config.get("dimensions")),
+        quantization=as_str(config.get("quantization")),
+        optimization=as_str(config.get("optimization")),
+        caching=config.get("caching") if isinstance(config.get("caching"), Mapping) else None,
+        enable_batching=config.get("enableBatching") if isinstance(config.get("enableBatching"), bool) else None,
+        keyword_filtering=tuple(str(k) for k in keyword) if isinstance(keyword, list) else None,
+        connection_string=as_str(item.get("connectionString")) or None,
+        version=as_int(as_mapping(item.get("audit")).get("version")),
+        created_at=parse_time(as_mapping(item.get("audit")).get("createdAt")),
+    )
+
+
+async def connection_string(client: CapellaClient, org_id: str, model: LiveModel) -> str | None:
+    """The model's connection string: from the model object, else from its own endpoint (the field is
+    optional on the model; the endpoint always has it). None when neither answers."""
+    if model.connection_string:
+        return model.connection_string
+    try:
+        return await client.get_connection_string(org_id, model.id)
+    except CapellaError as exc:
+        log.warning("could not read the connection string of model %s: %s", model.id, exc)
+        return None
+
+
+# Attributes the Management API cannot change in place: a difference means delete + create.
+REPLACE_ATTRIBUTES = (
+    "catalogModel",
+    "provider",
+    "region",
+    "cpu",
+    "gpuMemory",
+    "quantization",
+    "optimization",
+    "dimensions",
+)
+
+
+# Attributes a PUT can change (name, caching, batching, keyword filtering, guardrails, jailbreak).
+UPDATE_ATTRIBUTES = ("enableBatching", "keywordFiltering", "caching")
+
+
+# Sent on create and update but never returned by a read, so drift in them cannot be seen.
+WRITE_ONLY_ATTRIBUTES = ("guardrails", "jailbreak")
+
+
+def default_cpu(gpu_memory: int) -> int:
+    """The vCPU count of the instance that carries ``gpu_memory`` GB when the manifest names none."""
+    return 32 if gpu_memory >= 192 else 4
+
+
+def effective_cache(spec: ModelSpec, defaults: Defaults) -> Cache | None:
+    return _overlay(defaults.cache, spec.cache)
+
+
+def effective_routing(spec: ModelSpec, defaults: Defaults) -> Routing | None:
+    return _overlay(defaults.routing, spec.routing)
+
+
+_Block = TypeVar("_Block", bound=BaseModel)
+
+
+def _overlay(default: _Block | None, own: _Block | None) -> _Block | None:
+    """``own`` over ``default`` field by field: a model that sets only ``cache.expirySeconds`` keeps the default
+    cache type and threshold, as "defaults apply to whatever a model does not say otherwise" promises."""
+    if default is None or own is None:
+        return own if own is not None else default
+    update: dict[str, Any] = {}
+    for field in own.model_fields_set:
+        mine, theirs = getattr(own, field), getattr(default, field)
+        both_blocks = isinstance(mine, BaseModel) and isinstance(theirs, BaseModel)
+        update[field] = _overlay(theirs, mine) if both_blocks else mine
+    return default.model_copy(update=update)
+
+
+def known_after_apply(name: str) -> str:
+    """What a plan shows for the id of a manifest model that does not exist yet."""
+    return f"(known after apply: id of model.{name})"
+
+
+def embedding_dependency(spec: ModelSpec, defaults: Defaults, names: Collection[str]) -> str | None:
+    """The model of ``names`` (the manifest's) whose id ``spec``'s semantic cache needs, if it names one."""
+    cache = effective_cache(spec, defaults)
+    if cache is None or cache.type != "semantic" or cache.semantic is None:
+        return None
+    name = cache.semantic.embeddingModel
+    return name if name is not None and name in names else None
+
+
+def caching_body(cache: Cache, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The create/PUT body's ``caching`` object for a manifest cache block.
+
+    ``model_ids`` maps manifest model names to live ids: the API takes the embedding model's id, and the
+    manifest may name a model of its own instead. Such a model without a known id shows as known after apply.
+    """
+    if cache.type == "none":
+        return {"enableStandard": False, "enableConversational": False}
+    body: dict[str, Any] = {"enableStandard": True, "defaultCache": cache.type}
+    if cache.conversational is not None:
+        body["enableConversational"] = cache.conversational
+    if cache.expirySeconds is not None:
+        body["expiryTTL"] = cache.expirySeconds
+    if cache.type == "semantic":
+        semantic: dict[str, Any] = {}
+        if cache.threshold is not None:
+            semantic["scoreThreshold"] = cache.threshold
+        if cache.semantic is not None:
+            for field in ("embeddingModel", "dimensions", "distanceMetric"):
+                value = getattr(cache.semantic, field)
+                if value is not None:
+                    semantic[field] = value
+            reference = semantic.get("embeddingModel")
+            if model_ids is not None and reference is not None and not _looks_like_id(reference):
+                semantic["embeddingModel"] = model_ids.get(reference, known_after_apply(reference))
+        if semantic:
+            body["semantic"] = semantic
+    return body
+
+
+def _looks_like_id(value: str) -> bool:
+    return UUID_PATTERN.fullmatch(value) is not None
+
+
+def model_attributes(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The comparable attributes a model declares; attributes left unset are left to the server.
+
+    ``model_ids`` resolves a semantic cache's embedding model named in the manifest (see ``caching_body``).
+    """
+    cache = effective_cache(spec, defaults)
+    attrs: dict[str, Any] = {
+        "catalogModel": spec.catalogModel,
+        "provider": spec.provider or defaults.provider,
+        "region": spec.region or defaults.region,
+        "cpu": spec.cpu,
+        "gpuMemory": spec.gpuMemory,
+        "quantization": spec.quantization,
+        "optimization": spec.optimization,
+        "dimensions": spec.dimensions,
+        "enableBatching": spec.enableBatching,
+        "keywordFiltering": list(spec.keywordFiltering) if spec.keywordFiltering is not None else None,
+        "caching": caching_body(cache, model_ids) if cache is not None else None,
+        "state": spec.state,
+    }
+    return {key: value for key, value in attrs.items() if value is not None}
+
+
+def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    if spec.guardrails is not None:
+        attrs["guardrails"] = list(spec.guardrails)
+    if spec.jailbreak is not None:
+        attrs["jailbreak"] = {"scoreThreshold": spec.jailbreak.scoreThreshold}
+    return attrs
+
+
+def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
+    attrs = model_attributes(spec, defaults, model_ids)
+    compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "catalogModelName": attrs["catalogModel"],
+        "cloudConfig": {"provider": attrs["provider"], "region": attrs["region"], "compute": compute},
+    }
+    for field in (
+        "quantization",
+        "optimization",
+        "dimensions",
+        "enableBatching",
+        "keywordFiltering",
+        "caching",
+    ):
+        if field in attrs:
+            body[field] = attrs[field]
+    body.update(write_only_attributes(spec))
+    return body
+
+
+def model_update_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
+    """A PUT body carrying every in-place attribute the manifest sets (PUT replaces what it names)."""
+    attrs = model_attributes(spec, defaults, model_ids)
+    body: dict[str, Any] = {"name": spec.name}
+    for field in UPDATE_ATTRIBUTES:
+        if field in attrs:
+            body[field] = attrs[field]
+    body.update(write_only_attributes(spec))
+    return body
+
+
+def header_profile(spec: ModelSpec, defaults: Defaults) -> dict[str, str]:
+    """The X-cb-* request headers an application should send to get the declared routing and cache."""
+    headers: dict[str, str] = {}
+    routing = effective_routing(spec, defaults)
+    if routing is not None:
+        if routing.strategy is not None:
+            headers["X-cb-routing-strategy"] = routing.strategy
+        if routing.maxRetries is not None:
+            headers["X-cb-max-retries"] = str(routing.maxRetries)
+        if routing.requestTimeoutSeconds is not None:
+            headers["X-cb-request-duration"] = str(routing.requestTimeoutSeconds)
+    cache = effective_cache(spec, defaults)
+    if cache is not None:
+        headers["X-cb-cache"] = cache.type
+        if cache.type == "semantic" and cache.threshold is not None:
+            headers["X-cb-cache-threshold"] = _number(cache.threshold)
+        if cache.type != "none" and cache.expirySeconds is not None:
+            headers["X-cb-cache-expiry-duration"] = str(cache.expirySeconds)
+    return headers
+
+
+def _number(value: float) -> str:
+    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse.
+    text = format(Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def cache_block(caching: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The manifest ``cache`` block whose request body is exactly ``caching``, or None when there is none."""
+    candidate = _guess_cache(caching)
+    if candidate is None:
+        return None
+    try:
+        cache = Cache.model_validate(candidate)
+    except ValidationError:
+        return None
+    return candidate if caching_body(cache) == dict(caching) else None
+
+
+def export_entry(model: LiveModel, names: Mapping[str, str], notes: ExportNotes) -> dict[str, Any] | None:
+    entry: dict[str, Any] = {
+        "name": model.name,
+        "catalogModel": model.catalog_model,
+        "provider": model.provider,
+        "region": model.region,
+        "gpuMemory": model.gpu_memory,
+        "cpu": model.cpu,
+        "state": state_of(model.status),
+        "quantization": model.quantization,
+        "optimization": model.optimization,
+        "dimensions": model.dimensions,
+        "enableBatching": model.enable_batching,
+        "keywordFiltering": list(model.keyword_filtering) if model.keyword_filtering is not None else None,
+    }
+    if model.caching is not None:
+        cache = cache_block(model.caching)
+        semantic = cache.get("semantic") if cache is not None else None
+        embedding = semantic.get("embeddingModel") if isinstance(semantic, dict) else None
+        if isinstance(semantic, dict) and isinstance(embedding, str) and embedding in names:
+            semantic["embeddingModel"] = names[embedding]
+        elif isinstance(embedding, str) and not UUID_PATTERN.fullmatch(embedding):
+            notes.omitted.append(
+                f"model {model.name!r}: its semantic cache names the embedding model {embedding!r}, which is neither "
+                "an exported model nor a model id; the exported manifest leaves its caching as it is"
+            )
+            cache = None
+        elif cache is None:
+            notes.omitted.append(
+                f"model {model.name!r}: its caching settings have no exact manifest equivalent; "
+                "the exported manifest leaves them as they are"
+            )
+        if cache is not None:
+            entry["cache"] = cache
+    entry = {key: value for key, value in entry.items() if value is not None}
+    try:
+        ModelSpec.model_validate(entry)
+    except ValidationError as exc:
+        notes.omitted.append(f"model {model.name!r}: {first_problem(exc)}")
+        return None
+    if model.status in FAILED_STATUSES:
+        notes.warnings.append(f"model {model.name!r} is {model.status}: a plan of the export will replace or report it")
+    return entry
+
+
+def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Invert desired.caching_body; the caller checks the guess by mapping it forward again."""
+    if caching.get("enableStandard") is False:
+        return {"type": "none"}
+    kind = caching.get("defaultCache")
+    if caching.get("enableStandard") is not True or kind not in ("standard", "semantic"):
+        return None
+    block: dict[str, Any] = {"type": kind}
+    if "enableConversational" in caching:
+        block["conversational"] = caching["enableConversational"]
+    if "expiryTTL" in caching:
+        block["expirySeconds"] = caching["expiryTTL"]
+    semantic = caching.get("semantic")
+    if kind == "semantic" and isinstance(semantic, Mapping):
+        if "scoreThreshold" in semantic:
+            block["threshold"] = semantic["scoreThreshold"]
+        settings = {k: semantic[k] for k in ("embeddingModel", "dimensions", "distanceMetric") if k in semantic}
+        if settings:
+            block["semantic"] = settings
+    return block
