@@ -130,7 +130,7 @@ def test_caching_change_is_an_in_place_update() -> None:
 def test_key_cidr_change_replaces_the_key() -> None:
     result = plan(manifest(), LiveState("org", (live_model(),), (live_key(allowed_cidrs=("10.1.0.0/16",)),)), now=NOW)
     change = result.changes[-1]
-    assert change.action is Action.REPLACE and change.address == "apiKey.app"
+    assert change.action is Action.REPLACE_CREATE_FIRST and change.address == "apiKey.app"
     assert "allowedCIDRs" in (change.reason or "")
 
 
@@ -183,7 +183,7 @@ def test_a_key_naming_a_replaced_model_is_replaced_too() -> None:
     doc = manifest(apiKeys=[{"name": "app", "allowedCIDRs": ["10.0.0.0/16"], "allowedModels": ["chat"]}])
     key = live_key(allowed_models=(("m-1", "chat"),))
     result = plan(doc, LiveState("org", (live_model(gpu_memory=24),), (key,)), now=NOW)
-    assert actions(result)["apiKey.app"] is Action.REPLACE
+    assert actions(result)["apiKey.app"] is Action.REPLACE_CREATE_FIRST
 
 
 def test_duplicate_keys_keep_the_newest() -> None:
@@ -259,7 +259,7 @@ def test_a_keys_models_are_compared_by_id_not_by_the_name_the_api_reads_back() -
     assert not plan(doc, LiveState("org", (live_model(),), (spelled_otherwise,)), now=NOW).has_changes
     another_model = live_key(allowed_models=(("m-9", "chat"),))  # a model of that name, not the managed one
     change = plan(doc, LiveState("org", (live_model(),), (another_model,)), now=NOW).changes[-1]
-    assert change.action is Action.REPLACE
+    assert change.action is Action.REPLACE_CREATE_FIRST
     assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [
         ("allowedModels", ["chat (m-9)"], ["chat"])
     ]
@@ -275,7 +275,7 @@ def test_key_expiry_read_back_as_days_remaining_or_a_float_is_no_change() -> Non
         assert not plan(doc, LiveState("org", (live_model(),), (key,)), now=NOW).has_changes, expiry
     changed = parse_key({**base, "expiry": 90.5}, NOW)
     change = plan(doc, LiveState("org", (live_model(),), (changed,)), now=NOW).changes[-1]
-    assert change.action is Action.REPLACE
+    assert change.action is Action.REPLACE_CREATE_FIRST
     assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("expiryDays", 90.5, 180)]
 
 
@@ -302,7 +302,7 @@ def test_a_semantic_cache_naming_a_manifest_model_compares_by_that_models_id() -
     assert not result.has_changes
     by_name = plan(doc, LiveState("org", (live_model(caching=caching("embed")), embed), (live_key(),)), now=NOW)
     [update] = by_name.pending
-    assert update.action is Action.UPDATE and update.depends_on == ("model.embed",)
+    assert update.action is Action.UPDATE and [str(a) for a in update.depends_on] == ["model.embed"]
     assert [(c.path, c.before, c.after) for c in update.attribute_changes] == [
         ("caching.semantic.embeddingModel", "embed", "m-embed")
     ]
@@ -314,7 +314,7 @@ def test_a_model_caching_with_one_that_gets_a_new_id_is_updated_after_it() -> No
     result = plan(doc, LiveState("org", (live_model(caching=caching("m-embed")), old_embed), (live_key(),)), now=NOW)
     assert actions(result) == {"model.chat": Action.UPDATE, "model.embed": Action.REPLACE, "apiKey.app": Action.NOOP}
     chat = next(c for c in result.changes if c.name == "chat")
-    assert chat.depends_on == ("model.embed",)
+    assert [str(a) for a in chat.depends_on] == ["model.embed"]
     assert chat.after is not None
     assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     assert "(after model.embed is ready" in render_plan(result)

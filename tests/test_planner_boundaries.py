@@ -60,7 +60,7 @@ def test_a_key_whose_expiry_is_unknown_is_never_rotated_for_it() -> None:
     for key in (live_key(created_at=None), live_key(expiry_days=None)):
         result = plan(rotating(), LiveState("org", (), (key,)), now=NOW)
         change = one(result, "apiKey.app")
-        assert change.action in (Action.NOOP, Action.REPLACE), change
+        assert change.action in (Action.NOOP, Action.REPLACE_CREATE_FIRST), change
         assert change.action is not Action.ROTATE
 
 
@@ -202,7 +202,7 @@ def test_a_key_description_is_compared_only_when_the_manifest_sets_one() -> None
     assert one(plan(manifest(), LiveState("org", (), (described,)), now=NOW), "apiKey.app").action is Action.NOOP
     doc = manifest(apiKeys=[{**APP, "description": "the app"}])
     change = one(plan(doc, LiveState("org", (), (described,)), now=NOW), "apiKey.app")
-    assert change.action is Action.REPLACE
+    assert change.action is Action.REPLACE_CREATE_FIRST
     assert change.reason == "description cannot change in place (API keys are immutable)"
     assert [(c.path, c.before, c.after, c.forces_replace) for c in change.attribute_changes] == [
         ("description", "made by hand", "the app", True)

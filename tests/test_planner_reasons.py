@@ -88,7 +88,7 @@ def test_a_key_naming_a_model_that_gets_a_new_id_says_so() -> None:
     key = live_key(allowed_models=(("m-1", "chat"), ("m-2", "embed")))
     result = plan(doc, LiveState("org", (live_model(gpu_memory=24),), (key,)), now=NOW)
     replaced = change(result, "apiKey.app")
-    assert replaced.action is Action.REPLACE
+    assert replaced.action is Action.REPLACE_CREATE_FIRST
     assert replaced.reason == "allowedModels: chat, embed will get a new id"
     assert replaced.cause == "replace_because_dependency_renewed"
 

@@ -569,7 +569,7 @@ class Applier:
             return "deleted"
         spec = self._keys[change.name]
         new_id, old_gone = await self._create_key(spec, change)
-        if change.action in (Action.REPLACE, Action.ROTATE) and not old_gone:
+        if "delete" in change.action.steps and not old_gone:
             assert change.live_id is not None
             # The new key is in the outputs before the old one goes, so applications can switch.
             await self._call(self._client.delete_api_key(self._org, change.live_id))

@@ -6,16 +6,32 @@ the attributes the planner compares, its create body, and its export entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from capella_deploy.kinds.base import ExportNotes, LiveStateError, first_problem
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.kinds.base import (
+    Action,
+    Address,
+    AttributeChange,
+    ExportNotes,
+    Extra,
+    Kind,
+    LiveStateError,
+    PlanContext,
+    ResourceChange,
+    created,
+    first_problem,
+    unchanged,
+)
+from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_list, as_mapping, as_str, parse_time
-from capella_deploy.manifest import ApiKeySpec, Defaults
+from capella_deploy.lease import is_lease_key
+from capella_deploy.manifest import ApiKeySpec, Defaults, Manifest
 
 # A key's lifetime read as days remaining adds up with its age to whole days, give or take the time between
 # the server's reading and ours and the skew of the two clocks.
@@ -172,3 +188,145 @@ def export_entry(key: LiveKey, exported_ids: Mapping[str, str], notes: ExportNot
         notes.omitted.append(f"apiKey {key.name!r}: {first_problem(exc)}")
         return None
     return entry
+
+
+# -- the kind ---------------------------------------------------------------------------------------------
+
+
+class ApiKeys:
+    """The Model API key kind, as the planner, the live reading and export see it."""
+
+    kind = Kind.API_KEY
+    resource_type = "capella_ai_model_api_key"
+    # The token exists only in the create answer: a plan names it, never shows it.
+    sensitive: tuple[str, ...] = ("token",)
+
+    def specs(self, manifest: Manifest) -> Sequence[ApiKeySpec]:
+        return manifest.apiKeys
+
+    def refers_to(self, spec: ApiKeySpec, manifest: Manifest) -> tuple[Address, ...]:
+        return tuple(Address(Kind.MODEL, name) for name in spec.allowedModels if name != "*")
+
+    async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveKey], list[str]]:
+        keys: list[LiveKey] = []
+        warnings: list[str] = []
+        # The organization lock's leases are keys too, but no manifest's: no plan, drift report or export sees them.
+        for raw in await client.list_api_keys(org_id):
+            if is_lease_key(raw):
+                continue
+            try:
+                keys.append(parse_key(raw, now))
+            except LiveStateError as exc:
+                warnings.append(f"skipped an unreadable API key entry: {exc}")
+        return keys, warnings
+
+    def in_play(self, live: LiveKey) -> bool:
+        return True
+
+    def fingerprint(self, live: LiveKey, held_tokens: frozenset[str]) -> dict[str, Any]:
+        # Whether the outputs hold a key's token decides which key of a name a plan keeps.
+        return {
+            "id": live.id,
+            "name": live.name,
+            "expiresAt": live.expires_at.isoformat() if live.expires_at else None,
+            "allowedModelIds": None
+            if live.allows_every_model
+            else sorted(model_id for model_id, _ in live.allowed_models),
+            "tokenHeld": live.id in held_tokens,
+            **live.attributes,
+        }
+
+    def pick(self, candidates: Sequence[LiveKey], ctx: PlanContext) -> tuple[LiveKey | None, list[Extra[LiveKey]]]:
+        """Among live keys sharing a name, the one to keep and the rest.
+
+        The newest key whose token the outputs hold, else the newest: a key nobody holds the token of is of no
+        use to anyone, so it never wins over one that applications can use (a rotation or a create cut short
+        between the API's answer and the outputs leaves such a key behind).
+        """
+        if len(candidates) < 2:
+            return (candidates[0] if candidates else None), []
+        held = ctx.held_tokens
+        ordered = sorted(candidates, key=key_age)
+        holders = [k for k in ordered if k.id in held]
+        kept = holders[-1] if holders else ordered[-1]
+        extras = []
+        for other in ordered:
+            if other is kept:
+                continue
+            age = "an older" if key_age(other) < key_age(kept) else "a newer"
+            reason, cause = _why_key_goes(other, kept, held)
+            extras.append(Extra(other, f"{age} live key {other.id}", reason, cause))
+        return kept, extras
+
+    def plan(self, spec: ApiKeySpec, current: LiveKey | None, ctx: PlanContext) -> ResourceChange:
+        after = key_attributes(spec, ctx.manifest.defaults)
+        if current is None:
+            return created(Kind.API_KEY, spec, after)
+        renewed_models = {address.name for address in ctx.renewed if address.kind is Kind.MODEL}
+        names_by_id = {live_id: a.name for live_id, a in ctx.managed.items() if a.kind is Kind.MODEL}
+        before = current.attributes
+        # A key's models are compared by id: the API may spell a name differently, and a model of the same name
+        # with another id is another model. Shown by manifest name where the id is one of the manifest's models
+        # (``names_by_id``: the live model each manifest name manages, renewed or not). An id of no live model,
+        # named like a model this plan renews, is that model's former self: the renewal replaces the key anyway.
+        if not current.allows_every_model:
+            before["allowedModels"] = sorted(
+                names_by_id.get(model_id)
+                or (
+                    name
+                    if name in renewed_models and model_id not in names_by_id
+                    else f"{name or '(unnamed)'} ({model_id})"
+                )
+                for model_id, name in current.allowed_models
+            )
+        # The description is optional on both sides; an unset one in the manifest means "don't care".
+        if "description" not in after:
+            before = {k: v for k, v in before.items() if k != "description"}
+        diffs = tuple(
+            AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in attribute_changes(before, after)
+        )
+        base = unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
+        # A key cannot be edited: any change is a new key, made before the old one goes so applications switch.
+        if diffs:
+            attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
+            return replace(
+                base,
+                action=Action.REPLACE_CREATE_FIRST,
+                reason=f"{attrs} cannot change in place (API keys are immutable)",
+                cause="replace_because_cannot_update",
+            )
+        stale = sorted(renewed_models.intersection(spec.allowedModels))
+        if stale:
+            return replace(
+                base,
+                action=Action.REPLACE_CREATE_FIRST,
+                reason=f"allowedModels: {', '.join(stale)} will get a new id",
+                cause="replace_because_dependency_renewed",
+            )
+        expires = current.expires_at
+        if expires is not None and expires - ctx.now <= timedelta(days=spec.rotateBeforeDays):
+            when = "expired" if expires <= ctx.now else f"expires {expires.date().isoformat()}"
+            return replace(
+                base,
+                action=Action.ROTATE,
+                reason=f"{when}, within rotateBeforeDays={spec.rotateBeforeDays}",
+                cause="rotate_because_expiring",
+            )
+        if Address(Kind.API_KEY, spec.name) in ctx.force_replace:
+            return replace(base, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request")
+        return base
+
+
+def _why_key_goes(other: LiveKey, kept: LiveKey, held_tokens: frozenset[str]) -> tuple[str, str]:
+    if kept.id not in held_tokens:
+        return "superseded by a newer key", "delete_because_duplicate"
+    if key_age(other) > key_age(kept) and other.id not in held_tokens:
+        return (
+            f"a newer key whose token nobody holds (a rotation or create cut short); {kept.id}, whose token "
+            "the outputs hold, is kept",
+            "delete_because_orphan",
+        )
+    return f"superseded by {kept.id}, whose token the outputs hold", "delete_because_duplicate"
+
+
+API_KEYS = ApiKeys()

@@ -8,28 +8,76 @@ holds. Each kind module (model.py, api_key.py, provider.py) holds everything els
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
+
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.manifest import Manifest
+
+
+class Kind(str, Enum):
+    """The kinds of resource, in dependency order: a kind may refer only to kinds listed before it."""
+
+    MODEL = "model"
+    API_KEY = "apiKey"
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """A resource a manifest names: ``model.chat``, ``apiKey.app``, ``provider.openai``."""
+
+    kind: Kind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """An address as a user writes it (``--replace``, ``--target``); ValueError says how to write one."""
+        kind, dot, name = text.partition(".")
+        known = {k.value: k for k in Kind}
+        if not dot or not name or kind not in known:
+            spellings = ", ".join(f"{k.value}.NAME" for k in Kind)
+            raise ValueError(f"{text!r} is not a resource address; write {spellings}")
+        return cls(known[kind], name)
 
 
 class Action(str, Enum):
     CREATE = "create"
     UPDATE = "update"
+    # The old resource is deleted first, then its successor created (-/+): the old one holds what the new needs
+    # (a model's GPU and its name).
     REPLACE = "replace"
+    # The successor is created first, then the old one deleted (+/-): whoever uses it switches with no gap.
+    REPLACE_CREATE_FIRST = "replace-create-first"
+    # A create-first replacement with nothing to change but the resource itself: a key near its expiry.
+    ROTATE = "rotate"
     PAUSE = "pause"
     RESUME = "resume"
     DELETE = "delete"
-    ROTATE = "rotate"
     NOOP = "no-op"
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The steps in the order the API sees them, as Terraform's JSON plan lists a change's actions."""
+        if self is Action.REPLACE:
+            return ("delete", "create")
+        if self in (Action.REPLACE_CREATE_FIRST, Action.ROTATE):
+            return ("create", "delete")
+        if self in (Action.PAUSE, Action.RESUME):
+            return ("update",)
+        return (self.value,)
 
-class Kind(str, Enum):
-    MODEL = "model"
-    API_KEY = "apiKey"
+    @property
+    def renews(self) -> bool:
+        """Whether the resource gets a new live id, which whoever refers to it must follow."""
+        return "create" in self.steps
 
 
 @dataclass(frozen=True)
@@ -65,17 +113,22 @@ class ResourceChange:
     prevent_destroy: bool = False
     # Machine-readable cause, in the style of Terraform's action_reason (see docs/plan-json.md).
     cause: str | None = None
-    # Addresses of the resources that must be ready before this change runs (a semantic cache's embedding model).
-    depends_on: tuple[str, ...] = ()
+    # The resources this change needs first (a key's models, a semantic cache's embedding model).
+    depends_on: tuple[Address, ...] = ()
+
+    @property
+    def ref(self) -> Address:
+        return Address(self.kind, self.name)
 
     @property
     def address(self) -> str:
+        """The address as shown: a live resource the manifest does not declare carries its id."""
         suffix = f"[{self.live_id}]" if self.live_id and self.after is None else ""
-        return f"{self.kind.value}.{self.name}{suffix}"
+        return f"{self.ref}{suffix}"
 
     @property
     def destroys(self) -> bool:
-        """True when the change deletes something that exists now (rotation keeps the key's service)."""
+        """True when the change deletes something that exists now and nothing takes its place first."""
         return self.action in (Action.DELETE, Action.REPLACE)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +144,7 @@ class ResourceChange:
             "reason": self.reason,
             "prevent_destroy": self.prevent_destroy,
             "cause": self.cause,
-            "depends_on": list(self.depends_on),
+            "depends_on": [str(a) for a in self.depends_on],
         }
 
     @classmethod
@@ -107,7 +160,7 @@ class ResourceChange:
             reason=data.get("reason"),
             prevent_destroy=bool(data.get("prevent_destroy")),
             cause=data.get("cause"),
-            depends_on=tuple(data.get("depends_on", ())),
+            depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
         )
 
 
@@ -120,7 +173,7 @@ R = TypeVar("R", bound=_Named)
 
 
 class LiveStateError(ValueError):
-    """An API answer that cannot be read as a model or key."""
+    """An API answer that cannot be read as a resource of its kind."""
 
 
 def by_name(resources: Iterable[R]) -> dict[str, list[R]]:
@@ -143,3 +196,136 @@ def first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg']} (got {error.get('input')!r})"
+
+
+# -- what a kind is to the generic machinery ---------------------------------------------------------------
+
+
+class Declared(Protocol):
+    """A manifest entry of any kind."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def preventDestroy(self) -> bool: ...
+
+
+class LiveResource(Protocol):
+    """A live resource of any kind, as read from the API."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+
+
+SpecT = TypeVar("SpecT", bound=Declared)
+LiveT = TypeVar("LiveT", bound=LiveResource)
+
+
+@dataclass(frozen=True)
+class Extra(Generic[LiveT]):
+    """A live resource sharing a managed name that the plan does not manage: deleted, unless preventDestroy."""
+
+    resource: LiveT
+    described: str  # "another live model 4f2c…", "an older live key 9ab1…"
+    reason: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a kind's plan rule may know besides its own entry and live resource. Pure data.
+
+    ``ids`` holds the live id each declared resource is managed by, by address, except those this plan renews
+    (their id is known only after apply); ``managed`` every such id, renewed or not, by id, to name it.
+    """
+
+    manifest: Manifest
+    now: datetime
+    force_replace: frozenset[Address] = frozenset()
+    held_tokens: frozenset[str] = frozenset()
+    credential_versions: Mapping[str, int] = field(default_factory=dict)
+    ids: Mapping[Address, str] = field(default_factory=dict)
+    managed: Mapping[str, Address] = field(default_factory=dict)
+    renewed: frozenset[Address] = frozenset()
+
+    def names_of(self, kind: Kind) -> dict[str, str]:
+        """Live id -> manifest name, for the declared resources of ``kind`` that are not renewed."""
+        return {live_id: address.name for address, live_id in self.ids.items() if address.kind is kind}
+
+
+class ResourceKind(Protocol[SpecT, LiveT]):
+    """One kind of resource: how it is declared, read, compared, planned, applied and exported."""
+
+    kind: Kind
+    resource_type: str  # the type in the JSON plan, Terraform style: capella_ai_model
+    sensitive: tuple[str, ...]  # secret values known only after apply (a key's token): named, never shown
+
+    def specs(self, manifest: Manifest) -> Sequence[SpecT]:
+        """The manifest's entries of this kind."""
+
+    def refers_to(self, spec: SpecT, manifest: Manifest) -> tuple[Address, ...]:
+        """The resources of the manifest this entry refers to by id: renewing one of them changes this one."""
+
+    async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveT], list[str]]:
+        """Every live resource of this kind (list calls only), and warnings about entries that cannot be read;
+        ``now`` is the time of the reading (None: not known)."""
+
+    def in_play(self, live: LiveT) -> bool:
+        """False for a live resource on its way out, which plays no part in any plan."""
+
+    def fingerprint(self, live: LiveT, held_tokens: frozenset[str]) -> dict[str, Any]:
+        """What of ``live`` a saved plan depends on: a change here makes the plan stale."""
+
+    def pick(self, candidates: Sequence[LiveT], ctx: PlanContext) -> tuple[LiveT | None, list[Extra[LiveT]]]:
+        """Of the live resources named like an entry, the one to manage and the others."""
+
+    def plan(self, spec: SpecT, current: LiveT | None, ctx: PlanContext) -> ResourceChange:
+        """The change that makes ``current`` (None: nothing live) what ``spec`` declares."""
+
+
+def created(kind: Kind, spec: Declared, after: dict[str, Any], depends_on: tuple[Address, ...] = ()) -> ResourceChange:
+    return ResourceChange(
+        kind,
+        spec.name,
+        Action.CREATE,
+        after=after,
+        reason="not in the organization",
+        prevent_destroy=spec.preventDestroy,
+        depends_on=depends_on,
+    )
+
+
+def unchanged(
+    kind: Kind,
+    spec: Declared,
+    live_id: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    diffs: tuple[AttributeChange, ...],
+    depends_on: tuple[Address, ...] = (),
+) -> ResourceChange:
+    """The no-op change of an existing resource, which a kind's rule turns into the action its diffs need."""
+    return ResourceChange(
+        kind,
+        spec.name,
+        Action.NOOP,
+        live_id=live_id,
+        before=before,
+        after=after,
+        attribute_changes=diffs,
+        prevent_destroy=spec.preventDestroy,
+        depends_on=depends_on,
+    )
+
+
+def deleted(kind: Kind, live: LiveResource, reason: str, cause: str) -> ResourceChange:
+    return ResourceChange(
+        kind, live.name, Action.DELETE, live_id=live.id, before=live.attributes, reason=reason, cause=cause
+    )

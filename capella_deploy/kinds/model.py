@@ -7,8 +7,8 @@ compares and the bodies the applier sends, the Model Service header profile, and
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -17,9 +17,22 @@ from pydantic import BaseModel, ValidationError
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.errors import CapellaError
-from capella_deploy.kinds.base import ExportNotes, LiveStateError, first_problem
+from capella_deploy.kinds.base import (
+    Action,
+    Address,
+    ExportNotes,
+    Extra,
+    Kind,
+    LiveStateError,
+    PlanContext,
+    ResourceChange,
+    created,
+    first_problem,
+    unchanged,
+)
+from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, parse_time
-from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, ModelSpec, Routing
+from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing
 
 log = logging.getLogger("capella_deploy.kinds.model")
 
@@ -451,3 +464,104 @@ def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:
         if settings:
             block["semantic"] = settings
     return block
+
+
+# -- the kind ---------------------------------------------------------------------------------------------
+
+
+class Models:
+    """The model kind, as the planner, the live reading and export see it."""
+
+    kind = Kind.MODEL
+    resource_type = "capella_ai_model"
+    sensitive: tuple[str, ...] = ()
+
+    def specs(self, manifest: Manifest) -> Sequence[ModelSpec]:
+        return manifest.models
+
+    def refers_to(self, spec: ModelSpec, manifest: Manifest) -> tuple[Address, ...]:
+        name = embedding_dependency(spec, manifest.defaults, {m.name for m in manifest.models})
+        return (Address(Kind.MODEL, name),) if name is not None else ()
+
+    async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveModel], list[str]]:
+        models: list[LiveModel] = []
+        warnings: list[str] = []
+        for raw in await client.list_models(org_id):
+            try:
+                model = parse_model(raw)
+            except LiveStateError as exc:
+                warnings.append(f"skipped an unreadable model entry: {exc}")
+                continue
+            if model.status not in KNOWN_STATUSES:
+                warnings.append(f"model {model.name!r} has an unknown status {model.status!r}; treated as in progress")
+            models.append(model)
+        return models, warnings
+
+    def in_play(self, live: LiveModel) -> bool:
+        # A model already being destroyed is about to vanish.
+        return live.status != "destroying"
+
+    def fingerprint(self, live: LiveModel, held_tokens: frozenset[str]) -> dict[str, Any]:
+        # Whether a model failed matters to the planner (it replaces failed deployments); the passing statuses of
+        # a healthy lifecycle do not, so a deploy finishing leaves a saved plan fresh.
+        return {"id": live.id, "name": live.name, "failed": live.status in FAILED_STATUSES, **live.attributes}
+
+    def pick(
+        self, candidates: Sequence[LiveModel], ctx: PlanContext
+    ) -> tuple[LiveModel | None, list[Extra[LiveModel]]]:
+        """Among live models sharing a name, manage the healthiest one and report the rest."""
+        if not candidates:
+            return None, []
+        ranked = sorted(candidates, key=model_rank)
+        extras = [
+            Extra(m, f"another live model {m.id}", "duplicate of a managed name", "delete_because_duplicate")
+            for m in ranked[1:]
+        ]
+        return ranked[0], extras
+
+    def plan(self, spec: ModelSpec, current: LiveModel | None, ctx: PlanContext) -> ResourceChange:
+        manifest = ctx.manifest
+        address = Address(Kind.MODEL, spec.name)
+        after = model_attributes(spec, manifest.defaults, _ids_by_name(ctx))
+        # A semantic cache's embedding model of this manifest must be ready before this model is made or edited.
+        depends_on = self.refers_to(spec, manifest)
+        if current is None:
+            return created(Kind.MODEL, spec, after, depends_on)
+        before = current.attributes
+        diffs = tuple(attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES))
+        base = unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
+        forcing = [d.path for d in diffs if d.forces_replace]
+        if address in ctx.force_replace:
+            return replace(base, action=Action.REPLACE, reason="replacement requested", cause="replace_by_request")
+        if current.status in REPLACE_STATUSES:
+            return replace(
+                base, action=Action.REPLACE, reason=f"live status is {current.status}", cause="replace_because_failed"
+            )
+        if forcing:
+            return replace(
+                base,
+                action=Action.REPLACE,
+                reason=f"{', '.join(forcing)} cannot change in place",
+                cause="replace_because_cannot_update",
+            )
+        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path != "state"})
+        state_change = next((d for d in diffs if d.path == "state"), None)
+        if in_place:
+            reason = "in-place change of " + ", ".join(in_place)
+            if state_change is not None:
+                reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
+            return replace(base, action=Action.UPDATE, reason=reason)
+        if state_change is not None:
+            action = Action.PAUSE if spec.state == "paused" else Action.RESUME
+            return replace(base, action=action, reason=f"state is {before['state']}")
+        if current.status in FAILED_STATUSES:
+            return replace(base, reason=f"live status is {current.status}; nothing the manifest can change")
+        return base
+
+
+def _ids_by_name(ctx: PlanContext) -> dict[str, str]:
+    """Manifest model name -> the live id it will have when the plan runs (renewed models have none yet)."""
+    return {address.name: live_id for address, live_id in ctx.ids.items() if address.kind is Kind.MODEL}
+
+
+MODELS = Models()

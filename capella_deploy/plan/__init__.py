@@ -136,9 +136,11 @@ class Plan:
         return bool(self.pending)
 
     def counts(self) -> dict[str, int]:
-        counts = {action.value: 0 for action in Action}
+        """Changes by what they do; replacements count together, whichever goes first (each change's steps say)."""
+        counts = {action.value: 0 for action in Action if action is not Action.REPLACE_CREATE_FIRST}
         for change in self.changes:
-            counts[change.action.value] += 1
+            action = Action.REPLACE if change.action is Action.REPLACE_CREATE_FIRST else change.action
+            counts[action.value] += 1
         return counts
 
     def destructive_share(self) -> tuple[int, int]:

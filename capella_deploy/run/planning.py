@@ -8,16 +8,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from capella_deploy.kinds.base import Action
-
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
     from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.plan import Plan
     from capella_deploy.run.session import Session
 
-# What sends a create body, which is where Capella checks its catalog (a key's rotation creates its successor).
-_CREATES = (Action.CREATE, Action.REPLACE, Action.ROTATE)
 SKIP_FLAG = "--skip-catalog-check"
 
 
@@ -66,7 +62,7 @@ def with_catalog(plan: Plan, check: CatalogCheck) -> Plan:
     A resource that already exists is left as it is by a no-op or an in-place change, which Capella does not
     check against its catalog, so its finding is a warning. A skipped check is recorded, with what it found.
     """
-    creating = {str(change.address) for change in plan.changes if change.action in _CREATES}
+    creating = {str(change.address) for change in plan.changes if "create" in change.action.steps}
     errors: list[str] = []
     warnings: list[str] = []
     if check.skipped:

@@ -27,7 +27,8 @@ def render_apply_result(result: ApplyResult, *, outputs_path: Path, destroy: boo
     done: dict[Action, int] = {}
     for item in result.results:
         if item.ok:
-            done[item.action] = done.get(item.action, 0) + 1
+            action = Action.REPLACE if item.action is Action.REPLACE_CREATE_FIRST else item.action
+            done[action] = done.get(action, 0) + 1
     lines = [""]
     if destroy:
         counts = f"{done.get(Action.DELETE, 0)} destroyed"

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from capella_deploy import __version__
-from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
+from capella_deploy.kinds import kind_of
+from capella_deploy.kinds.base import Action, AttributeChange, ResourceChange
 from capella_deploy.plan import Plan, display
 from capella_deploy.views.target import target_line, target_markdown
 
@@ -17,6 +18,7 @@ _SYMBOL = {
     Action.CREATE: ("+", "green", "will be created"),
     Action.UPDATE: ("~", "yellow", "will be updated in place"),
     Action.REPLACE: ("-/+", "red", "must be replaced"),
+    Action.REPLACE_CREATE_FIRST: ("+/-", "red", "must be replaced (the new one first, then the old one deleted)"),
     Action.PAUSE: ("~", "yellow", "will be paused"),
     Action.RESUME: ("~", "yellow", "will be resumed"),
     Action.DELETE: ("-", "red", "will be destroyed"),
@@ -76,7 +78,7 @@ def _render_change(change: ResourceChange) -> list[str]:
     symbol, colour, verb = _SYMBOL[change.action]
     reason = f" ({change.reason})" if change.reason else ""
     header = [f"  # {change.address} {verb}{reason}"]
-    header += [f"  # (after {address} is ready: its semantic cache embeds with it)" for address in change.depends_on]
+    header += [f"  # (after {address} is ready)" for address in change.depends_on]
     opener = click.style(f"{symbol:>3}", fg=colour, bold=True) + f" {change.kind.value} {change.name!r}"
     if change.action is Action.CREATE:
         body = [_line("+", "green", key, None, value) for key, value in sorted((change.after or {}).items())]
@@ -107,26 +109,15 @@ def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
 
 JSON_FORMAT_VERSION = "2.1"
 SENSITIVE = "(sensitive value)"
-_RESOURCE_TYPE = {Kind.MODEL: "capella_ai_model", Kind.API_KEY: "capella_ai_model_api_key"}
 
 
-def _json_actions(change: ResourceChange) -> list[str]:
-    if change.action is Action.REPLACE:
-        # Models make way for their successor; keys are created first so applications can switch.
-        return ["delete", "create"] if change.kind is Kind.MODEL else ["create", "delete"]
-    if change.action is Action.ROTATE:
-        return ["create", "delete"]
-    if change.action in (Action.PAUSE, Action.RESUME):
-        return ["update"]
-    return [change.action.value]
-
-
-def _with_token_marker(change: ResourceChange) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """A new key's token exists only after apply; it is named, masked, and listed as sensitive."""
+def _with_sensitive_markers(change: ResourceChange) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A value known only after apply and secret (a new key's token) is named, masked, and listed as sensitive."""
     after = change.after
-    if change.kind is Kind.API_KEY and after is not None and change.action is not Action.NOOP:
-        return {**after, "token": SENSITIVE}, {"token": True}
-    return after, {}
+    sensitive = kind_of(change.kind).sensitive
+    if not sensitive or after is None or change.action is Action.NOOP:
+        return after, {}
+    return {**after, **dict.fromkeys(sensitive, SENSITIVE)}, dict.fromkeys(sensitive, True)
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -134,14 +125,14 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     resource_changes = []
     drift = []
     for change in plan.changes:
-        after, after_sensitive = _with_token_marker(change)
+        after, after_sensitive = _with_sensitive_markers(change)
         entry: dict[str, Any] = {
             "address": change.address,
-            "type": _RESOURCE_TYPE[change.kind],
+            "type": kind_of(change.kind).resource_type,
             "name": change.name,
             "live_id": change.live_id,
             "change": {
-                "actions": _json_actions(change),
+                "actions": list(change.action.steps),
                 "before": change.before,
                 "after": after,
                 "before_sensitive": {},
@@ -150,7 +141,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "attributes": [c.to_dict() for c in change.attribute_changes],
             },
             "reason": change.reason,
-            "depends_on": list(change.depends_on),
+            "depends_on": [str(a) for a in change.depends_on],
         }
         if change.cause:
             entry["action_reason"] = change.cause
@@ -159,7 +150,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             drift.append(
                 {
                     "address": change.address,
-                    "type": _RESOURCE_TYPE[change.kind],
+                    "type": kind_of(change.kind).resource_type,
                     "name": change.name,
                     "live_id": change.live_id,
                     "attributes": [c.to_dict() for c in change.attribute_changes],
@@ -174,7 +165,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "checksum": plan.checksum(),
         "live_fingerprint": plan.live_fingerprint,
         "manifest_digest": plan.manifest_digest,
-        "summary": {action.value: count for action, count in ((a, plan.counts()[a.value]) for a in Action)},
+        "summary": plan.counts(),
         "resource_changes": resource_changes,
         "resource_drift": drift,
         "unmanaged": [u.to_dict() for u in plan.unmanaged],
@@ -202,6 +193,7 @@ _EMOJI = {
     Action.CREATE: "🟢",
     Action.UPDATE: "🟡",
     Action.REPLACE: "🔴",
+    Action.REPLACE_CREATE_FIRST: "🔴",
     Action.PAUSE: "⏸️",
     Action.RESUME: "▶️",
     Action.ROTATE: "🔁",

@@ -159,7 +159,7 @@ def test_the_embedding_model_is_healthy_before_the_model_that_caches_with_it(tmp
     assert report.exit_code == 0, report.stdout
     assert report.plan is not None
     chat = next(c for c in report.plan.changes if c.name == "chat")
-    assert chat.depends_on == ("model.embed",)
+    assert [str(a) for a in chat.depends_on] == ["model.embed"]
     assert chat.after is not None
     assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     creates = [i for i, e in enumerate(world.requests.entries) if e == f"POST {MODELS} -> 202"]
