@@ -113,3 +113,15 @@ class AmbiguousCreate(CapellaError):
             f"creating {kind} {name!r}: outcome unknown ({reason}); it may or may not exist, "
             "look it up by name before creating it again"
         )
+
+
+class WaitFailed(CapellaError):
+    """A resource waited for reached a failed status, disappeared, or could not be watched."""
+
+    def __init__(self, message: str, resource: object | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource
+
+
+class WaitTimedOut(WaitFailed):
+    """A resource waited for was not where it should be when the wait's time ran out."""

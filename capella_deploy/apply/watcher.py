@@ -1,4 +1,4 @@
-"""Waits for models to reach a status, sharing one list call among every waiting model.
+"""Waits for resources (models) to reach a status, sharing one list call among every waiting one.
 
 Polling each model with its own GET costs a call per model per tick; a list call answers for a
 hundred models at once. Each waiter keeps its own schedule and one list call serves every waiter
@@ -22,27 +22,19 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from capella_deploy.api.client import PER_PAGE
 from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
 from capella_deploy.apply.eta import Durations
 from capella_deploy.clock import Clock
-from capella_deploy.errors import CapellaError
-from capella_deploy.kinds.base import LiveStateError
-from capella_deploy.kinds.model import LiveModel, parse_model
+from capella_deploy.errors import CapellaError, WaitFailed, WaitTimedOut
+from capella_deploy.kinds.base import LiveStateError, Watched
 
 log = logging.getLogger("capella_deploy.apply.watcher")
 
 
-class WaitFailed(CapellaError):
-    def __init__(self, message: str, model: LiveModel | None = None) -> None:
-        super().__init__(message)
-        self.model = model
-
-
-class WaitTimedOut(WaitFailed):
-    pass
+W = TypeVar("W", bound=Watched)
 
 
 class Look(NamedTuple):
@@ -102,14 +94,11 @@ def _capped(at: float, now: float, expected: float | None) -> float:
     return expected if expected is not None and now < expected < at else at
 
 
-Ready = Callable[[LiveModel], bool]
-
-
 @dataclass
-class _Waiter:
+class _Waiter(Generic[W]):
     model_id: str
     until: frozenset[str]
-    ready: Ready | None
+    ready: Callable[[W], bool] | None
     failing: frozenset[str]
     gone_ok: bool
     deadline: float
@@ -122,22 +111,26 @@ class _Waiter:
     listing: bool = False  # waits for no model: for the whole listing of the next poll
 
 
-class StatusWatcher:
+class StatusWatcher(Generic[W]):
+    """Waits for resources of one kind, read with ``list_all`` and ``parse``."""
+
     def __init__(
         self,
-        list_models: Callable[[], Awaitable[list[dict[str, Any]]]],
+        list_all: Callable[[], Awaitable[list[dict[str, Any]]]],
+        parse: Callable[[dict[str, Any]], W],
         clock: Clock,
         schedule: PollSchedule,
         *,
         durations: Durations | None = None,
         requests_per_minute: float | None = None,
     ) -> None:
-        self._list_models = list_models
+        self._list_all = list_all
+        self._parse = parse
         self._clock = clock
         self._schedule = schedule
         self.durations = durations or Durations()
         self._rate = requests_per_minute or API_REQUESTS_PER_MINUTE
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[_Waiter[W]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pages = 1  # requests one list call took last time
@@ -150,13 +143,13 @@ class StatusWatcher:
         model_id: str,
         *,
         until: Collection[str] = (),
-        ready: Ready | None = None,
+        ready: Callable[[W], bool] | None = None,
         failing: Collection[str] = (),
         gone_ok: bool = False,
         timeout: float,
         transition: str | None = None,
         since: float | None = None,
-    ) -> LiveModel | None:
+    ) -> W | None:
         """Return the model once its status is in ``until`` or ``ready`` says so of it (None once it is gone,
         with ``gone_ok``).
 
@@ -167,7 +160,7 @@ class StatusWatcher:
         now = self._clock.now()
         started = now if since is None else min(since, now)
         expected = None if transition is None else started + self.durations.expected(transition)
-        waiter = _Waiter(
+        waiter: _Waiter[W] = _Waiter(
             model_id=model_id,
             until=frozenset(until),
             ready=ready,
@@ -179,14 +172,14 @@ class StatusWatcher:
             look=self._schedule.first(started, expected),
             future=asyncio.get_running_loop().create_future(),
         )
-        model: LiveModel | None = await self._join(waiter)
+        model: W | None = await self._join(waiter)
         return model
 
-    async def listing(self, *, within: float, timeout: float) -> list[LiveModel]:
+    async def listing(self, *, within: float, timeout: float) -> list[W]:
         """Every model, in the listing's order, as read by a poll made from now on, at the latest ``within``
         seconds from now: callers asking within that time, and waiters then due, share one list call."""
         now = self._clock.now()
-        waiter = _Waiter(
+        waiter: _Waiter[W] = _Waiter(
             model_id="",
             until=frozenset(),
             ready=None,
@@ -199,10 +192,10 @@ class StatusWatcher:
             future=asyncio.get_running_loop().create_future(),
             listing=True,
         )
-        models: list[LiveModel] = await self._join(waiter)
+        models: list[W] = await self._join(waiter)
         return models
 
-    async def _join(self, waiter: _Waiter) -> Any:
+    async def _join(self, waiter: _Waiter[W]) -> Any:
         self._waiters.append(waiter)
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -228,7 +221,7 @@ class StatusWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _expected(self, waiter: _Waiter) -> float | None:
+    def _expected(self, waiter: _Waiter[W]) -> float | None:
         if waiter.transition is None:
             return None
         return waiter.started + self.durations.expected(waiter.transition)
@@ -267,16 +260,16 @@ class StatusWatcher:
         asked = list(self._waiters)
         sent = self._last_call = self._clock.now()
         try:
-            raw: list[dict[str, Any]] | None = await self._list_models()
+            raw: list[dict[str, Any]] | None = await self._list_all()
         except CapellaError as exc:
             log.warning("could not read model statuses, will try again: %s", exc)
             raw = None
         now = self._clock.now()
         self.round_trip = now - sent
-        seen: dict[str, LiveModel] = {}
+        seen: dict[str, W] = {}
         for item in raw or []:
             try:
-                parsed = parse_model(item)
+                parsed = self._parse(item)
             except LiveStateError:
                 continue
             seen[parsed.id] = parsed
@@ -321,6 +314,6 @@ class StatusWatcher:
                     waiter.look = self._schedule.seen_early(now, waiter.look, expected)
         self._waiters = [w for w in self._waiters if not w.future.done()]
 
-    def _learn_done(self, waiter: _Waiter, now: float) -> None:
+    def _learn_done(self, waiter: _Waiter[W], now: float) -> None:
         if waiter.transition is not None:
             self.durations.done(waiter.transition, waiter.still_after, now - waiter.started)

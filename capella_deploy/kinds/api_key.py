@@ -6,17 +6,24 @@ the attributes the planner compares, its create body, and its export entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
 
 from capella_deploy.api.client import CapellaClient
+from capella_deploy.errors import AmbiguousCreate, Conflict
 from capella_deploy.kinds.base import (
+    CREATE_ATTEMPTS,
     Action,
     Address,
+    ApplyError,
+    ApplyRun,
+    ApplyStep,
     AttributeChange,
     ExportNotes,
     Extra,
@@ -24,12 +31,14 @@ from capella_deploy.kinds.base import (
     LiveStateError,
     PlanContext,
     ResourceChange,
+    create_pause,
     created,
     first_problem,
     unchanged,
 )
 from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_list, as_mapping, as_str, parse_time
+from capella_deploy.kinds.shared import SharedCall, oldest
 from capella_deploy.lease import is_lease_key
 from capella_deploy.manifest import ApiKeySpec, Defaults, Manifest
 
@@ -258,6 +267,12 @@ class ApiKeys:
             extras.append(Extra(other, f"{age} live key {other.id}", reason, cause))
         return kept, extras
 
+    def steps(self, run: ApplyRun) -> KeySteps:
+        return KeySteps(run)
+
+    def transition(self, change: ResourceChange) -> str | None:
+        return None  # a key is usable the moment the API answers
+
     def plan(self, spec: ApiKeySpec, current: LiveKey | None, ctx: PlanContext) -> ResourceChange:
         after = key_attributes(spec, ctx.manifest.defaults)
         if current is None:
@@ -315,6 +330,164 @@ class ApiKeys:
         if Address(Kind.API_KEY, spec.name) in ctx.force_replace:
             return replace(base, action=Action.ROTATE, reason="rotation requested", cause="replace_by_request")
         return base
+
+
+# -- apply ------------------------------------------------------------------------------------------------
+
+
+class KeySteps:
+    """The key kind's apply steps for one run.
+
+    A key's token is in the create answer only: it is written to the outputs before anything else happens. A
+    key is never edited; a new one is made first and the old one deleted after, so applications can switch.
+    """
+
+    def __init__(self, run: ApplyRun) -> None:
+        self._run = run
+        self._specs = {spec.name: spec for spec in run.manifest.apiKeys}
+        # Key creates look for other runs' keys of their name once no key create is under way, all in one listing.
+        self._key_listing = SharedCall(self._list_keys, run.clock, 0.0)
+        self._key_creates = 0
+        self._keys_quiet = asyncio.Event()
+        self._keys_quiet.set()
+
+    async def apply(self, step: ApplyStep) -> str:
+        change = step.change
+        if change.action is Action.DELETE:
+            assert change.live_id is not None
+            await self._run.call(self._run.client.delete_api_key(self._run.org_id, change.live_id))
+            self._run.outputs.forget_key(change.name, change.live_id)
+            return "deleted"
+        spec = self._specs[change.name]
+        new_id, old_gone = await self._create_key(spec, step)
+        if "delete" in change.action.steps and not old_gone:
+            assert change.live_id is not None
+            # The new key is in the outputs before the old one goes, so applications can switch.
+            await self._run.call(self._run.client.delete_api_key(self._run.org_id, change.live_id))
+        return f"created {new_id}"
+
+    async def _create_key(self, spec: ApiKeySpec, step: ApplyStep) -> tuple[str, bool]:
+        """Create the key and record its token; also say whether the key it replaces is already gone."""
+        change = step.change
+        model_ids = await self._wait_for_models(spec)
+        body = key_create_body(spec, self._run.manifest.defaults, model_ids)
+        # Every key of this name the plan knows of; any other one found after a lost answer is this run's.
+        known = self._run.known_ids(change.ref)
+        old_gone = False
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                async with self._creating_key():
+                    created = await self._run.call(self._run.client.create_api_key(self._run.org_id, body))
+            except Conflict as exc:
+                if change.live_id is None or old_gone:
+                    raise ApplyError(
+                        f"a key named {spec.name!r} already exists that this plan did not know of "
+                        f"(made by another run?); plan again: {exc}"
+                    ) from None
+                # This API refuses two keys with one name: the old key must go before its successor.
+                step.progress("the API refuses a second key of this name; deleting the old one first")
+                await self._run.call(self._run.client.delete_api_key(self._run.org_id, change.live_id))
+                old_gone = True
+                continue
+            except AmbiguousCreate as exc:
+                found = await self._find_new_keys(spec.name, known)
+                if len(found) > 1:
+                    # Another run is making this key too (an API may accept several of one name): which one is
+                    # this run's cannot be told, so none is claimed, kept or deleted here.
+                    raise ApplyError(
+                        f"the answer to the create was lost, and keys {', '.join(found)} of this name were made "
+                        "since the plan (another run is making this key too); this run claims none of them: run "
+                        "apply again, which keeps the key whose token the outputs hold"
+                    ) from None
+                orphan = found[0] if found else None
+                if orphan is not None and change.live_id is not None and not old_gone:
+                    # A rotation whose new key came back without its token: that key is of no use to anyone,
+                    # while the old one still works and its token is in the outputs. Keep the old, drop the new.
+                    await self._run.call(self._run.client.delete_api_key(self._run.org_id, orphan))
+                    raise ApplyError(
+                        f"the new key's token was lost in transit, so that key ({orphan}) was deleted again; "
+                        "the old key and its token are kept: run apply again to rotate"
+                    ) from None
+                if orphan is not None:
+                    self._run.outputs.record_key(spec.name, key_id=orphan, token=None, region=body["region"])
+                    raise ApplyError(
+                        f"key {orphan} was created but its token was lost in transit and cannot be fetched "
+                        f"again; run `capella-deploy apply --replace apiKey.{spec.name}` to rotate it"
+                    ) from None
+                if attempt == CREATE_ATTEMPTS:
+                    raise ApplyError(f"create did not go through after {attempt} attempts: {exc}") from None
+                await self._run.clock.sleep(create_pause(attempt))
+                continue
+            expires = datetime.fromtimestamp(self._run.clock.now(), tz=timezone.utc) + timedelta(days=spec.expiryDays)
+            self._run.outputs.record_key(
+                spec.name,
+                key_id=created.id,
+                token=created.token,
+                region=body["region"],
+                expiresAt=expires.replace(microsecond=0).isoformat(),
+                # Which models the token may call, by manifest name ("*": every model of its region): for `env`.
+                allowedModels=sorted(spec.allowedModels),
+            )
+            step.sent()
+            await self._first_of_its_name(spec.name, created.id, known)
+            return created.id, old_gone
+        raise ApplyError(f"key {spec.name!r} could not be created after {CREATE_ATTEMPTS} attempts")
+
+    async def _first_of_its_name(self, name: str, key_id: str, known: set[str]) -> None:
+        """Keep the key just made only if no other run made one of this name first (an API may accept several).
+
+        As for models, the oldest stays. The run that made it deletes the younger ones: their makers give them up
+        anyway, and one whose answer was lost cannot tell which is its own. A run gives up its own key when it
+        is younger, and says so when another run deleted it first.
+        """
+        await self._keys_quiet.wait()
+        rivals = [k for k in await self._key_listing.get() if k.name == name and k.id not in known]
+        if not rivals:
+            return  # not listed yet
+        first = rivals[oldest(k.created_at for k in rivals)]
+        if first.id == key_id:
+            for younger in rivals:
+                if younger.id != key_id:
+                    await self._run.call(self._run.client.delete_api_key(self._run.org_id, younger.id))
+            return
+        if key_id in {k.id for k in rivals}:
+            await self._run.call(self._run.client.delete_api_key(self._run.org_id, key_id))
+        self._run.outputs.forget_key(name, key_id)
+        raise ApplyError(
+            f"another run made key {first.id} of this name first, so this run's key {key_id} was deleted again; "
+            f"the token of {first.id} is with the run that made it"
+        )
+
+    async def _find_new_keys(self, name: str, known: set[str]) -> list[str]:
+        return [key.id for key in await self._list_keys() if key.name == name and key.id not in known]
+
+    @contextlib.asynccontextmanager
+    async def _creating_key(self) -> AsyncIterator[None]:
+        self._key_creates += 1
+        self._keys_quiet.clear()
+        try:
+            yield
+        finally:
+            self._key_creates -= 1
+            if not self._key_creates:
+                self._keys_quiet.set()
+
+    async def _list_keys(self) -> list[LiveKey]:
+        keys = []
+        for raw in await self._run.client.list_api_keys(self._run.org_id):
+            with contextlib.suppress(LiveStateError):  # as in _list_models
+                keys.append(parse_key(raw))
+        return keys
+
+    async def _wait_for_models(self, spec: ApiKeySpec) -> dict[str, str]:
+        """Manifest model name -> live id for every model the key allows, once each is known."""
+        ids: dict[str, str] = {}
+        for name in (n for n in spec.allowedModels if n != "*"):
+            model_id = await self._run.id_of(Address(Kind.MODEL, name))
+            if model_id is None:
+                raise ApplyError(f"allowedModels names model {name!r}, which could not be created")
+            ids[name] = model_id
+        return ids
 
 
 def _why_key_goes(other: LiveKey, kept: LiveKey, held_tokens: frozenset[str]) -> tuple[str, str]:

@@ -8,7 +8,7 @@ holds. Each kind module (model.py, api_key.py, provider.py) holds everything els
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -17,7 +17,10 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import ValidationError
 
 from capella_deploy.api.client import CapellaClient
+from capella_deploy.clock import Clock
+from capella_deploy.errors import CapellaError, Conflict, Unprocessable
 from capella_deploy.manifest import Manifest
+from capella_deploy.outputs import Outputs
 
 
 class Kind(str, Enum):
@@ -289,6 +292,12 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     def plan(self, spec: SpecT, current: LiveT | None, ctx: PlanContext) -> ResourceChange:
         """The change that makes ``current`` (None: nothing live) what ``spec`` declares."""
 
+    def steps(self, run: ApplyRun) -> KindSteps:
+        """The kind's apply steps for one run."""
+
+    def transition(self, change: ResourceChange) -> str | None:
+        """The long transition the change's deciding write starts (a model's deployment), for the estimate."""
+
 
 def created(kind: Kind, spec: Declared, after: dict[str, Any], depends_on: tuple[Address, ...] = ()) -> ResourceChange:
     return ResourceChange(
@@ -329,3 +338,117 @@ def deleted(kind: Kind, live: LiveResource, reason: str, cause: str) -> Resource
     return ResourceChange(
         kind, live.name, Action.DELETE, live_id=live.id, before=live.attributes, reason=reason, cause=cause
     )
+
+
+# -- what a kind's apply steps get from the applier -------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Watched(Protocol):
+    """What a watcher reads of a resource: which one it is, and its status."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+W = TypeVar("W", bound=Watched)
+
+
+class ApplyError(CapellaError):
+    """A change that could not be carried out; the message says what is left behind and what to do."""
+
+
+class Watch(Protocol[W]):
+    """Waiting for resources of one kind to reach a status, one shared list call serving every waiter."""
+
+    async def wait(
+        self,
+        live_id: str,
+        *,
+        until: Collection[str] = (),
+        ready: Callable[[W], bool] | None = None,
+        failing: Collection[str] = (),
+        gone_ok: bool = False,
+        timeout: float,
+        transition: str | None = None,
+        since: float | None = None,
+    ) -> W | None: ...
+
+    async def listing(self, *, within: float, timeout: float) -> list[W]: ...
+
+
+class ApplyRun(Protocol):
+    """What every change of one apply run shares: the API, the outputs, the ids found so far, a rate of work."""
+
+    client: CapellaClient
+    org_id: str
+    clock: Clock
+    outputs: Outputs
+    manifest: Manifest
+    timeout: float  # per change, in the clock's seconds (--timeout)
+
+    async def call(self, call: Awaitable[T]) -> T:
+        """``call`` under the run's parallelism bound."""
+
+    def watch(self, list_all: Callable[[], Awaitable[list[dict[str, Any]]]], parse: Callable[[Any], W]) -> Watch[W]:
+        """A watcher for one kind's resources (one per run and kind)."""
+
+    def known_ids(self, address: Address) -> set[str]:
+        """The live ids the plan knows for this address (whatever else has its name now was made since)."""
+
+    def found(self, address: Address, live_id: str) -> None:
+        """The live id of a resource of this plan is known now: who refers to it may go on."""
+
+    async def id_of(self, address: Address) -> str | None:
+        """The live id of a resource, once a change of this run that makes it has made it; None when none could."""
+
+    def ids_of(self, kind: Kind) -> dict[str, str]:
+        """Manifest name -> live id, for every resource of ``kind`` whose id is known so far."""
+
+    async def finished(self, address: Address) -> bool | None:
+        """Wait until this run's change of ``address`` ends: whether it succeeded; None when there is none."""
+
+
+class ApplyStep(Protocol):
+    """One change under way, as its kind's steps see it."""
+
+    change: ResourceChange
+
+    def progress(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None:
+        """Done, but with something the user should know."""
+
+    def left(self) -> float:
+        """What is left of this change's --timeout."""
+
+    def sent(self) -> None:
+        """The change's deciding write has gone out (what the estimate of the time left counts)."""
+
+
+class KindSteps(Protocol):
+    """A kind's apply steps for one run, holding what its changes share (a watcher, a shared listing)."""
+
+    async def apply(self, step: ApplyStep) -> str:
+        """Carry out ``step.change``; return what was done, for the progress line."""
+
+
+# How often a create whose answer was lost, and that left nothing behind, is tried again. Each repeat follows a
+# re-read by name, so more attempts cannot make a duplicate; with one in four calls failing (tests/reliability's
+# chaos weather), three attempts left about one create in sixty undone, five leave about one in a thousand.
+CREATE_ATTEMPTS = 5
+# What the API may answer when a call comes at the wrong moment: 409 in some worlds, 422 in the spec's.
+REFUSED = (Conflict, Unprocessable)
+
+
+def create_pause(attempt: int) -> float:
+    """Seconds to wait before create attempt ``attempt + 1``.
+
+    The client does not repeat a create on its own, so this is the only backoff a create gets; trying
+    again at once would land in the same outage or rate-limit storm that lost the first answer.
+    """
+    return float(min(5 * 2 ** (attempt - 1), 60))

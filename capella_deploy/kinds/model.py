@@ -6,8 +6,9 @@ compares and the bodies the applier sends, the Model Service header profile, and
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -16,22 +17,30 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from capella_deploy.api.client import CapellaClient
-from capella_deploy.errors import CapellaError
+from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict, NotFound, WaitFailed, WaitTimedOut
 from capella_deploy.kinds.base import (
+    CREATE_ATTEMPTS,
+    REFUSED,
     Action,
     Address,
+    ApplyError,
+    ApplyRun,
+    ApplyStep,
     ExportNotes,
     Extra,
     Kind,
     LiveStateError,
     PlanContext,
     ResourceChange,
+    Watch,
+    create_pause,
     created,
     first_problem,
     unchanged,
 )
 from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, parse_time
+from capella_deploy.kinds.shared import oldest
 from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing
 
 log = logging.getLogger("capella_deploy.kinds.model")
@@ -519,6 +528,12 @@ class Models:
         ]
         return ranked[0], extras
 
+    def steps(self, run: ApplyRun) -> ModelSteps:
+        return ModelSteps(run)
+
+    def transition(self, change: ResourceChange) -> str | None:
+        return _DEPLOYING if change.action in (Action.CREATE, Action.REPLACE) else None
+
     def plan(self, spec: ModelSpec, current: LiveModel | None, ctx: PlanContext) -> ResourceChange:
         manifest = ctx.manifest
         address = Address(Kind.MODEL, spec.name)
@@ -557,6 +572,352 @@ class Models:
         if current.status in FAILED_STATUSES:
             return replace(base, reason=f"live status is {current.status}; nothing the manifest can change")
         return base
+
+
+# -- apply ------------------------------------------------------------------------------------------------
+
+_DEPLOY_FAILED = FAILED_STATUSES - {"unhealthy"}
+_DEPLOYING = "deploying"
+# Seconds a create waits for the listing that shows which models of its name exist: creates that finish
+# within that time share one list call.
+_LISTING_GATHER = 2.0
+Ready = Callable[[LiveModel], bool]
+
+
+class ModelSteps:
+    """The model kind's apply steps for one run, with one watcher for every model the run waits for.
+
+    No status code is taken as proof of anything: the API may accept two models of one name, and may refuse a
+    call during a transition with 409 or 422. So a model is edited, paused or resumed only once it allows it,
+    and a refusal is judged by reading the model again.
+    """
+
+    def __init__(self, run: ApplyRun) -> None:
+        self._run = run
+        self._specs = {spec.name: spec for spec in run.manifest.models}
+        self._watch_models: Watch[LiveModel] = run.watch(lambda: run.client.list_models(run.org_id), parse_model)
+
+    async def apply(self, step: ApplyStep) -> str:
+        change = step.change
+        action = change.action
+        if action is Action.DELETE:
+            assert change.live_id is not None
+            await self._delete_model(step, change.live_id)
+            step.sent()
+            step.progress("destroying")
+            try:
+                await self._watch_models.wait(
+                    change.live_id,
+                    until=set(),
+                    failing={"destroyFailed"},
+                    gone_ok=True,
+                    timeout=step.left(),
+                    transition="destroying",
+                )
+            except WaitFailed as exc:
+                raise ApplyError(f"model {change.live_id}: {exc}") from None
+            self._run.outputs.forget_model(change.name, change.live_id)
+            return "destroyed"
+        spec = self._specs[change.name]
+        wanted = "paused" if spec.state == "paused" else "healthy"
+        if action is Action.REPLACE:
+            assert change.live_id is not None
+            await self._delete_model(step, change.live_id)
+            step.progress(f"destroying {change.live_id} to replace it")
+        if action in (Action.CREATE, Action.REPLACE):
+            model_ids = await self._embedding_ready(step, spec)
+            model_id, deploying_since = await self._create_model(spec, step, model_ids)
+            # A model adopted from another run of this manifest may already have been paused by that run.
+            model = await self._settle(
+                step, model_id, "deploying", "healthy", wanted, transition=_DEPLOYING, since=deploying_since
+            )
+            if model.status != wanted:
+                model = await self._set_state(step, model_id, wanted)
+            return await self._record_model(spec, model)
+        assert change.live_id is not None
+        model_id = change.live_id
+        shows_update: Ready | None = None
+        if action is Action.UPDATE:
+            model_ids = await self._embedding_ready(step, spec)
+            body = model_update_body(spec, self._run.manifest.defaults, model_ids)
+            await self._when_allowed(
+                step, model_id, "edit", lambda: self._run.client.update_model(self._run.org_id, model_id, body)
+            )
+            step.sent()
+            shows_update = self._shows(spec, model_ids)
+        if any(c.path == "state" for c in change.attribute_changes):
+            model = await self._set_state(step, model_id, wanted)
+        else:
+            model = await self._settle(step, model_id, "updating", wanted)
+        if shows_update is not None and not shows_update(model):
+            model = await self._until_visible(step, model, shows_update)
+        return await self._record_model(spec, model)
+
+    def _shows(self, spec: ModelSpec, model_ids: dict[str, str]) -> Ready:
+        """Whether a read of the model shows the in-place attributes the manifest sets."""
+        declared = model_attributes(spec, self._run.manifest.defaults, model_ids)
+        wanted = {name: value for name, value in declared.items() if name in UPDATE_ATTRIBUTES}
+        return lambda model: not attribute_changes(model.attributes, wanted)
+
+    async def _until_visible(self, step: ApplyStep, model: LiveModel, shows: Ready) -> LiveModel:
+        """Wait until a read shows the update: "updates may take up to a few minutes to take effect", and a plan
+        made before then would show the same update again. Past the bound, the update stands as accepted."""
+        step.progress("update accepted; waiting until a read shows it")
+        try:
+            seen = await self._watch_models.wait(model.id, ready=shows, failing=_DEPLOY_FAILED, timeout=step.left())
+        except WaitTimedOut:
+            step.warn(
+                f"the update was accepted but is not yet visible after {self._run.timeout:g} s (--timeout); "
+                "a plan made before it shows will list it again: wait and plan again rather than apply it twice"
+            )
+            return model
+        except WaitFailed as exc:
+            raise ApplyError(f"model {model.id}: {exc}") from None
+        assert seen is not None
+        return seen
+
+    async def _embedding_ready(self, step: ApplyStep, spec: ModelSpec) -> dict[str, str]:
+        """The model ids known so far, once the model ``spec``'s semantic cache embeds with (if one of the
+        manifest's) exists and is in its declared state."""
+        name = embedding_dependency(spec, self._run.manifest.defaults, self._specs)
+        if name is None:
+            return self._run.ids_of(Kind.MODEL)
+        dependency = Address(Kind.MODEL, name)
+        step.progress(f"waiting for {dependency}, its embedding model")
+        finished = await self._run.finished(dependency)
+        if finished is not None:
+            if not finished:
+                raise ApplyError(f"its semantic cache embeds with {dependency}, which could not be made ready")
+            return self._run.ids_of(Kind.MODEL)
+        model_id = self._run.ids_of(Kind.MODEL).get(name)
+        if model_id is None:
+            raise ApplyError(f"its semantic cache embeds with {dependency}, which does not exist")
+        wanted = "paused" if self._specs[name].state == "paused" else "healthy"
+        if (await self._read_model(model_id)).status != wanted:
+            await self._settle(step, model_id, f"waiting for {dependency}, its embedding model", wanted)
+        return self._run.ids_of(Kind.MODEL)
+
+    async def _create_model(self, spec: ModelSpec, step: ApplyStep, model_ids: dict[str, str]) -> tuple[str, float]:
+        """The id of the model made (or adopted), and when its deployment began, as near as can be told."""
+        body = model_create_body(spec, self._run.manifest.defaults, model_ids)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            made: str | None = None
+            try:
+                made = await self._run.call(self._run.client.create_model(self._run.org_id, body))
+            except (AmbiguousCreate, Conflict) as exc:
+                # A lost answer, or (where the API refuses a second model of one name) one made by another run.
+                unclear: CapellaError = exc
+            answered = self._run.clock.now()
+            if made is not None:
+                step.sent()
+                # Known at once: keys naming the model need not wait for the look at other runs' models.
+                self._run.found(step.change.ref, made)
+            model_id = await self._one_of_its_name(step, made)
+            if model_id is None:
+                if attempt == CREATE_ATTEMPTS:
+                    raise ApplyError(f"create did not go through after {attempt} attempts: {unclear}") from None
+                step.progress(f"create unclear ({type(unclear).__name__}); nothing was made, retrying")
+                await self._run.clock.sleep(create_pause(attempt))
+                continue
+            if made is None:
+                step.progress(f"found {model_id} after an unclear create answer; adopting it")
+            elif model_id != made and any(spec.name in key.allowedModels for key in self._run.manifest.apiKeys):
+                step.warn(
+                    f"a key this run made for it before {made} was given up names that model; "
+                    "the next plan replaces such a key"
+                )
+            self._run.found(step.change.ref, model_id)
+            return model_id, answered if model_id == made else self._run.clock.now()
+        raise AssertionError("unreachable")
+
+    async def _one_of_its_name(self, step: ApplyStep, made: str | None) -> str | None:
+        """The model to keep of those made since the plan under this name: ``made`` by this run (None when the
+        answer was lost) and any other run's (an API may accept several of one name). None when there is none.
+
+        Every run keeps the oldest, so all agree whatever the order they look in; each deletes the others it
+        made. A run whose answer was lost cannot tell which one it made, and deletes every other: their makers,
+        looking too, give theirs up anyway. Creation times that tie go by the listing's order, which is the
+        order of creation: the first maker, which may have looked before the others existed, then keeps what
+        everyone else keeps.
+        """
+        change = step.change
+        known = self._run.known_ids(change.ref)
+        if made is None:
+            listed = await self._list_models()  # read by name before anything is sent again
+        else:
+            listed = await self._watch_models.listing(within=_LISTING_GATHER, timeout=step.left())
+        rivals = [m for m in listed if m.name == change.name and m.id not in known and m.status != "destroying"]
+        if not rivals:
+            return made  # not listed yet, or (after a lost answer) nothing was made
+        keep = rivals[oldest(m.created_at for m in rivals)]
+        for other in rivals:
+            if other.id != keep.id and (other.id == made or made is None):
+                await self._delete_model(step, other.id)
+        if made is not None and keep.id != made:
+            step.progress(f"another run made {keep.id} of this name first; keeping that one")
+        return keep.id
+
+    async def _list_models(self) -> list[LiveModel]:
+        # An entry that cannot be read is not the one looked for; letting its parse error out would end
+        # the whole run with a traceback instead of failing one resource.
+        models = []
+        for raw in await self._run.client.list_models(self._run.org_id):
+            with contextlib.suppress(LiveStateError):
+                models.append(parse_model(raw))
+        return models
+
+    async def _read_model(self, model_id: str) -> LiveModel:
+        try:
+            raw = await self._run.client.get_model(self._run.org_id, model_id)
+        except NotFound:
+            raise ApplyError(f"model {model_id} no longer exists") from None
+        try:
+            return parse_model(raw)
+        except LiveStateError as exc:
+            raise ApplyError(f"model {model_id}: the API's answer cannot be read: {exc}") from None
+
+    async def _delete_model(self, step: ApplyStep, model_id: str) -> None:
+        """Ask for the model's deletion; a model already on its way out is what was asked for.
+
+        When the answer to a DELETE is lost the client sends it again, and the repeat is refused because
+        the model is already being destroyed: the outcome asked for, not a failure.
+        """
+        while True:
+            try:
+                await self._run.call(self._run.client.delete_model(self._run.org_id, model_id))
+                return
+            except REFUSED as exc:
+                try:
+                    model = await self._read_model(model_id)
+                except ApplyError:
+                    return  # gone already
+                if model.status == "destroying":
+                    return
+                await self._wait_out_refusal(step, model, exc, lambda m: m.status not in TRANSITIONAL_STATUSES)
+
+    async def _set_state(self, step: ApplyStep, model_id: str, wanted: str) -> LiveModel:
+        pause = wanted == "paused"
+        turn = self._run.client.pause_model if pause else self._run.client.resume_model
+        # A model already on its way is not asked again. It may be this very call's own doing: when the answer
+        # to the first attempt is lost, the client repeats the call, and the repeat is refused.
+        on_its_way = {"pausing", "paused"} if pause else {"resuming", "healthy"}
+        await self._when_allowed(
+            step, model_id, "pause" if pause else "resume", lambda: turn(self._run.org_id, model_id), arrived=on_its_way
+        )
+        step.sent()
+        # The transition began with this call, unless it was under way already (another run's, or a repeat's).
+        transition = "pausing" if pause else "resuming"
+        return await self._settle(step, model_id, transition, wanted, transition=transition)
+
+    async def _when_allowed(
+        self,
+        step: ApplyStep,
+        model_id: str,
+        action: str,
+        call: Callable[[], Awaitable[None]],
+        *,
+        arrived: Collection[str] = (),
+    ) -> None:
+        """Make ``call`` once the model allows ``action`` (edit, pause, resume), or stop when its status is in
+        ``arrived``. A refusal while the model is in transition is waited out and the call made again; one
+        while it is settled and allows the call is an answer, and fails the change."""
+
+        def done_or_allowed(model: LiveModel) -> bool:
+            return model.status in arrived or allows(model, action)
+
+        model = await self._read_model(model_id)
+        while True:
+            if model.status in arrived:
+                return
+            if not allows(model, action):
+                doing = f"waiting until it can {action} ({model.status})"
+                model = await self._wait(step, model_id, doing, done_or_allowed)
+                continue
+            try:
+                await self._run.call(call())
+                return
+            except REFUSED as exc:
+                model = await self._read_model(model_id)
+                if model.status in arrived:
+                    return
+                model = await self._wait_out_refusal(
+                    step,
+                    model,
+                    exc,
+                    lambda m: m.status in arrived or (allows(m, action) and m.status not in TRANSITIONAL_STATUSES),
+                    action=action,
+                )
+
+    async def _wait_out_refusal(
+        self, step: ApplyStep, model: LiveModel, exc: CapellaError, ready: Ready, *, action: str | None = None
+    ) -> LiveModel:
+        """After a refusal: fail when nothing explains it (the model is settled and takes the call), else wait
+        until ``ready``."""
+        settled = model.status not in TRANSITIONAL_STATUSES
+        if settled and (action is None or allows(model, action)):
+            raise ApplyError(f"model {model.id}: refused while {model.status}: {exc}") from None
+        step.progress(f"refused while {model.status}; waiting for it to settle")
+        return await self._wait(step, model.id, "waiting to settle", ready)
+
+    async def _wait(self, step: ApplyStep, model_id: str, doing: str, ready: Ready) -> LiveModel:
+        step.progress(doing)
+        return await self._watch(step, model_id, ready=ready)
+
+    async def _settle(
+        self,
+        step: ApplyStep,
+        model_id: str,
+        doing: str,
+        *statuses: str,
+        transition: str | None = None,
+        since: float | None = None,
+    ) -> LiveModel:
+        """Wait until the model reaches one of ``statuses``; ``transition``: the one that began just now, or at
+        ``since``."""
+        step.progress(doing)
+        return await self._watch(step, model_id, until=set(statuses), transition=transition, since=since)
+
+    async def _watch(
+        self,
+        step: ApplyStep,
+        model_id: str,
+        *,
+        until: Collection[str] = (),
+        ready: Ready | None = None,
+        transition: str | None = None,
+        since: float | None = None,
+    ) -> LiveModel:
+        try:
+            model = await self._watch_models.wait(
+                model_id,
+                until=until,
+                ready=ready,
+                failing=_DEPLOY_FAILED,
+                timeout=step.left(),
+                transition=transition,
+                since=since,
+            )
+        except WaitTimedOut as exc:
+            # Say what happens next: nothing is deleted or made again, the next apply waits for it.
+            raise ApplyError(
+                f"model {model_id}: {exc} ({self._run.timeout:g} s, --timeout); it is left in place "
+                "and the next apply waits for it again"
+            ) from None
+        except WaitFailed as exc:
+            raise ApplyError(f"model {model_id}: {exc}") from None
+        assert model is not None
+        return model
+
+    async def _record_model(self, spec: ModelSpec, model: LiveModel) -> str:
+        self._run.outputs.record_model(
+            spec.name,
+            id=model.id,
+            status=model.status,
+            region=model.region,
+            connectionString=await connection_string(self._run.client, self._run.org_id, model),
+            headers=header_profile(spec, self._run.manifest.defaults),
+        )
+        return model.status
 
 
 def _ids_by_name(ctx: PlanContext) -> dict[str, str]:

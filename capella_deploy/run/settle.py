@@ -26,6 +26,7 @@ from capella_deploy.kinds.model import (
     connection_string,
     header_profile,
     model_rank,
+    parse_model,
 )
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
@@ -59,7 +60,7 @@ async def settle_outputs(
     wanted = {spec.name: spec for spec in manifest.models}
     present = by_name(m for m in live.models if m.name in wanted and m.status != "destroying")
     models = {name: min(group, key=model_rank) for name, group in present.items()}
-    watcher = StatusWatcher(lambda: client.list_models(org_id), clock, schedule or PollSchedule())
+    watcher = StatusWatcher(lambda: client.list_models(org_id), parse_model, clock, schedule or PollSchedule())
     found = Settled()
 
     async def settle(model: LiveModel) -> LiveModel:
