@@ -197,7 +197,7 @@ def test_export_of_a_live_org_plans_as_no_changes(world: World) -> None:
     exported = world.root / "out" / "exported.yaml"
     result = world.cli("export", "-o", str(exported))
     assert result.exit_code == 0, result.output
-    assert "Exported 4 model(s) and 1 key(s)." in result.stderr
+    assert "Exported 4 model(s), 1 API key(s)." in result.stderr
     assert "console-made" in result.stderr and "no exact manifest equivalent" in result.stderr
     text = exported.read_text()
     assert text.startswith("# yaml-language-server: $schema=")

@@ -158,7 +158,7 @@ def test_a_target_that_names_nothing_is_refused(world: World) -> None:
     assert typo.exit_code == 1 and "--target model.chta: the manifest declares no such resource" in typo.stderr
     assert "did you mean model.chat?" in typo.stderr
     shape = world.cli("plan", "-f", path, "--target", "chat")
-    assert shape.exit_code == 1 and "an address is model.NAME or apiKey.NAME" in shape.stderr
+    assert shape.exit_code == 1 and "an address is model.NAME" in shape.stderr
 
 
 # -- colour ------------------------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ def validate(
       capella-deploy validate capella/*.yaml          # each file on its own, as pre-commit runs it
     """
     from capella_deploy.catalog import CATALOG
+    from capella_deploy.kinds import REGISTRY, tally
     from capella_deploy.manifest import ManifestError
     from capella_deploy.manifest.offered import check_catalog
 
@@ -186,7 +187,7 @@ def validate(
             problems += len(exc.issues)
             continue
         manifest = loaded.manifest
-        counts = f"{len(manifest.models)} model(s), {len(manifest.apiKeys)} API key(s)"
+        counts = tally({kind.kind: len(kind.specs(manifest)) for kind in REGISTRY})
         if len(groups) == 1:
             click.echo(f"The manifest is valid: {counts}.")
         else:

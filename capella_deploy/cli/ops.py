@@ -169,6 +169,7 @@ def export(
       capella-deploy export --match 'team-a-*' -o capella/team-a.yaml
     """
     from capella_deploy.gitops.export import export_manifest, manifest_yaml
+    from capella_deploy.kinds import REGISTRY, tally
 
     target = make_target(sandbox, token_file)
 
@@ -194,7 +195,7 @@ def export(
     for warning in result.warnings:
         warn(warning)
     _emit(text, output)
-    counts = f"{len(result.document.get('models', []))} model(s) and {len(result.document.get('apiKeys', []))} key(s)"
+    counts = tally({kind.kind: len(result.document.get(kind.section, [])) for kind in REGISTRY})
     click.echo(f"Exported {counts}.", err=True)
 
 

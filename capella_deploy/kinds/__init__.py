@@ -6,6 +6,7 @@ A kind module holds everything about its kind; the generic machinery reaches it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from typing_extensions import assert_never
@@ -27,3 +28,9 @@ def kind_of(kind: Kind) -> ResourceKind[Any, Any]:
 
 # In dependency order (the order of ``Kind``): a kind refers only to kinds before it.
 REGISTRY: tuple[ResourceKind[Any, Any], ...] = tuple(kind_of(kind) for kind in Kind)
+
+
+def tally(counts: Mapping[Kind, int]) -> str:
+    """``3 model(s), 2 API key(s)``: the kinds there are any of, in registry order."""
+    told = [f"{counts[kind.kind]} {kind.noun}(s)" for kind in REGISTRY if counts.get(kind.kind)]
+    return ", ".join(told) or "no resources"

@@ -26,11 +26,16 @@ from capella_deploy.kinds.base import (
     ApplyStep,
     AttributeChange,
     ExportNotes,
+    ExportScope,
     Extra,
     Kind,
     LiveStateError,
     PlanContext,
     ResourceChange,
+    Settled,
+    SettleRun,
+    StatusFacts,
+    by_name,
     create_pause,
     created,
     first_problem,
@@ -206,6 +211,8 @@ class ApiKeys:
     """The Model API key kind, as the planner, the live reading and export see it."""
 
     kind = Kind.API_KEY
+    section = "apiKeys"
+    noun = "API key"
     resource_type = "capella_ai_model_api_key"
     # The token exists only in the create answer: a plan names it, never shows it.
     sensitive: tuple[str, ...] = ("token",)
@@ -272,6 +279,47 @@ class ApiKeys:
 
     def transition(self, change: ResourceChange) -> str | None:
         return None  # a key is usable the moment the API answers
+
+    async def settle(self, run: SettleRun, live: Sequence[LiveKey]) -> Settled:
+        """Name each managed key whose token the outputs lack: a token is shown once, to the run that created
+        the key, and cannot be fetched again."""
+        found = Settled()
+        held = run.outputs.held_key_ids()
+        live_keys = by_name(live)
+        for spec in run.manifest.apiKeys:
+            keys = live_keys.get(spec.name)
+            if not keys or any(k.id in held for k in keys):
+                continue
+            key = max(keys, key=key_age)
+            found.warnings.append(
+                f"apiKey.{spec.name}: the outputs hold no token for live key {key.id}; a token is shown only to "
+                f"the run that created the key. Rotate it with `capella-deploy apply --replace apiKey.{spec.name}`"
+            )
+        return found
+
+    def status(self, live: LiveKey, now: datetime) -> StatusFacts:
+        expires = live.expires_at
+        return StatusFacts(
+            state="expired" if expires is not None and expires <= now else "active",
+            created_at=live.created_at,
+            region=live.region,
+            expires_at=expires,
+        )
+
+    def export(
+        self, live: Sequence[LiveKey], scope: ExportScope, exported: dict[str, str], notes: ExportNotes
+    ) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for name, group in sorted(by_name(k for k in live if scope.wanted(k.name, k.region)).items()):
+            newest = sorted(group, key=key_age)[-1]
+            if len(group) > 1:
+                notes.warnings.append(
+                    f"apiKey {name!r}: exported the newest key {newest.id}; older keys share the name"
+                )
+            entry = export_entry(newest, exported, notes)
+            if entry is not None:
+                entries.append(entry)
+        return entries
 
     def plan(self, spec: ApiKeySpec, current: LiveKey | None, ctx: PlanContext) -> ResourceChange:
         after = key_attributes(spec, ctx.manifest.defaults)

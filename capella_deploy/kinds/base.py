@@ -7,6 +7,7 @@ holds. Each kind module (model.py, api_key.py, provider.py) holds everything els
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +47,14 @@ class Address:
         kind, dot, name = text.partition(".")
         known = {k.value: k for k in Kind}
         if not dot or not name or kind not in known:
-            spellings = ", ".join(f"{k.value}.NAME" for k in Kind)
-            raise ValueError(f"{text!r} is not a resource address; write {spellings}")
+            raise ValueError(f"{text!r} is not a resource address; write {cls.spellings()}")
         return cls(known[kind], name)
+
+    @staticmethod
+    def spellings() -> str:
+        """How addresses are written: ``model.NAME, apiKey.NAME or ...``."""
+        written = [f"{k.value}.NAME" for k in Kind]
+        return " or ".join(written) if len(written) < 3 else ", ".join(written[:-1]) + " or " + written[-1]
 
 
 class Action(str, Enum):
@@ -195,6 +201,45 @@ class ExportNotes:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ExportScope:
+    """What an export covers: names matching ``match`` (fnmatch), resources of ``region``."""
+
+    match: str | None = None
+    region: str | None = None
+
+    def named(self, name: str) -> bool:
+        return self.match is None or fnmatch.fnmatchcase(name, self.match)
+
+    def wanted(self, name: str, region: str | None) -> bool:
+        """For a resource of a Capella region; one of no region (organization-wide) goes by ``named``."""
+        return self.named(name) and (self.region is None or region == self.region)
+
+
+@dataclass(frozen=True)
+class StatusFacts:
+    """What `status` shows of one live resource besides its kind, name and id."""
+
+    state: str  # a model's status; "active" or "expired" for a key
+    created_at: datetime | None
+    region: str | None = None
+    gpu_memory: int | None = None
+    connection_string: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass
+class Settled:
+    """What settling after an apply found: notes for people, and managed resources not where they should be."""
+
+    warnings: list[str] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
+
+    def add(self, other: Settled) -> None:
+        self.warnings += other.warnings
+        self.unsettled += other.unsettled
+
+
 def first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
@@ -267,6 +312,8 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     """One kind of resource: how it is declared, read, compared, planned, applied and exported."""
 
     kind: Kind
+    section: str  # the manifest's list of this kind, also the outputs' and an export's: "models"
+    noun: str  # how counts name it: "3 model(s)"
     resource_type: str  # the type in the JSON plan, Terraform style: capella_ai_model
     sensitive: tuple[str, ...]  # secret values known only after apply (a key's token): named, never shown
 
@@ -297,6 +344,20 @@ class ResourceKind(Protocol[SpecT, LiveT]):
 
     def transition(self, change: ResourceChange) -> str | None:
         """The long transition the change's deciding write starts (a model's deployment), for the estimate."""
+
+    async def settle(self, run: SettleRun, live: Sequence[LiveT]) -> Settled:
+        """After an apply: wait for what is still moving, and make the outputs describe every managed resource
+        of this kind in ``live`` (read once, after the changes)."""
+
+    def status(self, live: LiveT, now: datetime) -> StatusFacts:
+        """What `status` shows of a live resource."""
+
+    def export(
+        self, live: Sequence[LiveT], scope: ExportScope, exported: dict[str, str], notes: ExportNotes
+    ) -> list[dict[str, Any]]:
+        """Manifest entries for the live resources in ``scope``, one per name. ``exported`` maps the live id of
+        each resource exported so far (of kinds before this one) to its name, for references; this kind adds
+        its own."""
 
 
 def created(kind: Kind, spec: Declared, after: dict[str, Any], depends_on: tuple[Address, ...] = ()) -> ResourceChange:
@@ -411,6 +472,20 @@ class ApplyRun(Protocol):
 
     async def finished(self, address: Address) -> bool | None:
         """Wait until this run's change of ``address`` ends: whether it succeeded; None when there is none."""
+
+
+class SettleRun(Protocol):
+    """What settling after an apply shares with every kind."""
+
+    client: CapellaClient
+    org_id: str
+    outputs: Outputs
+    manifest: Manifest
+    timeout: float  # how long to wait for one resource still moving (--timeout)
+    failed: frozenset[Address]  # resources whose change this apply already reported as failed
+
+    def watch(self, list_all: Callable[[], Awaitable[list[dict[str, Any]]]], parse: Callable[[Any], W]) -> Watch[W]:
+        """A watcher for one kind's resources."""
 
 
 class ApplyStep(Protocol):

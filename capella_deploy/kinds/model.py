@@ -6,6 +6,7 @@ compares and the bodies the applier sends, the Model Service header profile, and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -27,12 +28,17 @@ from capella_deploy.kinds.base import (
     ApplyRun,
     ApplyStep,
     ExportNotes,
+    ExportScope,
     Extra,
     Kind,
     LiveStateError,
     PlanContext,
     ResourceChange,
+    Settled,
+    SettleRun,
+    StatusFacts,
     Watch,
+    by_name,
     create_pause,
     created,
     first_problem,
@@ -42,6 +48,7 @@ from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, parse_time
 from capella_deploy.kinds.shared import oldest
 from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing
+from capella_deploy.outputs import Outputs
 
 log = logging.getLogger("capella_deploy.kinds.model")
 
@@ -482,6 +489,8 @@ class Models:
     """The model kind, as the planner, the live reading and export see it."""
 
     kind = Kind.MODEL
+    section = "models"
+    noun = "model"
     resource_type = "capella_ai_model"
     sensitive: tuple[str, ...] = ()
 
@@ -533,6 +542,64 @@ class Models:
 
     def transition(self, change: ResourceChange) -> str | None:
         return _DEPLOYING if change.action in (Action.CREATE, Action.REPLACE) else None
+
+    async def settle(self, run: SettleRun, live: Sequence[LiveModel]) -> Settled:
+        """Wait for managed models still in transition (an earlier run may have been killed while they deployed)
+        and record every managed model in the outputs (a fresh checkout's outputs lack them)."""
+        wanted = {spec.name: spec for spec in run.manifest.models}
+        present = by_name(m for m in live if m.name in wanted and self.in_play(m))
+        models = [min(group, key=model_rank) for group in present.values()]
+        watcher: Watch[LiveModel] = run.watch(lambda: run.client.list_models(run.org_id), parse_model)
+        found = Settled()
+
+        async def settle(model: LiveModel) -> LiveModel:
+            # A model whose change already failed (a timeout included) is not waited for a second time.
+            if model.status not in TRANSITIONAL_STATUSES or Address(Kind.MODEL, model.name) in run.failed:
+                return model
+            try:
+                settled = await watcher.wait(
+                    model.id, until={"healthy", "paused"}, failing=FAILED_STATUSES, timeout=run.timeout
+                )
+            except CapellaError as exc:
+                found.unsettled.append(f"model.{model.name}: {exc}")
+                return model
+            return settled or model
+
+        for model in await asyncio.gather(*(settle(m) for m in models)):
+            await record_model(run.outputs, run.client, run.org_id, wanted[model.name], run.manifest.defaults, model)
+        return found
+
+    def status(self, live: LiveModel, now: datetime) -> StatusFacts:
+        return StatusFacts(
+            state=live.status,
+            created_at=live.created_at,
+            region=live.region,
+            gpu_memory=live.gpu_memory,
+            connection_string=live.connection_string,
+        )
+
+    def export(
+        self, live: Sequence[LiveModel], scope: ExportScope, exported: dict[str, str], notes: ExportNotes
+    ) -> list[dict[str, Any]]:
+        present = [m for m in live if self.in_play(m) and scope.wanted(m.name, m.region)]
+        chosen_models: list[LiveModel] = []
+        for name, group in sorted(by_name(present).items()):
+            chosen = sorted(group, key=model_rank)[0]
+            if len(group) > 1:
+                others = ", ".join(m.id for m in group if m is not chosen)
+                notes.warnings.append(
+                    f"model {name!r}: exported {chosen.id}; other live models share the name ({others})"
+                )
+            chosen_models.append(chosen)
+        # A semantic cache names its embedding model by id; in the manifest, a model of the export goes by its name.
+        names = {m.id: m.name for m in chosen_models}
+        entries: list[dict[str, Any]] = []
+        for chosen in chosen_models:
+            entry = export_entry(chosen, names, notes)
+            if entry is not None:
+                entries.append(entry)
+                exported[chosen.id] = chosen.name
+        return entries
 
     def plan(self, spec: ModelSpec, current: LiveModel | None, ctx: PlanContext) -> ResourceChange:
         manifest = ctx.manifest
@@ -909,15 +976,23 @@ class ModelSteps:
         return model
 
     async def _record_model(self, spec: ModelSpec, model: LiveModel) -> str:
-        self._run.outputs.record_model(
-            spec.name,
-            id=model.id,
-            status=model.status,
-            region=model.region,
-            connectionString=await connection_string(self._run.client, self._run.org_id, model),
-            headers=header_profile(spec, self._run.manifest.defaults),
+        await record_model(
+            self._run.outputs, self._run.client, self._run.org_id, spec, self._run.manifest.defaults, model
         )
         return model.status
+
+
+async def record_model(
+    outputs: Outputs, client: CapellaClient, org_id: str, spec: ModelSpec, defaults: Defaults, model: LiveModel
+) -> None:
+    outputs.record_model(
+        spec.name,
+        id=model.id,
+        status=model.status,
+        region=model.region,
+        connectionString=await connection_string(client, org_id, model),
+        headers=header_profile(spec, defaults),
+    )
 
 
 def _ids_by_name(ctx: PlanContext) -> dict[str, str]:

@@ -19,6 +19,7 @@ import shlex
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,21 +49,32 @@ class Outputs:
         self._lock = threading.Lock()
         # Entries a record_key of this store put aside: another key's, with its token (see forget_key).
         self._displaced: dict[str, dict[str, Any]] = {}
-        self._doc: dict[str, Any] = {
-            "version": FORMAT_VERSION,
-            "organizationId": org_id,
-            "models": {},
-            "apiKeys": {},
-        }
+        self._doc: dict[str, Any] = _empty(org_id)
         self._reload()
 
     @property
     def models(self) -> Mapping[str, Mapping[str, Any]]:
-        return self._doc["models"]  # type: ignore[no-any-return]
+        return self.section("models")
 
     @property
     def api_keys(self) -> Mapping[str, Mapping[str, Any]]:
-        return self._doc["apiKeys"]  # type: ignore[no-any-return]
+        return self.section("apiKeys")
+
+    def section(self, key: str) -> Mapping[str, Mapping[str, Any]]:
+        """The entries of one section (a kind's: "models", "providers"...), by resource name."""
+        entries: Mapping[str, Mapping[str, Any]] = self._doc.get(key) or {}
+        return entries
+
+    def credential_versions(self) -> dict[str, int]:
+        """Live id -> the ``credentialsVersion`` its credentials were last written with, for every entry that
+        records one: the input the planner sees a credentials roll by (credentials cannot be read back)."""
+        versions: dict[str, int] = {}
+        for section in SECTIONS:
+            for entry in self.section(section.key).values():
+                version, live_id = entry.get("credentialsVersion"), entry.get("id")
+                if isinstance(live_id, str) and isinstance(version, int) and not isinstance(version, bool):
+                    versions[live_id] = version
+        return versions
 
     def held_key_ids(self) -> frozenset[str]:
         """The ids of the keys whose token this file holds: the input the planner keeps keys by."""
@@ -75,14 +87,32 @@ class Outputs:
         value = entry.get("token") if entry else None
         return Secret(value) if isinstance(value, str) and value else None
 
-    def record_model(self, name: str, **fields: Any) -> None:
+    def record(self, section: str, name: str, **fields: Any) -> None:
+        """Set the fields given (those not None) of a resource's entry in ``section``; never a secret."""
+
         def change(doc: dict[str, Any]) -> bool:
-            entry = dict(doc["models"].get(name, {}))
+            entries = doc.setdefault(section, {})
+            entry = dict(entries.get(name, {}))
             entry.update({k: v for k, v in fields.items() if v is not None})
-            doc["models"][name] = entry
+            entries[name] = entry
             return True
 
         self._update(change)
+
+    def forget(self, section: str, name: str, live_id: str | None = None) -> None:
+        """Drop a resource's entry (only if it is for ``live_id``, when given: a successor's entry stays)."""
+
+        def change(doc: dict[str, Any]) -> bool:
+            entry = doc.get(section, {}).get(name)
+            if entry is not None and (live_id is None or entry.get("id") == live_id):
+                del doc[section][name]
+                return True
+            return False
+
+        self._update(change)
+
+    def record_model(self, name: str, **fields: Any) -> None:
+        self.record("models", name, **fields)
 
     def record_key(self, name: str, *, key_id: str, token: Secret | None, **fields: Any) -> None:
         def change(doc: dict[str, Any]) -> bool:
@@ -105,16 +135,7 @@ class Outputs:
         self._update(lambda doc: True)
 
     def forget_model(self, name: str, model_id: str | None = None) -> None:
-        """Drop the model's entry (only if it is for ``model_id``, when given: a successor's entry stays)."""
-
-        def change(doc: dict[str, Any]) -> bool:
-            entry = doc["models"].get(name)
-            if entry is not None and (model_id is None or entry.get("id") == model_id):
-                del doc["models"][name]
-                return True
-            return False
-
-        self._update(change)
+        self.forget("models", name, model_id)
 
     def forget_key(self, name: str, key_id: str | None = None) -> None:
         """Drop the key's entry (only if it is for ``key_id``, when given). If this store's own record_key had put
@@ -194,21 +215,47 @@ def render_json(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-_MODEL_FIELDS = (
-    ("id", "ID"),
-    ("status", "STATUS"),
-    ("region", "REGION"),
-    ("connectionString", "URL"),
-    ("headers", "HEADERS"),  # the X-cb-* header profile, as a JSON object
+@dataclass(frozen=True)
+class Section:
+    """One kind's section of the outputs (its key is the kind's manifest section), and its dotenv spelling."""
+
+    key: str
+    prefix: str  # of its dotenv variables: CAPELLA_MODEL_<NAME>_<SUFFIX>
+    fields: tuple[tuple[str, str], ...]  # (field, dotenv suffix), in the order written
+    json_fields: frozenset[str] = frozenset()  # read back from dotenv as JSON: objects, lists, numbers
+
+
+SECTIONS = (
+    Section(
+        "models",
+        "CAPELLA_MODEL_",
+        (
+            ("id", "ID"),
+            ("status", "STATUS"),
+            ("region", "REGION"),
+            ("connectionString", "URL"),
+            ("headers", "HEADERS"),  # the X-cb-* header profile, as a JSON object
+        ),
+        frozenset({"headers"}),
+    ),
+    Section(
+        "apiKeys",
+        "CAPELLA_KEY_",
+        (
+            ("id", "ID"),
+            ("region", "REGION"),
+            ("expiresAt", "EXPIRES_AT"),
+            ("allowedModels", "ALLOWED_MODELS"),  # a JSON list of manifest model names, or ["*"]
+            ("token", "TOKEN"),
+        ),
+        frozenset({"allowedModels"}),
+    ),
 )
-_KEY_FIELDS = (
-    ("id", "ID"),
-    ("region", "REGION"),
-    ("expiresAt", "EXPIRES_AT"),
-    ("allowedModels", "ALLOWED_MODELS"),  # a JSON list of manifest model names, or ["*"]
-    ("token", "TOKEN"),
-)
-_JSON_FIELDS = frozenset({"headers", "allowedModels"})
+_SECTION = {section.key: section for section in SECTIONS}
+
+
+def _empty(org_id: str | None) -> dict[str, Any]:
+    return {"version": FORMAT_VERSION, "organizationId": org_id, **{section.key: {} for section in SECTIONS}}
 
 
 DOTENV_HEADER = "# capella-deploy outputs"
@@ -217,27 +264,24 @@ DOTENV_HEADER = "# capella-deploy outputs"
 def render_dotenv(doc: Mapping[str, Any]) -> str:
     # The comment before each group names the resource, so a later run can read the file back.
     lines = [DOTENV_HEADER, f"CAPELLA_ORG_ID={_quote(doc.get('organizationId') or '')}"]
-    for section, prefix, fields in (
-        ("models", "CAPELLA_MODEL_", _MODEL_FIELDS),
-        ("apiKeys", "CAPELLA_KEY_", _KEY_FIELDS),
-    ):
-        for name, entry in sorted(doc.get(section, {}).items()):
-            lines.append(f"# {section} {name}")
-            for field, suffix in fields:
+    for section in SECTIONS:
+        for name, entry in sorted(doc.get(section.key, {}).items()):
+            lines.append(f"# {section.key} {name}")
+            for field, suffix in section.fields:
                 if entry.get(field) is not None:
-                    lines.append(f"{prefix}{env_name(name)}_{suffix}={_quote(_text(entry[field]))}")
+                    lines.append(f"{section.prefix}{env_name(name)}_{suffix}={_quote(_text(entry[field]))}")
     return "\n".join(lines) + "\n"
 
 
 def parse_dotenv(text: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"version": FORMAT_VERSION, "organizationId": None, "models": {}, "apiKeys": {}}
+    doc = _empty(None)
     entry: dict[str, Any] | None = None
-    fields: tuple[tuple[str, str], ...] = ()
+    section: Section | None = None
     for line in text.splitlines():
-        if line.startswith("# models ") or line.startswith("# apiKeys "):
-            _, section, name = line.split(" ", 2)
-            entry = doc[section].setdefault(name, {})
-            fields = _MODEL_FIELDS if section == "models" else _KEY_FIELDS
+        heading = line.split(" ", 2)
+        if len(heading) == 3 and heading[0] == "#" and heading[1] in _SECTION:
+            section = _SECTION[heading[1]]
+            entry = doc[section.key].setdefault(heading[2], {})
             continue
         var, sep, raw = line.partition("=")
         if not sep or line.startswith("#"):
@@ -245,10 +289,10 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         value = shlex.split(raw)[0] if raw else ""
         if var == "CAPELLA_ORG_ID":
             doc["organizationId"] = value or None
-        elif entry is not None:
-            for field, suffix in fields:
+        elif entry is not None and section is not None:
+            for field, suffix in section.fields:
                 if var.endswith("_" + suffix):
-                    entry[field] = json.loads(value) if field in _JSON_FIELDS else value
+                    entry[field] = json.loads(value) if field in section.json_fields else value
                     break
     return doc
 
@@ -292,6 +336,10 @@ def _read(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
         raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
+    for section in SECTIONS:
+        # A section newer than the file (a kind added since it was written) starts empty.
+        if not isinstance(doc.setdefault(section.key, {}), dict):
+            raise OutputsError(f"{path}: its {section.key!r} is not a mapping; move the file away or repair it")
     return doc
 
 

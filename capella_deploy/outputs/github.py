@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from capella_deploy.outputs import _KEY_FIELDS, _MODEL_FIELDS, OutputsError, _text, env_name
+from capella_deploy.outputs import SECTIONS, OutputsError, _text, env_name
 from capella_deploy.secrets import revealed
 
 
@@ -27,19 +27,18 @@ def publish_to_github(doc: Mapping[str, Any], environ: Mapping[str, str]) -> Non
     """Append the outputs of ``doc`` to $GITHUB_OUTPUT; every token is masked in the job log before it is written."""
     target = check_github_output(environ)
     lines: list[str] = []
-    for name, entry in sorted(doc["models"].items()):
-        for field, suffix in _MODEL_FIELDS:
-            if entry.get(field) is not None:
-                lines.append(f"model_{env_name(name).lower()}_{suffix.lower()}={_text(entry[field])}")
-    for name, entry in sorted(doc["apiKeys"].items()):
-        token = entry.get("token")
-        if token:
-            # The workflow command must come first so the runner masks the value wherever it appears.
-            with revealed():
-                sys.stdout.write(f"::add-mask::{token}\n")
-        for field, suffix in _KEY_FIELDS:
-            if entry.get(field) is not None:
-                lines.append(f"key_{env_name(name).lower()}_{suffix.lower()}={entry[field]}")
+    for section in SECTIONS:
+        # CAPELLA_MODEL_CHAT_URL in a dotenv file is the step output model_chat_url.
+        prefix = section.prefix.removeprefix("CAPELLA_").lower()
+        for name, entry in sorted(doc.get(section.key, {}).items()):
+            token = entry.get("token")
+            if token:
+                # The workflow command must come first so the runner masks the value wherever it appears.
+                with revealed():
+                    sys.stdout.write(f"::add-mask::{token}\n")
+            for field, suffix in section.fields:
+                if entry.get(field) is not None:
+                    lines.append(f"{prefix}{env_name(name).lower()}_{suffix.lower()}={_text(entry[field])}")
     sys.stdout.flush()
     with open(target, "a", encoding="utf-8") as handle:
         handle.write("".join(line + "\n" for line in lines))

@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from capella_deploy.kinds.api_key import LiveKey
-from capella_deploy.kinds.model import LiveModel
+from capella_deploy.kinds import REGISTRY
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Where
@@ -18,12 +17,12 @@ from capella_deploy.plan import Where
 
 @dataclass(frozen=True)
 class ResourceStatus:
-    kind: str  # "model" | "apiKey"
+    kind: str  # the Kind's value: "model", "apiKey"...
     name: str
     live_id: str
     region: str | None
     gpu_memory: int | None
-    state: str  # the model's status; for a key "active" or "expired"
+    state: str  # a model's status; for a key "active" or "expired" (each kind's status() says)
     created_at: datetime | None
     # True when the manifest declares this name, False when not, None when no manifest was given.
     declared: bool | None
@@ -54,41 +53,23 @@ def status_report(
     where: Where | None = None,
 ) -> StatusReport:
     """``connections``: model id -> connection string, for the models whose listing entry lacks one."""
-    models = {m.name for m in manifest.models} if manifest is not None else None
-    keys = {k.name for k in manifest.apiKeys} if manifest is not None else None
-    resources = [
-        _model_status(m, None if models is None else m.name in models, m.connection_string or connections.get(m.id))
-        for m in live.models
-    ]
-    resources += [_key_status(k, None if keys is None else k.name in keys, now) for k in live.keys]
-    resources.sort(key=lambda r: (r.kind != "model", r.name, r.live_id))
-    return StatusReport(live.org_id, now, tuple(resources), live.warnings, where)
-
-
-def _model_status(model: LiveModel, declared: bool | None, connection: str | None) -> ResourceStatus:
-    return ResourceStatus(
-        kind="model",
-        name=model.name,
-        live_id=model.id,
-        region=model.region,
-        gpu_memory=model.gpu_memory,
-        state=model.status,
-        created_at=model.created_at,
-        declared=declared,
-        connection_string=connection,
-    )
-
-
-def _key_status(key: LiveKey, declared: bool | None, now: datetime) -> ResourceStatus:
-    expires = key.expires_at
-    return ResourceStatus(
-        kind="apiKey",
-        name=key.name,
-        live_id=key.id,
-        region=key.region,
-        gpu_memory=None,
-        state="expired" if expires is not None and expires <= now else "active",
-        created_at=key.created_at,
-        declared=declared,
-        expires_at=expires,
-    )
+    resources: list[tuple[int, ResourceStatus]] = []
+    for rank, kind in enumerate(REGISTRY):
+        names = {spec.name for spec in kind.specs(manifest)} if manifest is not None else None
+        for resource in live.of(kind.kind):
+            facts = kind.status(resource, now)
+            status = ResourceStatus(
+                kind=kind.kind.value,
+                name=resource.name,
+                live_id=resource.id,
+                region=facts.region,
+                gpu_memory=facts.gpu_memory,
+                state=facts.state,
+                created_at=facts.created_at,
+                declared=None if names is None else resource.name in names,
+                connection_string=facts.connection_string or connections.get(resource.id),
+                expires_at=facts.expires_at,
+            )
+            resources.append((rank, status))
+    resources.sort(key=lambda ranked: (ranked[0], ranked[1].name, ranked[1].live_id))
+    return StatusReport(live.org_id, now, tuple(r for _, r in resources), live.warnings, where)

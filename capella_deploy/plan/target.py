@@ -1,9 +1,9 @@
 """``--target``: a plan narrowed to some resources and what they need, as Terraform's -target does. Pure.
 
-A key depends on the models its ``allowedModels`` names (it is created with their ids), and a model on the
-embedding model its semantic cache names, so targeting one keeps the changes of what it needs. Destroying
-works the other way round: a targeted model takes along the keys and models that name it, which would
-otherwise point at a model that is gone.
+A resource depends on those it refers to by id (each kind's ``refers_to``: a key on the models its
+``allowedModels`` names, a model on the embedding model its semantic cache names), so targeting one keeps the
+changes of what it needs. Destroying works the other way round: a targeted model takes along the keys and
+models that name it, which would otherwise point at a model that is gone.
 """
 
 from __future__ import annotations
@@ -13,23 +13,24 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 from capella_deploy.errors import ConfigError
-from capella_deploy.kinds.base import Kind
-from capella_deploy.kinds.model import embedding_dependency
+from capella_deploy.kinds import REGISTRY
+from capella_deploy.kinds.base import Address, Kind
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan
 
-_KINDS = {kind.value: kind for kind in Kind}
-
 
 def check_targets(addresses: Sequence[str], manifest: Manifest, plan: Plan) -> tuple[str, ...]:
-    """The addresses, checked: ``model.NAME`` or ``apiKey.NAME`` of something declared or in the plan."""
-    known = {f"model.{m.name}" for m in manifest.models} | {f"apiKey.{k.name}" for k in manifest.apiKeys}
+    """The addresses, checked: ``KIND.NAME`` (model.NAME, apiKey.NAME...) of something declared or in the plan."""
+    known = {str(Address(kind.kind, spec.name)) for kind in REGISTRY for spec in kind.specs(manifest)}
     known |= {_plain(change.kind, change.name) for change in plan.changes}
     checked: list[str] = []
     for address in addresses:
-        kind, dot, name = address.partition(".")
-        if not dot or kind not in _KINDS or not name:
-            raise ConfigError(f"--target {address!r}: an address is model.NAME or apiKey.NAME (the manifest's names)")
+        try:
+            Address.parse(address)
+        except ValueError:
+            raise ConfigError(
+                f"--target {address!r}: an address is {Address.spellings()} (the manifest's names)"
+            ) from None
         if address not in known:
             close = difflib.get_close_matches(address, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -63,17 +64,17 @@ def restrict(plan: Plan, manifest: Manifest, targets: Sequence[str], *, destroy:
 
 def _closure(manifest: Manifest, targets: Iterable[str], *, destroy: bool) -> set[str]:
     needs: dict[str, set[str]] = {}
-    uses = [(f"apiKey.{key.name}", {f"model.{n}" for n in key.allowedModels if n != "*"}) for key in manifest.apiKeys]
-    declared = {model.name for model in manifest.models}
-    for model in manifest.models:
-        embedding = embedding_dependency(model, manifest.defaults, declared)
-        uses.append((f"model.{model.name}", {f"model.{embedding}"} if embedding else set()))
-    for address, models in uses:
+    uses = [
+        (str(Address(kind.kind, spec.name)), {str(a) for a in kind.refers_to(spec, manifest)})
+        for kind in REGISTRY
+        for spec in kind.specs(manifest)
+    ]
+    for address, used in uses:
         if destroy:
-            for model_address in models:
-                needs.setdefault(model_address, set()).add(address)
+            for used_address in used:
+                needs.setdefault(used_address, set()).add(address)
         else:
-            needs.setdefault(address, set()).update(models)
+            needs.setdefault(address, set()).update(used)
     wanted: set[str] = set()
     pending = list(targets)
     while pending:

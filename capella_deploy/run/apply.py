@@ -16,6 +16,7 @@ from typing import Protocol
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
 from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
+from capella_deploy.kinds.base import Address
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.manifest.offered import CatalogCheck
@@ -265,11 +266,7 @@ async def _after_apply(
     """Settle and record outputs, publish them, run the checks when all was applied, report to the job summary."""
     applied = result is None or result.ok
     if not request.destroy:
-        failed = frozenset(
-            r.address.removeprefix("model.")
-            for r in (result.failed if result else ())
-            if r.address.startswith("model.")
-        )
+        failed = frozenset(Address.parse(r.address) for r in (result.failed if result else ()))
         settled = await settle_outputs(
             session.client, session.org_id, manifest, store, clock=session.clock, timeout=request.timeout, failed=failed
         )

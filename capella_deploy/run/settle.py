@@ -2,43 +2,58 @@
 
 A plan with nothing to change can still find managed models mid-transition (an earlier run was killed
 while they deployed) and an outputs file that lacks them (a fresh CI checkout, a killed run). So every
-apply ends by reading the organization once, waiting for managed models still in transition to
-settle, recording every managed model in the outputs, and naming each managed key whose token the
-outputs lack (a token is shown once, to the run that created the key, and cannot be fetched again).
+apply ends by reading the organization once and handing each kind its live resources: it waits for what is
+still moving, records what the outputs should hold, and names what they lack and cannot get back (a key's
+token is shown once, to the run that created the key).
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.apply.watcher import PollSchedule, StatusWatcher
 from capella_deploy.clock import Clock
-from capella_deploy.errors import CapellaError
-from capella_deploy.kinds.api_key import key_age
-from capella_deploy.kinds.base import by_name
-from capella_deploy.kinds.model import (
-    FAILED_STATUSES,
-    TRANSITIONAL_STATUSES,
-    LiveModel,
-    connection_string,
-    header_profile,
-    model_rank,
-    parse_model,
-)
+from capella_deploy.kinds import REGISTRY
+from capella_deploy.kinds.base import Address, Settled, Watch, Watched
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
 
+W = TypeVar("W", bound=Watched)
 
-@dataclass
-class Settled:
-    """What settling found: notes for people, and the managed models still not where they should be."""
 
-    warnings: list[str] = field(default_factory=list)
-    unsettled: list[str] = field(default_factory=list)
+class _SettleRun:
+    """What every kind's settling shares (kinds/base.py's SettleRun), and the watchers to close after."""
+
+    def __init__(
+        self,
+        client: CapellaClient,
+        org_id: str,
+        manifest: Manifest,
+        outputs: Outputs,
+        *,
+        clock: Clock,
+        timeout: float,
+        schedule: PollSchedule,
+        failed: frozenset[Address],
+    ) -> None:
+        self.client = client
+        self.org_id = org_id
+        self.manifest = manifest
+        self.outputs = outputs
+        self.timeout = timeout
+        self.failed = failed
+        self._clock = clock
+        self._schedule = schedule
+        self.watchers: list[StatusWatcher[Any]] = []
+
+    def watch(self, list_all: Callable[[], Awaitable[list[dict[str, Any]]]], parse: Callable[[Any], W]) -> Watch[W]:
+        watcher = StatusWatcher(list_all, parse, self._clock, self._schedule)
+        self.watchers.append(watcher)
+        return watcher
 
 
 async def settle_outputs(
@@ -50,56 +65,28 @@ async def settle_outputs(
     clock: Clock,
     timeout: float,
     schedule: PollSchedule | None = None,
-    failed: frozenset[str] = frozenset(),
+    failed: frozenset[Address] = frozenset(),
 ) -> Settled:
-    """Wait for managed models in transition and record all managed models in the outputs.
+    """Let every kind settle its managed resources and record them in the outputs.
 
-    ``failed`` names the models whose change this run already reported as failed.
+    ``failed`` names the resources whose change this run already reported as failed.
     """
     live = await read_live(client, org_id, now=datetime.fromtimestamp(clock.now(), tz=timezone.utc))
-    wanted = {spec.name: spec for spec in manifest.models}
-    present = by_name(m for m in live.models if m.name in wanted and m.status != "destroying")
-    models = {name: min(group, key=model_rank) for name, group in present.items()}
-    watcher = StatusWatcher(lambda: client.list_models(org_id), parse_model, clock, schedule or PollSchedule())
+    run = _SettleRun(
+        client,
+        org_id,
+        manifest,
+        outputs,
+        clock=clock,
+        timeout=timeout,
+        schedule=schedule or PollSchedule(),
+        failed=failed,
+    )
     found = Settled()
-
-    async def settle(model: LiveModel) -> LiveModel:
-        # A model whose change already failed (a timeout included) is not waited for a second time.
-        if model.status not in TRANSITIONAL_STATUSES or model.name in failed:
-            return model
-        try:
-            settled = await watcher.wait(
-                model.id, until={"healthy", "paused"}, failing=FAILED_STATUSES, timeout=timeout
-            )
-        except CapellaError as exc:
-            found.unsettled.append(f"model.{model.name}: {exc}")
-            return model
-        return settled or model
-
     try:
-        settled = await asyncio.gather(*(settle(m) for m in models.values()))
+        for kind in REGISTRY:
+            found.add(await kind.settle(run, live.of(kind.kind)))
     finally:
-        await watcher.close()
-    for model in settled:
-        outputs.record_model(
-            model.name,
-            id=model.id,
-            status=model.status,
-            region=model.region,
-            connectionString=await connection_string(client, org_id, model),
-            headers=header_profile(wanted[model.name], manifest.defaults),
-        )
-    held = outputs.held_key_ids()
-    live_keys = by_name(live.keys)
-    for spec in manifest.apiKeys:
-        keys = live_keys.get(spec.name)
-        if not keys:
-            continue
-        if any(k.id in held for k in keys):
-            continue
-        key = max(keys, key=key_age)
-        found.warnings.append(
-            f"apiKey.{spec.name}: the outputs hold no token for live key {key.id}; a token is shown only to "
-            f"the run that created the key. Rotate it with `capella-deploy apply --replace apiKey.{spec.name}`"
-        )
+        for watcher in run.watchers:
+            await watcher.close()
     return found

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import click
 
+from capella_deploy.kinds import tally
+from capella_deploy.kinds.base import Kind
 from capella_deploy.plan.status import ResourceStatus, StatusReport
 from capella_deploy.views.target import target_line
 
@@ -29,8 +32,8 @@ def render_status(report: StatusReport) -> str:
             colour = _STATE_COLOURS.get(state, "red" if "Failed" in state or state == "unhealthy" else "yellow")
             cells[4] = click.style(cells[4], fg=colour)
         lines.append("  ".join([*cells, row[-1]]).rstrip())
-    models = sum(1 for r in report.resources if r.kind == "model")
-    lines += ["", f"{models} model(s), {len(report.resources) - models} API key(s)."]
+    counts = Counter(Kind(r.kind) for r in report.resources)
+    lines += ["", f"{tally(counts)}."]
     lines += [click.style("Warning: ", fg="yellow", bold=True) + w for w in report.warnings]
     return "\n".join(lines) + "\n"
 
