@@ -50,16 +50,25 @@ class LiveState:
     def of_kinds(cls, org_id: str, found: Mapping[Kind, Sequence[Any]], warnings: Sequence[str] = ()) -> LiveState:
         return cls(org_id, tuple(found[Kind.MODEL]), tuple(found[Kind.API_KEY]), tuple(warnings))
 
-    def fingerprint(self, held_tokens: frozenset[str] = frozenset()) -> str:
+    def fingerprint(
+        self, held_tokens: frozenset[str] = frozenset(), credential_versions: Mapping[str, int] | None = None
+    ) -> str:
         """A digest of everything the planner looks at; a saved plan is stale when this changes.
 
         ``held_tokens`` (the live key ids whose token the outputs hold) is part of it: it decides which key
-        of a name the plan keeps.
+        of a name the plan keeps; so are the credential versions the outputs record for live ids, against
+        which the plan saw a credentials roll, or none.
         """
         doc: dict[str, Any] = {"org": self.org_id}
+        live_ids: set[str] = set()
         for kind in REGISTRY:
-            entries = (kind.fingerprint(r, held_tokens) for r in self.of(kind.kind) if kind.in_play(r))
+            in_play = [r for r in self.of(kind.kind) if kind.in_play(r)]
+            live_ids.update(r.id for r in in_play)
+            entries = (kind.fingerprint(r, held_tokens) for r in in_play)
             doc[kind.kind.value] = sorted(entries, key=lambda d: str(d["id"]))
+        recorded = {i: v for i, v in (credential_versions or {}).items() if i in live_ids}
+        if recorded:
+            doc["credentialVersions"] = recorded
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

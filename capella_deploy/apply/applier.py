@@ -10,7 +10,8 @@ failure ends that change only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,8 +82,10 @@ class Applier:
         clock: Clock,
         options: ApplyOptions = ApplyOptions(),
         progress: Progress | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.org_id = plan.org_id
         self.clock = clock
         self.outputs = outputs

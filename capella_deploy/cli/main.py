@@ -223,7 +223,7 @@ def validate(
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
-    "which key of a name is kept.",
+    "which key of a name is kept, and the credential versions it records whether credentials are rolled.",
 )
 @skip_catalog_option
 @guarded
@@ -269,7 +269,13 @@ def plan(
         ) as session:
             store = outputs_store(manifest, session.org_id, outputs_path)
             return await make_plan(
-                session, manifest, replace, targets=targets, catalog=catalog, held_tokens=store.held_key_ids()
+                session,
+                manifest,
+                replace,
+                targets=targets,
+                catalog=catalog,
+                held_tokens=store.held_key_ids(),
+                credential_versions=store.credential_versions(),
             )
 
     import asyncio

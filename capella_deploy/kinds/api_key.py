@@ -280,6 +280,9 @@ class ApiKeys:
     def transition(self, change: ResourceChange) -> str | None:
         return None  # a key is usable the moment the API answers
 
+    def reads_credentials(self, change: ResourceChange) -> bool:
+        return False
+
     async def settle(self, run: SettleRun, live: Sequence[LiveKey]) -> Settled:
         """Name each managed key whose token the outputs lack: a token is shown once, to the run that created
         the key, and cannot be fetched again."""

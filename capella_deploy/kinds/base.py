@@ -345,6 +345,10 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     def transition(self, change: ResourceChange) -> str | None:
         """The long transition the change's deciding write starts (a model's deployment), for the estimate."""
 
+    def reads_credentials(self, change: ResourceChange) -> bool:
+        """Whether carrying out ``change`` reads credentials the manifest refers to (environment variables,
+        files): those must be at hand before the first change of an apply."""
+
     async def settle(self, run: SettleRun, live: Sequence[LiveT]) -> Settled:
         """After an apply: wait for what is still moving, and make the outputs describe every managed resource
         of this kind in ``live`` (read once, after the changes)."""
@@ -451,6 +455,7 @@ class ApplyRun(Protocol):
     outputs: Outputs
     manifest: Manifest
     timeout: float  # per change, in the clock's seconds (--timeout)
+    environ: Mapping[str, str]  # where a manifest's {env: NAME} credentials are read
 
     async def call(self, call: Awaitable[T]) -> T:
         """``call`` under the run's parallelism bound."""

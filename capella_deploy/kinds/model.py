@@ -543,6 +543,9 @@ class Models:
     def transition(self, change: ResourceChange) -> str | None:
         return _DEPLOYING if change.action in (Action.CREATE, Action.REPLACE) else None
 
+    def reads_credentials(self, change: ResourceChange) -> bool:
+        return False
+
     async def settle(self, run: SettleRun, live: Sequence[LiveModel]) -> Settled:
         """Wait for managed models still in transition (an earlier run may have been killed while they deployed)
         and record every managed model in the outputs (a fresh checkout's outputs lack them)."""

@@ -8,6 +8,7 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -37,19 +38,24 @@ def plan(
     manifest_digest: str = "",
     force_replace: frozenset[str] = frozenset(),
     held_tokens: frozenset[str] = frozenset(),
+    credential_versions: Mapping[str, int] | None = None,
 ) -> Plan:
     """Compare the manifest with the live snapshot.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
-    hold, which decides the key kept when several share a name.
+    hold, which decides the key kept when several share a name; ``credential_versions`` the credentialsVersion
+    the outputs record for each live id whose credentials an apply wrote, against which a roll is seen.
     """
+    versions = dict(credential_versions or {})
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
     requested, errors = _requested(force_replace, declared)
     warnings: list[str] = list(live.warnings)
     changes: list[ResourceChange] = []
 
     leftovers = {kind.kind: by_name(r for r in live.of(kind.kind) if kind.in_play(r)) for kind in REGISTRY}
-    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens)
+    first_look = PlanContext(
+        manifest, now, force_replace=requested, held_tokens=held_tokens, credential_versions=versions
+    )
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
         kept, extras = kind.pick(leftovers[address.kind].pop(address.name, []), first_look)
@@ -105,7 +111,7 @@ def plan(
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         errors=tuple(errors),
         warnings=tuple(warnings),
-        live_fingerprint=live.fingerprint(held_tokens),
+        live_fingerprint=live.fingerprint(held_tokens, versions),
         manifest_digest=manifest_digest,
         environment=manifest.environment,
     )

@@ -161,13 +161,15 @@ async def _apply_locked(
     hooks: ApplyHooks,
     sink: Sink | None,
 ) -> bool:
-    # The outputs are read before planning: which key tokens they hold decides which key of a name is kept.
+    # The outputs are read before planning: which key tokens they hold decides which key of a name is kept, and
+    # the credential versions they record whether a credentials roll is due.
     path = Path(request.outputs_target) if request.outputs_target and sink is None else None
     store = outputs_store(manifest, session.org_id, path, request.output_format)
     held = store.held_key_ids()
+    versions = store.credential_versions()
     if saved is not None:
         live = await read_live(session.client, session.org_id, now=session_now(session))
-        planfile.check_fresh(saved, live.fingerprint(held))
+        planfile.check_fresh(saved, live.fingerprint(held, versions))
         plan = saved.plan
     else:
         plan = await make_plan(
@@ -178,6 +180,7 @@ async def _apply_locked(
             targets=request.targets,
             catalog=request.catalog,
             held_tokens=held,
+            credential_versions=versions,
         )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
@@ -209,6 +212,7 @@ async def _apply_locked(
         clock=session.clock,
         options=ApplyOptions(parallelism=request.parallelism, timeout=request.timeout),
         progress=lambda address, message: hooks.progress(address, message, session.clock.now() - started),
+        environ=request.target.environ,
     )
     async with _reminders(hooks, applier, session):
         result = await applier.run()
