@@ -48,7 +48,7 @@ from capella_deploy.manifest.yamlsource import (
     references,
     to_plain,
 )
-from capella_deploy.secrets import redact
+from capella_deploy.secrets import API_TOKEN_VARIABLE, redact
 
 __all__ = [
     "ApiKeySpec",
@@ -56,6 +56,7 @@ __all__ = [
     "CheckExpect",
     "CheckKind",
     "CheckSpec",
+    "CredentialRef",
     "Defaults",
     "Jailbreak",
     "LoadedManifest",
@@ -65,6 +66,9 @@ __all__ = [
     "ModelSpec",
     "OutputsSpec",
     "Provider",
+    "ProviderCredentials",
+    "ProviderSpec",
+    "ProviderType",
     "Prune",
     "Routing",
     "RoutingStrategy",
@@ -92,12 +96,15 @@ MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
 # A deployed model's id, as the API gives it.
 UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# AWS's rule for S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
     MODEL_REF_PATTERN: 'name a model of this manifest, or "*" for all of them',
     ORG_ID_PATTERN: "an organization id is a UUID such as 6af08c0a-8cab-4c1c-b257-b521575c16d0 (letters, digits, '-')",
     ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
+    BUCKET_PATTERN: "an S3 bucket name is 3 to 63 lowercase letters, digits, '.' and '-', e.g. team-docs",
 }
 
 
@@ -268,6 +275,86 @@ class ApiKeySpec(_Spec):
     preventDestroy: bool = Field(default=False, description="Refuse to plan a delete or rotation of this key.")
 
 
+# -- AI provider integrations -------------------------------------------------------------------------
+
+ProviderType = Literal["openAI", "awsBedrock", "awsS3"]
+# The credential fields each provider type takes, and those it requires; the API reads none of them back.
+PROVIDER_CREDENTIALS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "openAI": (("apiKey",), ("apiKey",)),
+    "awsBedrock": (("accessKeyId", "secretAccessKey"), ("accessKeyId", "secretAccessKey")),
+    "awsS3": (("accessKeyId", "secretAccessKey", "sessionToken"), ("accessKeyId", "secretAccessKey")),
+}
+# The non-secret configuration, awsS3 only: reads show it, so the plan compares it.
+S3_SETTINGS = ("awsRegion", "bucket", "folderPath")
+_LITERAL_CREDENTIAL = (
+    "a credential is never written in the manifest (nor put there by ${VAR}): refer to it as {env: VARIABLE} "
+    "or {file: PATH}, which apply reads when it sends the credential"
+)
+
+
+def _reference_only(value: object) -> object:
+    # Refused before any other check, so no message ever quotes what may be a secret.
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(_LITERAL_CREDENTIAL)
+    return value
+
+
+class CredentialRef(_Spec):
+    """Where apply reads one credential: an environment variable or a file (relative to the manifest file)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    env: Annotated[str, Field(pattern=ENV_VAR_PATTERN)] | None = Field(
+        default=None, description="The environment variable holding the credential."
+    )
+    file: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="A file holding the credential (a final newline is not part of it), relative to the manifest.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give either env: VARIABLE or file: PATH, not both or neither")
+        return self
+
+
+Credential = Annotated[CredentialRef | None, BeforeValidator(_reference_only)]
+
+
+class ProviderCredentials(_Spec):
+    """References to the credentials, by type: openAI apiKey; awsBedrock accessKeyId and secretAccessKey; awsS3
+    accessKeyId, secretAccessKey and optionally sessionToken."""
+
+    apiKey: Credential = None
+    accessKeyId: Credential = None
+    secretAccessKey: Credential = None
+    sessionToken: Credential = None
+
+
+class ProviderSpec(_Spec):
+    """An AI provider integration: credentials Capella uses to reach an outside AI service or storage."""
+
+    name: Annotated[str, Field(min_length=1, max_length=50, pattern=NAME_PATTERN)] = Field(
+        description="Identity of the provider: unique in the organization, at most 50 characters."
+    )
+    type: ProviderType = Field(description="openAI, awsBedrock or awsS3; a change replaces the provider.")
+    awsRegion: Region = Field(default=None, description="awsS3 only (required there): the bucket's AWS region.")
+    bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)] | None = Field(
+        default=None, description="awsS3 only (required there): the S3 bucket."
+    )
+    folderPath: str | None = Field(default=None, description="awsS3 only: a folder of the bucket; unset: its root.")
+    credentials: ProviderCredentials = Field(
+        description="Where apply reads each credential ({env: VARIABLE} or {file: PATH}); never the values."
+    )
+    credentialsVersion: Annotated[int, BeforeValidator(_int_from_text)] = Field(
+        default=1,
+        ge=1,
+        description="Credentials cannot be read back: raise this number to send them again (a roll).",
+    )
+    preventDestroy: bool = Field(default=False, description="Refuse to plan a delete or replace of this provider.")
+
+
 class Defaults(_Spec):
     """Values for every model and key that does not set its own."""
 
@@ -409,6 +496,9 @@ class Manifest(_Spec):
     defaults: Defaults = Defaults()
     models: tuple[ModelSpec, ...] = ()
     apiKeys: tuple[ApiKeySpec, ...] = ()
+    providers: tuple[ProviderSpec, ...] = Field(
+        default=(), description="AI provider integrations: credentials for outside AI services and storage."
+    )
     prune: Prune | None = None
     outputs: OutputsSpec = OutputsSpec()
     checks: tuple[CheckSpec, ...] = Field(
@@ -494,7 +584,57 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 )
     problems += _embedding_problems(defaults if isinstance(defaults, Mapping) else {}, models)
     problems += _check_problems(_entries(data.get("checks")), models, keys, default_region)
+    problems += _provider_problems(_entries(data.get("providers")))
     return problems
+
+
+def _provider_problems(providers: list[tuple[int, Mapping[str, Any]]]) -> list[tuple[Loc, str]]:
+    """What each provider type takes: its credential fields, and the S3 settings for awsS3 alone."""
+    problems = _unique_names("providers", providers)
+    for index, provider in providers:
+        kind = provider.get("type")
+        if kind not in PROVIDER_CREDENTIALS:
+            continue  # field validation reports the type
+        here: Loc = ("providers", index)
+        if kind == "awsS3":
+            for field in ("awsRegion", "bucket"):
+                if provider.get(field) in (None, ""):
+                    problems.append(((*here, field), f"required for an awsS3 provider: the {_S3_WHAT[field]}"))
+        else:
+            for field in S3_SETTINGS:
+                if provider.get(field) is not None:
+                    problems.append(((*here, field), f"only an awsS3 provider has {field}; this one is {kind}"))
+        credentials = provider.get("credentials")
+        if not isinstance(credentials, Mapping):
+            continue
+        allowed, required = PROVIDER_CREDENTIALS[kind]
+        for field in required:
+            if credentials.get(field) is None:
+                problems.append(
+                    (
+                        (*here, "credentials", field),
+                        f"required for an {kind} provider: refer to it as {{env: VARIABLE}} or {{file: PATH}}",
+                    )
+                )
+        for field, value in credentials.items():
+            if isinstance(value, Mapping) and value.get("env") == API_TOKEN_VARIABLE:
+                problems.append(
+                    (
+                        (*here, "credentials", field, "env"),
+                        f"{API_TOKEN_VARIABLE} is the Management API token, not a credential of this provider",
+                    )
+                )
+            if field not in allowed and field in ProviderCredentials.model_fields and value is not None:
+                problems.append(
+                    (
+                        (*here, "credentials", field),
+                        f"an {kind} provider takes no {field}; it takes {', '.join(allowed)}",
+                    )
+                )
+    return problems
+
+
+_S3_WHAT = {"awsRegion": "bucket's AWS region, e.g. us-east-1", "bucket": "S3 bucket's name"}
 
 
 _EMBEDDING = ("cache", "semantic", "embeddingModel")

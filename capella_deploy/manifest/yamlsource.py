@@ -25,7 +25,7 @@ Merging several files (``-f base.yaml -f overlay.yaml``)
 
     * mappings merge key by key, recursively;
     * scalars and lists from the later file replace the earlier value wholesale;
-    * except the top-level ``models`` and ``apiKeys`` lists, which merge entry by entry on ``name``:
+    * except the top-level ``models``, ``apiKeys`` and ``providers`` lists, which merge entry by entry on ``name``:
       an overlay entry whose name matches an earlier entry deep-merges into it (with the same rules),
       an entry with a new name is appended, and an entry with ``$delete: true`` removes the earlier
       entry of that name.
@@ -55,7 +55,7 @@ MAX_NODES = 100_000
 # Values written out in one file, counted while reading so a huge flat file stops early: about 3,000 models.
 MAX_FILE_NODES = 50_000
 
-MERGED_LISTS = ("models", "apiKeys")
+MERGED_LISTS = ("models", "apiKeys", "providers")
 DELETE_KEY = "$delete"
 
 _MAP_TAG = "tag:yaml.org,2002:map"
