@@ -15,6 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import LoadedManifest, Manifest
+    from capella_deploy.manifest.credentials import CredentialFinding
     from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.run.session import Target
 
@@ -196,10 +197,10 @@ def load_manifest_files(
     environment: str | None = None,
     resolve_outputs: bool = True,
 ) -> Manifest:
-    """The manifest; ``resolve_outputs`` makes ``outputs.path`` relative to the working directory (see
-    ``outputs_path_from``), for every command but one that writes the manifest out again."""
+    """The manifest; ``resolve_outputs`` makes ``outputs.path`` and credential files relative to the working
+    directory (see ``outputs_path_from``), for every command but one that writes the manifest out again."""
     loaded = read_manifest_files(files, variables, var_files, environment=environment)
-    return _with_outputs_resolved(loaded) if resolve_outputs else loaded.manifest
+    return _with_paths_resolved(loaded) if resolve_outputs else loaded.manifest
 
 
 def load_checked_manifest(
@@ -209,22 +210,37 @@ def load_checked_manifest(
     *,
     environment: str | None = None,
     skip_catalog_check: bool,
-) -> tuple[Manifest, CatalogCheck]:
-    """The manifest and what it asks for that the catalog does not offer (plan and apply make errors of it)."""
+) -> tuple[Manifest, CatalogCheck, tuple[CredentialFinding, ...]]:
+    """The manifest, what it asks for that the catalog does not offer, and the credentials it refers to that
+    cannot be read now (plan and apply make errors of both where the plan needs them)."""
     from capella_deploy.catalog import CATALOG
+    from capella_deploy.manifest.credentials import check_credentials
     from capella_deploy.manifest.offered import check_catalog
 
     loaded = read_manifest_files(files, variables, var_files, environment=environment)
-    return _with_outputs_resolved(loaded), check_catalog(loaded, CATALOG, skipped=skip_catalog_check)
+    manifest = _with_paths_resolved(loaded)
+    credentials = check_credentials(manifest, os.environ, loaded)
+    return manifest, check_catalog(loaded, CATALOG, skipped=skip_catalog_check), credentials
 
 
-def _with_outputs_resolved(loaded: LoadedManifest) -> Manifest:
+def _with_paths_resolved(loaded: LoadedManifest) -> Manifest:
     manifest = loaded.manifest
     origin = loaded.file_that_set("outputs", "path")
     resolved = outputs_path_from(manifest.outputs.path, origin)
     if resolved != manifest.outputs.path:
         manifest = manifest.model_copy(update={"outputs": manifest.outputs.model_copy(update={"path": resolved})})
-    return manifest
+    # A credential file is relative to the manifest file that names it, like outputs.path.
+    providers = []
+    for index, provider in enumerate(manifest.providers):
+        moved = {}
+        for field, ref in provider.credentials:
+            if ref is not None and ref.file is not None:
+                origin = loaded.file_that_set("providers", index, "credentials", field, "file")
+                moved[field] = ref.model_copy(update={"file": outputs_path_from(ref.file, origin)})
+        if moved:
+            provider = provider.model_copy(update={"credentials": provider.credentials.model_copy(update=moved)})
+        providers.append(provider)
+    return manifest.model_copy(update={"providers": tuple(providers)}) if manifest.providers else manifest
 
 
 def outputs_path_from(path: str, manifest_file: str | None) -> str:

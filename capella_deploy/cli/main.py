@@ -254,7 +254,7 @@ def plan(
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
-    manifest, catalog = load_checked_manifest(
+    manifest, catalog, credentials = load_checked_manifest(
         files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
     )
     target = make_target(sandbox, token_file)
@@ -274,6 +274,7 @@ def plan(
                 replace,
                 targets=targets,
                 catalog=catalog,
+                credentials=credentials,
                 held_tokens=store.held_key_ids(),
                 credential_versions=store.credential_versions(),
             )
@@ -410,9 +411,9 @@ def apply(
         )
     if planfile is None and not files:
         raise click.UsageError("give a saved plan (PLANFILE) or the manifest (-f FILE)")
-    manifest, catalog = None, None
+    manifest, catalog, credentials = None, None, None
     if planfile is None:
-        manifest, catalog = load_checked_manifest(
+        manifest, catalog, credentials = load_checked_manifest(
             files, variables, var_files, environment=environment, skip_catalog_check=skip_catalog_check
         )
     else:
@@ -426,6 +427,7 @@ def apply(
         targets=tuple(targets),
         planfile=planfile,
         catalog=catalog,
+        credentials=credentials or (),
         environment=environment,
     )
     _run_apply(manifest, request)

@@ -19,13 +19,14 @@ from capella_deploy.errors import ConfigError
 from capella_deploy.kinds.base import Address
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
+from capella_deploy.manifest.credentials import CredentialFinding, check_credentials
 from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Entries, Sink, sink_for
 from capella_deploy.plan import OrgSource, Plan, Where, planfile
 from capella_deploy.plan.planfile import SavedPlan
 from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
-from capella_deploy.run.planning import make_plan, session_now
+from capella_deploy.run.planning import credential_errors, make_plan, session_now
 from capella_deploy.run.session import Session, Target, open_session
 from capella_deploy.run.settle import settle_outputs
 from capella_deploy.run.verify import run_manifest_checks
@@ -53,6 +54,8 @@ class ApplyRequest:
     destroy: bool = False
     # What the manifest asks for that the catalog does not offer; a saved plan already carries its verdict.
     catalog: CatalogCheck | None = None
+    # The credentials the manifest refers to that cannot be read now, located in its files.
+    credentials: tuple[CredentialFinding, ...] = ()
     # The environment the run is for (``--environment``): a saved plan of another environment is refused.
     environment: str | None = None
 
@@ -179,6 +182,7 @@ async def _apply_locked(
             destroy=request.destroy,
             targets=request.targets,
             catalog=request.catalog,
+            credentials=request.credentials,
             held_tokens=held,
             credential_versions=versions,
         )
@@ -189,6 +193,10 @@ async def _apply_locked(
             "the manifest or the organization changed since the review; plan and review again"
         )
     blocked = blockers(plan, request.allow_mass_change)
+    if not blocked:
+        # Read again now (a saved plan was checked on another day, perhaps elsewhere): nothing is created
+        # unless every credential the plan sends can be read.
+        blocked = credential_errors(plan, check_credentials(manifest, request.target.environ))
     if blocked:
         hooks.blocked(blocked)
         return False

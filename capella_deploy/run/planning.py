@@ -1,5 +1,6 @@
 """One plan against the organization as it is now: read the live state, run the pure planner, then add what
-the catalog check found (errors for what the plan would create, unless the user skipped the check)."""
+the catalog check found (errors for what the plan would create, unless the user skipped the check) and the
+credentials that cannot be read now (errors for what the plan would create or roll)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
+    from capella_deploy.manifest.credentials import CredentialFinding
     from capella_deploy.manifest.offered import CatalogCheck
     from capella_deploy.plan import Plan
     from capella_deploy.run.session import Session
@@ -25,6 +27,7 @@ async def make_plan(
     destroy: bool = False,
     targets: Sequence[str] = (),
     catalog: CatalogCheck | None = None,
+    credentials: Sequence[CredentialFinding] = (),
     held_tokens: frozenset[str] = frozenset(),
     credential_versions: Mapping[str, int] | None = None,
 ) -> Plan:
@@ -56,7 +59,27 @@ async def make_plan(
     planned = (
         whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )
-    return planned if catalog is None else with_catalog(planned, catalog)
+    planned = planned if catalog is None else with_catalog(planned, catalog)
+    return with_credentials(planned, credentials)
+
+
+def credential_errors(plan: Plan, findings: Sequence[CredentialFinding]) -> list[str]:
+    """The findings about credentials a change of ``plan`` reads (a create, a roll), and what to do about them."""
+    from capella_deploy.kinds import kind_of
+
+    needed = {str(c.ref) for c in plan.pending if kind_of(c.kind).reads_credentials(c)}
+    errors = [finding.text for finding in findings if finding.address in needed]
+    if errors:
+        errors.append(
+            "apply reads these credentials when it sends them (to create a provider or roll its credentials): "
+            "set the variables or make the files readable, then plan again"
+        )
+    return errors
+
+
+def with_credentials(plan: Plan, findings: Sequence[CredentialFinding]) -> Plan:
+    errors = credential_errors(plan, findings)
+    return dataclasses.replace(plan, errors=(*plan.errors, *errors)) if errors else plan
 
 
 def with_catalog(plan: Plan, check: CatalogCheck) -> Plan:
