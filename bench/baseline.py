@@ -54,6 +54,10 @@ def keys_path(org_id: str) -> str:
     return f"/v4/organizations/{org_id}/aiServices/models/apiKeys"
 
 
+def providers_path(org_id: str) -> str:
+    return f"/v4/organizations/{org_id}/aiServices/providers"
+
+
 def list_all(http: Http, path: str, per_page: int) -> list[JSON]:
     """Every item of a collection, page by page (the docs: stop when cursor.pages.next is 0 or absent)."""
     items: list[JSON] = []
@@ -69,8 +73,8 @@ def list_all(http: Http, path: str, per_page: int) -> list[JSON]:
         page = int(next_page)
 
 
-def read_everything(http: Http, org_id: str, per_page: int = 100) -> tuple[list[JSON], list[JSON]]:
-    """Every model and API key with its details: one list per collection, then one GET per resource."""
+def read_everything(http: Http, org_id: str, per_page: int = 100) -> tuple[list[JSON], list[JSON], list[JSON]]:
+    """Every model, API key and provider with its details: one list per collection, then one GET per resource."""
     models: list[JSON] = []
     for item in list_all(http, models_path(org_id), per_page):
         model_id = item.get("model", item)["id"]
@@ -82,7 +86,12 @@ def read_everything(http: Http, org_id: str, per_page: int = 100) -> tuple[list[
         response = http.get(f"{keys_path(org_id)}/{item['keyId']}")
         response.raise_for_status()
         keys.append(response.json())
-    return models, keys
+    providers: list[JSON] = []
+    for item in list_all(http, providers_path(org_id), per_page):
+        response = http.get(f"{providers_path(org_id)}/{item['id']}")
+        response.raise_for_status()
+        providers.append(response.json())
+    return models, keys, providers
 
 
 def deploy_sequentially(
@@ -115,7 +124,7 @@ def deploy_sequentially(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("read", help="read every model and key, one GET each")
+    commands.add_parser("read", help="read every model, key and provider, one GET each")
     deploy = commands.add_parser("deploy", help="create the models in a JSON file, one at a time")
     deploy.add_argument("bodies", type=Path)
     deploy.add_argument("--poll-every", type=float, default=10.0, help="seconds between status checks")
@@ -126,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     org_id = os.environ["CAPELLA_ORG_ID"]
     with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
         if args.command == "read":
-            models, keys = read_everything(http, org_id)
-            print(f"{len(models)} models, {len(keys)} API keys")
+            models, keys, providers = read_everything(http, org_id)
+            print(f"{len(models)} models, {len(keys)} API keys, {len(providers)} providers")
         else:
             ids = deploy_sequentially(http, org_id, json.loads(args.bodies.read_text()), poll_every=args.poll_every)
             print(f"deployed {len(ids)} models")

@@ -46,6 +46,7 @@ from capella_deploy.sandbox import views as sandbox_views
 
 MODELS_LIST = "/aiServices/models"
 KEYS_LIST = "/aiServices/models/apiKeys"
+PROVIDERS_LIST = "/aiServices/providers"
 # Modules whose presence at start-up costs noticeable import time (asyncio alone ~35 ms); none is needed to
 # print help, and validate needs only pydantic and yaml.
 HEAVY_MODULES = (
@@ -183,8 +184,9 @@ def plan_at_scale(s: Settings) -> Result:
         read_seconds = time.perf_counter() - started
         model_lists = world.log.select("GET", MODELS_LIST)
         key_lists = world.log.select("GET", KEYS_LIST)
+        provider_lists = world.log.select("GET", PROVIDERS_LIST)
         per_page = max(c.per_page or 0 for c in (*model_lists, *key_lists))
-        other_calls = len(world.log.calls) - len(model_lists) - len(key_lists)
+        other_calls = len(world.log.calls) - len(model_lists) - len(key_lists) - len(provider_lists)
 
         now = datetime.fromtimestamp(world.clock.now(), tz=timezone.utc)
         cpu: list[float] = []
@@ -210,7 +212,7 @@ def plan_at_scale(s: Settings) -> Result:
         baseline_bare = time.perf_counter() - started
         baseline_calls = len(world.log.calls)
     baseline_estimate = baseline_bare + baseline_calls * s.latency_ms / 1000
-    ours_calls = len(model_lists) + len(key_lists) + other_calls
+    ours_calls = len(model_lists) + len(key_lists) + len(provider_lists) + other_calls
     planner_cpu = statistics.median(cpu)
     expected_models = math.ceil(s.plan_models / per_page)
     expected_keys = math.ceil(s.plan_keys / per_page)
@@ -218,8 +220,8 @@ def plan_at_scale(s: Settings) -> Result:
         "models": s.plan_models,
         "keys": s.plan_keys,
         "perPage": per_page,
-        "list_calls": {"models": len(model_lists), "apiKeys": len(key_lists)},
-        "expected_list_calls": {"models": expected_models, "apiKeys": expected_keys},
+        "list_calls": {"models": len(model_lists), "apiKeys": len(key_lists), "providers": len(provider_lists)},
+        "expected_list_calls": {"models": expected_models, "apiKeys": expected_keys, "providers": 1},
         "other_calls": other_calls,
         "http_calls": ours_calls,
         "manifest_validate_seconds": manifest_seconds,
@@ -850,6 +852,9 @@ class _Lists:
 
     async def list_api_keys(self, org_id: str) -> list[dict[str, Any]]:
         return self._keys
+
+    async def list_providers(self, org_id: str) -> list[dict[str, Any]]:
+        return []
 
 
 def plan_scaling(s: Settings) -> Result:

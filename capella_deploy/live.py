@@ -22,6 +22,7 @@ from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.api_key import LiveKey
 from capella_deploy.kinds.base import Kind, LiveResource
 from capella_deploy.kinds.model import LiveModel
+from capella_deploy.kinds.provider import LiveProvider
 
 if TYPE_CHECKING:
     from capella_deploy.api.client import CapellaClient
@@ -34,6 +35,7 @@ class LiveState:
     org_id: str
     models: tuple[LiveModel, ...] = ()
     keys: tuple[LiveKey, ...] = ()
+    providers: tuple[LiveProvider, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
     def of(self, kind: Kind) -> Sequence[LiveResource]:
@@ -43,12 +45,20 @@ class LiveState:
                 return self.models
             case Kind.API_KEY:
                 return self.keys
+            case Kind.PROVIDER:
+                return self.providers
             case _:
                 assert_never(kind)
 
     @classmethod
     def of_kinds(cls, org_id: str, found: Mapping[Kind, Sequence[Any]], warnings: Sequence[str] = ()) -> LiveState:
-        return cls(org_id, tuple(found[Kind.MODEL]), tuple(found[Kind.API_KEY]), tuple(warnings))
+        return cls(
+            org_id,
+            tuple(found[Kind.MODEL]),
+            tuple(found[Kind.API_KEY]),
+            tuple(found[Kind.PROVIDER]),
+            warnings=tuple(warnings),
+        )
 
     def fingerprint(
         self, held_tokens: frozenset[str] = frozenset(), credential_versions: Mapping[str, int] | None = None

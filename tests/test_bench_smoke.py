@@ -69,6 +69,7 @@ def test_quick_run_reports_every_scenario_with_figures(tmp_path: Path) -> None:
     assert plan["list_calls"] == {
         "models": math.ceil(plan["models"] / per_page),
         "apiKeys": math.ceil(plan["keys"] / per_page),
+        "providers": 1,  # none live: one empty page
     }
     assert plan["list_calls"]["models"] > 1, "the smoke should read more than one page"
     assert plan["other_calls"] == 0

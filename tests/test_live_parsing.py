@@ -207,16 +207,20 @@ def test_a_read_skips_unreadable_entries_and_says_so(caplog: pytest.LogCaptureFi
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/apiKeys"):
             return httpx.Response(200, json={"data": [{**KEY, "keyId": "k-1"}, {"name": "no-id"}]})
+        if request.url.path.endswith("/providers"):
+            return httpx.Response(200, json={"data": [{"id": "p-1", "name": "openai", "type": "openAI"}, {"id": 7}]})
         return httpx.Response(200, json={"data": [MODEL, {"name": "no-id"}, {**MODEL, "id": "m-2", "status": "odd"}]})
 
     caplog.set_level(logging.WARNING, logger="capella_deploy.live")
     live = read(httpx.MockTransport(handler))
     assert [m.id for m in live.models] == ["m-1", "m-2"] and [k.id for k in live.keys] == ["k-1"]
+    assert [p.id for p in live.providers] == ["p-1"]
     assert live.org_id == "org"
     assert live.warnings == (
         "skipped an unreadable model entry: a model entry has no id or name",
         "model 'chat' has an unknown status 'odd'; treated as in progress",
         "skipped an unreadable API key entry: an API key entry has no keyId or name",
+        "skipped an unreadable provider entry: a provider entry has no id or name",
     )
     assert [r.getMessage() for r in caplog.records if r.name == "capella_deploy.live"] == list(live.warnings)
 

@@ -14,6 +14,7 @@ from typing_extensions import assert_never
 from capella_deploy.kinds.api_key import API_KEYS
 from capella_deploy.kinds.base import Kind, ResourceKind
 from capella_deploy.kinds.model import MODELS
+from capella_deploy.kinds.provider import PROVIDERS
 
 
 def kind_of(kind: Kind) -> ResourceKind[Any, Any]:
@@ -22,6 +23,8 @@ def kind_of(kind: Kind) -> ResourceKind[Any, Any]:
             return MODELS
         case Kind.API_KEY:
             return API_KEYS
+        case Kind.PROVIDER:
+            return PROVIDERS
         case _:
             assert_never(kind)
 

@@ -29,6 +29,7 @@ class Kind(str, Enum):
 
     MODEL = "model"
     API_KEY = "apiKey"
+    PROVIDER = "provider"
 
 
 @dataclass(frozen=True, order=True)

@@ -88,11 +88,14 @@ class Outputs:
         return Secret(value) if isinstance(value, str) and value else None
 
     def record(self, section: str, name: str, **fields: Any) -> None:
-        """Set the fields given (those not None) of a resource's entry in ``section``; never a secret."""
+        """Set the fields given (those not None) of a resource's entry in ``section``; never a secret. An entry of
+        another id (the resource was replaced) is started afresh: none of its fields describe the new one."""
 
         def change(doc: dict[str, Any]) -> bool:
             entries = doc.setdefault(section, {})
             entry = dict(entries.get(name, {}))
+            if "id" in fields and entry.get("id") not in (None, fields["id"]):
+                entry = {}
             entry.update({k: v for k, v in fields.items() if v is not None})
             entries[name] = entry
             return True
@@ -250,12 +253,19 @@ SECTIONS = (
         ),
         frozenset({"allowedModels"}),
     ),
+    Section(
+        "providers",
+        "CAPELLA_PROVIDER_",
+        (("id", "ID"), ("type", "TYPE"), ("credentialsVersion", "CREDENTIALS_VERSION")),
+        frozenset({"credentialsVersion"}),
+    ),
 )
 _SECTION = {section.key: section for section in SECTIONS}
 
 
 def _empty(org_id: str | None) -> dict[str, Any]:
-    return {"version": FORMAT_VERSION, "organizationId": org_id, **{section.key: {} for section in SECTIONS}}
+    # Every file has these two; a later kind's section appears once it has an entry.
+    return {"version": FORMAT_VERSION, "organizationId": org_id, "models": {}, "apiKeys": {}}
 
 
 DOTENV_HEADER = "# capella-deploy outputs"
@@ -281,7 +291,7 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         heading = line.split(" ", 2)
         if len(heading) == 3 and heading[0] == "#" and heading[1] in _SECTION:
             section = _SECTION[heading[1]]
-            entry = doc[section.key].setdefault(heading[2], {})
+            entry = doc.setdefault(section.key, {}).setdefault(heading[2], {})
             continue
         var, sep, raw = line.partition("=")
         if not sep or line.startswith("#"):
@@ -337,8 +347,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not isinstance(doc.get("apiKeys"), dict):
         raise OutputsError(f"{path}: not a capella-deploy outputs file; move it away or pick another --outputs path")
     for section in SECTIONS:
-        # A section newer than the file (a kind added since it was written) starts empty.
-        if not isinstance(doc.setdefault(section.key, {}), dict):
+        if not isinstance(doc.get(section.key, {}), dict):
             raise OutputsError(f"{path}: its {section.key!r} is not a mapping; move the file away or repair it")
     return doc
 

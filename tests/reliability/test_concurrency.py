@@ -70,7 +70,15 @@ def test_two_applies_at_once_without_a_lock_never_duplicate(rules: Rules, seed: 
     first = new_world(seed, tmp_path, profile=profile, rules=rules)
     second = first.twin(tmp_path / "other-outputs.json")
     reports = apply_together([first, second])
-    assert duplicates(first.sandbox) == []
+    # A key create whose answer was lost beside the other run's key of that name claims neither and deletes
+    # neither (test_spec_world): that pair is left for the next apply, which keeps the key whose token is held.
+    contested = {
+        failed.address
+        for report in reports
+        for failed in (report.result.failed if report.result else ())
+        if "another run is making this key too" in failed.detail
+    }
+    assert [d for d in duplicates(first.sandbox) if d not in contested] == []
     for world, report in zip((first, second), reports, strict=True):
         assert untruths(world, report, alone=False) == [], report.stdout
         for failed in report.result.failed if report.result else ():
@@ -86,7 +94,7 @@ def test_two_applies_at_once_without_a_lock_never_duplicate(rules: Rules, seed: 
     }
     lost = {**first.lost_tokens(), **second.lost_tokens()}
     for name, key_id, token_hash in live_keys(first.sandbox):
-        assert token_hash in tokens or lost.get(name) == key_id, name
+        assert token_hash in tokens or lost.get(name) == key_id or f"apiKey.{name}" in contested, name
     # And one more (calm) run converges from whatever the race left.
     first.use(CALM)
     for _ in range(2):
