@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from capella_deploy.outputs import Outputs
 
 DEFAULT_OUTPUTS = Path(".capella/outputs.json")
-_SECTIONS = {"model": "models", "apiKey": "apiKeys"}
+
+
+def _sections() -> dict[str, str]:
+    """Address prefix -> outputs section, for every kind: {"model": "models", "apiKey": "apiKeys", ...}."""
+    from capella_deploy.kinds import REGISTRY
+
+    return {kind.kind.value: kind.section for kind in REGISTRY}
 
 
 def outputs_source_options(func: Any) -> Any:
@@ -89,8 +95,8 @@ def outputs(
     raw: bool,
     show_secrets: bool,
 ) -> None:
-    """Print the outputs of the last apply (tokens masked), or one of them: NAME is a model or key name,
-    model.NAME or apiKey.NAME, optionally followed by .FIELD.
+    """Print the outputs of the last apply (tokens masked), or one of them: NAME is a model, key or provider
+    name, or KIND.NAME (model.NAME, apiKey.NAME, provider.NAME), optionally followed by .FIELD.
 
     \b
     Example:
@@ -133,17 +139,18 @@ def _render_one(store: Outputs, name: str, *, as_json: bool, raw: bool, show_sec
 
 def _lookup(doc: dict[str, Any], name: str) -> Any:
     """``chat``, ``model.chat``, ``apiKey.app.token``, ``organizationId``... in the outputs document."""
+    sections = _sections()
     head, _, rest = name.partition(".")
-    if head in _SECTIONS and rest:
-        entries = doc.get(_SECTIONS[head]) or {}
+    if head in sections and rest:
+        entries = doc.get(sections[head]) or {}
         entry_name, _, field = _split_entry(rest, entries)
         if entry_name not in entries:
             raise ConfigError(f"no {head} '{entry_name}' in the outputs ({_known(doc)})")
         return _field(entries[entry_name], field, f"{head}.{entry_name}")
-    if head in doc and head not in _SECTIONS.values():
+    if head in doc and head not in sections.values():
         return _field(doc[head], rest, head)
     found = []
-    for kind, section in _SECTIONS.items():
+    for kind, section in sections.items():
         entries = doc.get(section) or {}
         entry_name, _, field = _split_entry(name, entries)
         if entry_name in entries:
@@ -151,7 +158,8 @@ def _lookup(doc: dict[str, Any], name: str) -> Any:
     if not found:
         raise ConfigError(f"no output named '{name}' ({_known(doc)})")
     if len(found) > 1:
-        raise ConfigError(f"'{name}' is both a model and an API key; say model.{name} or apiKey.{name}")
+        spelled = " or ".join(f"{kind}.{entry_name}" for kind, entry_name, _, _ in found)
+        raise ConfigError(f"'{name}' names outputs of several kinds; say {spelled}")
     kind, entry_name, field, entry = found[0]
     return _field(entry, field, f"{kind}.{entry_name}")
 
@@ -176,9 +184,9 @@ def _field(value: Any, path: str, where: str) -> Any:
 
 
 def _known(doc: dict[str, Any]) -> str:
-    models = ", ".join(sorted(doc.get("models") or {})) or "none"
-    keys = ", ".join(sorted(doc.get("apiKeys") or {})) or "none"
-    return f"models: {models}; API keys: {keys}"
+    from capella_deploy.kinds import REGISTRY
+
+    return "; ".join(f"{kind.noun}s: {', '.join(sorted(doc.get(kind.section) or {})) or 'none'}" for kind in REGISTRY)
 
 
 @click.command(cls=Command)

@@ -130,8 +130,8 @@ def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
         )
     if saved.plan.live_fingerprint != live_fingerprint:
         raise PlanFileError(
-            f"{path}: the plan is stale: the organization, or which key tokens the outputs hold, changed since it "
-            "was made; run `capella-deploy plan` again"
+            f"{path}: the plan is stale: the organization, or which key tokens or credential versions the outputs "
+            "hold, changed since it was made; run `capella-deploy plan` again"
         )
 
 
