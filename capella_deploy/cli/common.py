@@ -124,7 +124,8 @@ def target_option(func: F) -> F:
         "targets",
         multiple=True,
         metavar="ADDRESS",
-        help="Only this resource (model.NAME or apiKey.NAME) and what it needs; repeatable. Not for routine use.",
+        help="Only this resource (model.NAME, apiKey.NAME, provider.NAME) and what it needs; repeatable. "
+        "Not for routine use.",
     )(func)
 
 

@@ -215,7 +215,11 @@ def validate(
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (docs/plan-json.md).")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the plan as a Markdown PR comment.")
 @click.option(
-    "--replace", "replace", multiple=True, metavar="ADDRESS", help="Plan a replace of model.NAME or apiKey.NAME."
+    "--replace",
+    "replace",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Plan a replace of model.NAME or apiKey.NAME, or a credentials roll of provider.NAME.",
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
 @click.option(
@@ -376,7 +380,11 @@ def apply_options(func: F) -> F:
 @apply_options
 @click.option("--checksum", help="Apply only if the plan computed now has this checksum.")
 @click.option(
-    "--replace", "replace", multiple=True, metavar="ADDRESS", help="Replace model.NAME or rotate apiKey.NAME."
+    "--replace",
+    "replace",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Replace model.NAME, rotate apiKey.NAME, or roll the credentials of provider.NAME.",
 )
 @click.option("--allow-mass-change", is_flag=True, help="Allow deleting or replacing more than 30% of resources.")
 @skip_catalog_option

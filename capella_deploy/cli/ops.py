@@ -208,7 +208,8 @@ def export(
 @click.option(
     "--name-suffix",
     metavar="SUFFIX",
-    help="Appended to every model and key name (default: -REGION). '' keeps the names, for another organization.",
+    help="Appended to every model, key and provider name (default: -REGION). '' keeps the names, for another "
+    "organization.",
 )
 @click.option("--provider", type=click.Choice(["aws", "gcp", "azure"]), help="Move to this cloud provider too.")
 @click.option("--org", "org_id", metavar="ORG_ID", help="Set the clone's organizationId.")

@@ -1,8 +1,8 @@
 """Clone: the same deployment for another region, as a new manifest document, and what of it Capella does not
 offer. Pure.
 
-Every region field moves to the target region, every model and key name takes a suffix (names are unique
-in an organization, so a clone without one would replace the originals), and references to renamed
+Every region field moves to the target region, every model, key and provider name takes a suffix (names are
+unique in an organization, so a clone without one would replace the originals), and references to renamed
 models follow. API keys are declared again with the same settings: a token cannot be copied, so apply
 creates new keys and writes their new tokens. ``prune`` is dropped, because a clone's prune pattern
 would match the original resources, which the clone does not declare, and delete them.
@@ -83,6 +83,16 @@ def clone_manifest(
         _move(key, region, None)
         if "allowedModels" in key:
             key["allowedModels"] = [renamed.get(ref, ref) for ref in key["allowedModels"]]
+    # Providers are organization-wide, so a clone in the same organization declares providers of its own: destroying
+    # the clone then never deletes the original's. Their credentials are the same references.
+    for provider_entry in doc.get("providers", []):
+        provider_entry["name"] += name_suffix
+        files = sorted(ref["file"] for ref in (provider_entry.get("credentials") or {}).values() if "file" in ref)
+        if files:
+            warnings.append(
+                f"provider {provider_entry['name']!r} reads credentials from {', '.join(files)}, relative to the "
+                "manifest that names it: in the clone, relative to the clone's file; check it still points there"
+            )
     # Checks call the clone's own models with the clone's own keys.
     for check in doc.get("checks", []):
         if check.get("model") in renamed:

@@ -258,9 +258,9 @@ class Providers:
         rolled = [d for d in diffs if d.path == VERSION]
         parts = [f"in-place change of {', '.join(settings)}"] if settings else []
         if rolled:
-            parts.append(f"credentials rolled ({VERSION} {rolled[0].before} -> {rolled[0].after})")
+            parts.append(f"{VERSION} {rolled[0].before} -> {rolled[0].after}: the credentials are sent again")
         elif Address(Kind.PROVIDER, spec.name) in ctx.force_replace:
-            parts.append("credentials roll requested")
+            parts.append("credentials roll requested: they are sent again")
             return replace(base, action=Action.UPDATE, reason="; ".join(parts), cause="replace_by_request")
         if parts:
             return replace(base, action=Action.UPDATE, reason="; ".join(parts))
