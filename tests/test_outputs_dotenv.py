@@ -128,3 +128,20 @@ def test_github_outputs_mask_every_token_first_and_use_lower_case_names(
     assert f"model_chat_prod_v2_url={URL}" in lines
     assert f"key_app_key_1_token={TOKEN}" in lines
     assert "model_chat_prod_v2_id=m-1" in lines and "key_app_key_1_expires_at=2026-09-01" in lines
+
+
+def test_providers_read_back_from_dotenv_with_their_credentials_version_a_number(tmp_path: Path) -> None:
+    store = Outputs(tmp_path / "outputs.env", "dotenv", org_id="org-1")
+    store.record("providers", "docs-bucket", id="arn:provider/7", type="awsS3", credentialsVersion=3)
+    text = (tmp_path / "outputs.env").read_text()
+    assert "# providers docs-bucket\nCAPELLA_PROVIDER_DOCS_BUCKET_ID='arn:provider/7'\n" in text
+    assert "CAPELLA_PROVIDER_DOCS_BUCKET_CREDENTIALS_VERSION='3'" in text
+    again = Outputs(tmp_path / "outputs.env", "dotenv")
+    assert again.section("providers") == {
+        "docs-bucket": {"id": "arn:provider/7", "type": "awsS3", "credentialsVersion": 3}
+    }
+    assert again.credential_versions() == {"arn:provider/7": 3}
+    # A replacement's entry starts afresh: nothing of the old provider stays with the new id.
+    again.record("providers", "docs-bucket", id="p-new", type="awsBedrock")
+    assert again.section("providers")["docs-bucket"] == {"id": "p-new", "type": "awsBedrock"}
+    assert again.credential_versions() == {}

@@ -46,7 +46,7 @@ def test_write_schema_entry_point_writes_the_same_text(tmp_path: Path) -> None:
 
 def test_examples_cover_the_documented_cases() -> None:
     names = {path.stem for path in EXAMPLES}
-    assert {"quickstart", "multi-region", "embeddings-chat-caching", "keys-with-cidrs"} <= names
+    assert {"quickstart", "multi-region", "embeddings-chat-caching", "keys-with-cidrs", "providers"} <= names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
@@ -55,7 +55,7 @@ def test_example_declares_schema_validates_and_loads_without_environment(example
     assert text.splitlines()[0] == SCHEMA_LINE
     jsonschema.validate(yaml.safe_load(text), committed_schema(), cls=jsonschema.Draft202012Validator)
     manifest = load_manifest([example], environ={})
-    assert manifest.models or manifest.apiKeys
+    assert manifest.models or manifest.apiKeys or manifest.providers
 
 
 @pytest.mark.parametrize(

@@ -133,3 +133,33 @@ def test_a_variable_holding_the_token_is_masked_in_every_plan_apply_and_drift_ou
     outputs.append((cli.root / "outputs.json").read_text())
     for text in outputs:
         assert_never_shown(text)
+
+
+CREDENTIAL = 'sk-proj+"Provider"/Credential=5e1b'
+PROVIDER = """\
+  - name: openai
+    type: openAI
+    credentials: {apiKey: {env: OPENAI_API_KEY}}
+"""
+
+
+def test_a_provider_credential_is_masked_wherever_its_value_shows_up(cli: Run) -> None:
+    # The credential itself only ever goes into a request body; a variable that happens to hold the same value is
+    # masked like the token's, from the moment the credential is read.
+    cli.env.update({"OPENAI_API_KEY": CREDENTIAL, "SOME_VAR": CREDENTIAL})
+    path = cli.root / "capella.yaml"
+    path.write_text(KEY.format(description="${SOME_VAR}").replace("outputs:", "providers:\n" + PROVIDER + "outputs:"))
+    shown: list[str] = []
+    for extra in ([], ["--markdown"], ["--json"]):
+        result = cli("plan", "-f", str(path), *extra)
+        assert result.exit_code == 0, printed(result)
+        assert MASK in result.stdout
+        shown.append(printed(result))
+    saved = cli("plan", "-f", str(path), "--out", "plan.json")
+    assert saved.exit_code == 1 and "it holds the value of a secret" in saved.stderr
+    applied = cli("apply", "-f", str(path), "--auto-approve")
+    assert applied.exit_code == 0, printed(applied)
+    shown += [printed(saved), printed(applied), (cli.root / "outputs.json").read_text()]
+    for text in shown:
+        for spelling in (CREDENTIAL, json.dumps(CREDENTIAL)[1:-1], CREDENTIAL[:12], CREDENTIAL[-12:]):
+            assert spelling not in text

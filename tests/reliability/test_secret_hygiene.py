@@ -10,6 +10,7 @@ and only ``--show-secrets`` prints them; those are the positive controls that pr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -344,3 +345,139 @@ def test_a_malformed_token_is_refused_without_being_shown(tmp_path: Path) -> Non
 def test_the_help_says_where_the_token_comes_from() -> None:
     result = CliRunner().invoke(main, ["apply", "--help"])
     assert "--token-file" in result.output and "--token " not in result.output
+
+
+# -- provider credentials ---------------------------------------------------------------------------------------
+
+OPENAI_CREDENTIAL = "sk-proj-Hygiene-OpenAI-5c7e2a9d41"
+ACCESS_KEY_ID = "AKIAHYGIENE4K7Q2W9ZZ"
+SECRET_ACCESS_KEY = "hygiene/Secret+Access/Key=e1d2c3b4a5"
+ROLLED_CREDENTIAL = "sk-proj-Hygiene-Rolled-0f9e8d7c6b"
+CREDENTIAL_FILE = "aws-secret.txt"  # the user's own file: the one place a credential is meant to be
+PROVIDERS = f"""\
+apiVersion: capella-deploy/v1
+providers:
+  - name: openai
+    type: openAI
+    credentials: {{apiKey: {{env: OPENAI_API_KEY}}}}
+    credentialsVersion: ${{VERSION:-1}}
+  - name: docs
+    type: awsS3
+    awsRegion: us-east-1
+    bucket: team-docs
+    credentials:
+      accessKeyId: {{env: AWS_ACCESS_KEY_ID}}
+      secretAccessKey: {{file: {CREDENTIAL_FILE}}}
+outputs: {{path: outputs.json}}
+"""
+PROVIDER_FAULTS = {
+    "seed": 5,
+    "routes": [
+        # Every create's answer is lost: the error and adoption paths run with the credentials in the body.
+        {"match": "POST /v4/organizations/*/aiServices/providers", "drop_after": 1.0},
+        {"match": "PUT /v4/organizations/*/aiServices/providers/*", "error_rate": 0.3, "error_status": 503},
+        {"match": "**", "error_rate": 0.1, "error_status": 503, "retry_after": 1},
+    ],
+}
+
+
+def test_provider_credentials_never_leave_the_request_that_sends_them(life: Produced, tmp_path: Path) -> None:
+    produced = life
+    produced.secrets |= {OPENAI_CREDENTIAL, ACCESS_KEY_ID, SECRET_ACCESS_KEY, ROLLED_CREDENTIAL}
+    Path("capella.yaml").write_text(PROVIDERS)
+    Path(CREDENTIAL_FILE).write_text(SECRET_ACCESS_KEY + "\n")
+    Path("faults.json").write_text(json.dumps(PROVIDER_FAULTS))
+    sandbox = Sandbox(tmp_path / "sandbox.json", token=API_TOKEN)
+    sandbox.step_clock()
+    env = {
+        "CAPELLA_API_TOKEN": API_TOKEN,
+        "CAPELLA_ORG_ID": "",
+        "CAPELLA_SANDBOX_FAULTS": "faults.json",
+        "OPENAI_API_KEY": OPENAI_CREDENTIAL,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+    }
+    target = ["--sandbox=sandbox.json"]
+
+    run_cli(produced, env, "validate", "-f", "capella.yaml")
+    for extra in ([], ["--json"], ["--markdown"], ["--out", "plan.json"]):
+        run_cli(produced, env, "--debug", "plan", "-f", "capella.yaml", *target, *extra)
+    codes = [run_cli(produced, env, "--debug", "apply", "-f", "capella.yaml", "--auto-approve", *target).exit_code]
+    while codes[-1] != 0 and len(codes) < 4:
+        codes.append(
+            run_cli(produced, env, "--debug", "apply", "-f", "capella.yaml", "--auto-approve", *target).exit_code
+        )
+    assert codes[-1] == 0
+    rolled = {**env, "OPENAI_API_KEY": ROLLED_CREDENTIAL, "VERSION": "2"}
+    run_cli(produced, rolled, "--debug", "plan", "-f", "capella.yaml", *target, "--json", "--out", "roll.json")
+    for _ in range(3):
+        if (
+            run_cli(produced, rolled, "--debug", "apply", "-f", "capella.yaml", "--auto-approve", *target).exit_code
+            == 0
+        ):
+            break
+    run_cli(
+        produced,
+        rolled,
+        "--debug",
+        "apply",
+        "-f",
+        "capella.yaml",
+        "--auto-approve",
+        *target,
+        "--replace",
+        "provider.docs",
+    )
+    run_cli(produced, env, "apply", "plan.json", *target)  # stale by now: refused
+    run_cli(produced, env, "outputs", "--outputs", "outputs.json")
+    run_cli(produced, env, "outputs", "--outputs", "outputs.json", "--format", "dotenv")
+    run_cli(produced, env, "outputs", "--outputs", "outputs.json", "--show-secrets")
+    run_cli(produced, env, "drift", "-f", "capella.yaml", *target, "--report", "drift.json")
+    run_cli(produced, env, "drift", "-f", "capella.yaml", *target, "--markdown")
+    run_cli(produced, env, "status", *target, "--json")
+    run_cli(produced, env, "export", *target, "-o", "exported.yaml")
+    # An error path: the variable unset, so the roll it asks for is refused, naming the variable only.
+    missing = {k: v for k, v in rolled.items() if k != "OPENAI_API_KEY"} | {"VERSION": "3"}
+    refused = run_cli(produced, missing, "--debug", "apply", "-f", "capella.yaml", "--auto-approve", *target)
+    assert refused.exit_code == 1 and "OPENAI_API_KEY is not set" in refused.stdout + refused.stderr
+    run_cli(produced, env, "--debug", "destroy", "-f", "capella.yaml", "--auto-approve", *target)
+
+    assert any("after an unclear create answer" in text for text in produced.blobs.values()), "faults hit creates"
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != CREDENTIAL_FILE:
+            produced.add(f"file {path.relative_to(tmp_path)}", path.read_text(errors="replace"))
+    assert produced.leaks() == []
+    assert sum(" log capella_deploy.http DEBUG" in where for where in produced.blobs) > 20, "the request log ran"
+    # Positive control: the credentials did go out, and the one roll sent the new key (the sandbox keeps digests).
+    sent = (tmp_path / "sandbox.json").read_text()
+    assert hashlib.sha256(ROLLED_CREDENTIAL.encode()).hexdigest() not in sent, "destroyed with the rest"
+    assert any("provider.openai: updated; credentials sent" in text for text in produced.blobs.values())
+
+
+def test_debug_output_of_a_served_provider_run_leaks_no_credential(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path / "sandbox.json", token=API_TOKEN)
+    sandbox.set_speed(20_000)
+    (tmp_path / "capella.yaml").write_text(PROVIDERS)
+    (tmp_path / CREDENTIAL_FILE).write_text(SECRET_ACCESS_KEY)
+    credentials = {"OPENAI_API_KEY": OPENAI_CREDENTIAL, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID}
+    with running_server(sandbox) as base_url:
+        served = {"CAPELLA_API_URL": base_url, "CAPELLA_ORG_ID": sandbox.org_id, **credentials}
+        applied = child_cli(tmp_path, served, "--debug", "apply", "-f", "capella.yaml", "--auto-approve")
+        rolled = child_cli(
+            tmp_path,
+            {**served, "VERSION": "2"},
+            "--debug",
+            "apply",
+            "-f",
+            "capella.yaml",
+            "--auto-approve",
+            "--replace",
+            "provider.docs",
+        )
+    assert applied.returncode == 0, applied.stderr
+    assert rolled.returncode == 0, rolled.stderr
+    for child in (applied, rolled):
+        assert "DEBUG capella_deploy.http: POST" in child.stderr or "DEBUG capella_deploy.http: PUT" in child.stderr
+        for secret in (API_TOKEN, OPENAI_CREDENTIAL, ACCESS_KEY_ID, SECRET_ACCESS_KEY):
+            assert secret not in child.stdout + child.stderr
+    digests = {p.name: p.credential_sha256 for p in sandbox.world().providers.values()}
+    assert digests["openai"] == {"apiKey": hashlib.sha256(OPENAI_CREDENTIAL.encode()).hexdigest()}
