@@ -22,15 +22,17 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class Entries:
-    """The model and key names of one manifest: the outputs a sink publishes."""
+    """The names one manifest declares, by outputs section ("models": {...}, "apiKeys": {...}, ...): the outputs
+    a sink publishes."""
 
-    models: Collection[str]
-    keys: Collection[str]
+    names: Mapping[str, Collection[str]]
 
     def of(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        models = {n: e for n, e in doc.get("models", {}).items() if n in self.models}
-        keys = {n: e for n, e in doc.get("apiKeys", {}).items() if n in self.keys}
-        return {**doc, "models": models, "apiKeys": keys}
+        mine = {
+            section: {n: e for n, e in doc.get(section, {}).items() if n in names}
+            for section, names in self.names.items()
+        }
+        return {**doc, **mine}
 
 
 def sink_for(target: str | None, environ: Mapping[str, str], entries: Entries) -> Sink | None:

@@ -16,6 +16,7 @@ from typing import Protocol
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
 from capella_deploy.checks import CheckReport
 from capella_deploy.errors import ConfigError
+from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import Address
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
@@ -119,7 +120,7 @@ async def run_apply(manifest: Manifest | None, request: ApplyRequest, hooks: App
             "apply the plan made for this environment"
         )
     # Every place the outputs go must take them before the first change: a token has one chance to be kept.
-    entries = Entries({m.name for m in manifest.models}, {k.name for k in manifest.apiKeys})
+    entries = Entries({kind.section: {spec.name for spec in kind.specs(manifest)} for kind in REGISTRY})
     sink = sink_for(request.outputs_target, request.target.environ, entries)
     if sink is not None:
         sink.check()
