@@ -7,7 +7,6 @@ compares and the bodies the applier sends, the Model Service header profile, and
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -342,15 +341,18 @@ def _in_place_declared(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[s
 _BODY_FIELD = {"enableBatching": "enableBatching", "keywordFiltering": "keywordFiltering", "cache": "caching"}
 # What a model has when its create body leaves an in-place attribute out (a read then shows no such field, as the
 # documented examples' models do), and what a PUT sends to bring it back: batching off, no filter, no caching.
-_BODY_DEFAULTS: Mapping[str, Any] = {
-    "enableBatching": False,
-    "keywordFiltering": [],
-    "caching": caching_body(Cache(type="none")),
+# Each a fresh value, as plans and bodies hold them in their own mutable dicts.
+_NO_CACHING = caching_body(Cache(type="none"))
+_NO_CACHE = cache_view(_NO_CACHING)
+_BODY_DEFAULTS: Mapping[str, Callable[[], Any]] = {
+    "enableBatching": lambda: False,
+    "keywordFiltering": list,
+    "caching": lambda: dict(_NO_CACHING),
 }
-API_DEFAULTS: Mapping[str, Any] = {
-    "enableBatching": False,
-    "keywordFiltering": [],
-    "cache": cache_view(_BODY_DEFAULTS["caching"]),
+API_DEFAULTS: Mapping[str, Callable[[], Any]] = {
+    "enableBatching": lambda: False,
+    "keywordFiltering": list,
+    "cache": lambda: dict(_NO_CACHE),
 }
 
 
@@ -395,11 +397,11 @@ def compared(
     unmanaged = unmanaged_attributes(spec, defaults)
     after = {k: v for k, v in model_attributes(spec, defaults, model_ids).items() if k not in unmanaged}
     reset = frozenset(name for name in UPDATE_ATTRIBUTES if name not in after and name not in unmanaged)
-    after.update({name: copy.deepcopy(API_DEFAULTS[name]) for name in reset})
+    after.update({name: API_DEFAULTS[name]() for name in reset})
     before = live.attributes
     for name in UPDATE_ATTRIBUTES:
         if before[name] is None:
-            before[name] = copy.deepcopy(API_DEFAULTS[name])
+            before[name] = API_DEFAULTS[name]()
     return before, after, reset
 
 
@@ -440,7 +442,7 @@ def model_update_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[st
     for name in UPDATE_ATTRIBUTES:
         if name not in unmanaged:
             field = _BODY_FIELD[name]
-            body[field] = declared[field] if field in declared else copy.deepcopy(_BODY_DEFAULTS[field])
+            body[field] = declared[field] if field in declared else _BODY_DEFAULTS[field]()
     body.update(write_only_attributes(spec))
     return body
 
