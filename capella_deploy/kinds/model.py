@@ -687,10 +687,10 @@ class Models:
         to_default = sorted({d.path.split(".")[0] for d in diffs if d.to_default})
         state_change = next((d for d in diffs if d.path == "state"), None)
         if in_place or to_default:
-            reason = "; ".join(
-                [f"in-place change of {', '.join(in_place)}"] * bool(in_place)
-                + [f"{', '.join(to_default)} unset in the manifest: reset to the API's default"] * bool(to_default)
-            )
+            parts = [f"in-place change of {', '.join(in_place)}"] if in_place else []
+            if to_default:
+                parts.append(f"{', '.join(to_default)} unset in the manifest: reset to the API's default")
+            reason = "; ".join(parts)
             if state_change is not None:
                 reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
             return replace(base, action=Action.UPDATE, reason=reason)
