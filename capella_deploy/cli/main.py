@@ -222,7 +222,7 @@ def validate(
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
-    "which key of a name is kept.",
+    "which key of a name is kept, and the plan lists what apply would change in it.",
 )
 @skip_catalog_option
 @guarded
@@ -268,7 +268,13 @@ def plan(
         ) as session:
             store = outputs_store(manifest, session.org_id, outputs_path)
             return await make_plan(
-                session, manifest, replace, targets=targets, catalog=catalog, held_tokens=store.held_key_ids()
+                session,
+                manifest,
+                replace,
+                targets=targets,
+                catalog=catalog,
+                held_tokens=store.held_key_ids(),
+                outputs=store.recorded(),
             )
 
     import asyncio

@@ -141,6 +141,11 @@ class Outputs:
                 entry["token"] = MASK
         return doc  # type: ignore[no-any-return]
 
+    def recorded(self) -> dict[str, Any] | None:
+        """The document as the file holds it, tokens masked; None when there is no file yet (a fresh checkout,
+        outputs sent elsewhere): then a plan has nothing to compare the outputs with."""
+        return self.masked() if self.path.exists() else None
+
     def document(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]
 

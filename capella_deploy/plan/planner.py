@@ -8,6 +8,7 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -37,11 +38,13 @@ def plan(
     manifest_digest: str = "",
     force_replace: frozenset[str] = frozenset(),
     held_tokens: frozenset[str] = frozenset(),
+    outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Compare the manifest with the live snapshot.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
-    hold, which decides the key kept when several share a name.
+    hold, which decides the key kept when several share a name; ``outputs`` the outputs document as its file holds
+    it (None: no file), which the plan's changes to outputs are computed against.
     """
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
     requested, errors = _requested(force_replace, declared)
@@ -49,7 +52,7 @@ def plan(
     changes: list[ResourceChange] = []
 
     leftovers = {kind.kind: by_name(r for r in live.of(kind.kind) if kind.in_play(r)) for kind in REGISTRY}
-    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens)
+    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens, outputs=outputs)
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
         kept, extras = kind.pick(leftovers[address.kind].pop(address.name, []), first_look)

@@ -177,6 +177,7 @@ async def _apply_locked(
             targets=request.targets,
             catalog=request.catalog,
             held_tokens=held,
+            outputs=store.recorded(),
         )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
