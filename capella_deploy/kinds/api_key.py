@@ -214,7 +214,7 @@ class ApiKeys:
     def specs(self, manifest: Manifest) -> Sequence[ApiKeySpec]:
         return manifest.apiKeys
 
-    def refers_to(self, spec: ApiKeySpec, manifest: Manifest) -> tuple[Address, ...]:
+    def refers_to(self, spec: ApiKeySpec, ctx: PlanContext) -> tuple[Address, ...]:
         return tuple(Address(Kind.MODEL, name) for name in spec.allowedModels if name != "*")
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveKey], list[str]]:
@@ -278,8 +278,8 @@ class ApiKeys:
         after = key_attributes(spec, ctx.manifest.defaults)
         if current is None:
             return created(Kind.API_KEY, spec, after)
-        renewed_models = {address.name for address in ctx.renewed if address.kind is Kind.MODEL}
-        names_by_id = {live_id: a.name for live_id, a in ctx.managed.items() if a.kind is Kind.MODEL}
+        renewed_models = ctx.renewed_names[Kind.MODEL]
+        names_by_id = ctx.names_by_id[Kind.MODEL]
         before = current.attributes
         # A key's models are compared by id: the API may spell a name differently, and a model of the same name
         # with another id is another model. Shown by manifest name where the id is one of the manifest's models

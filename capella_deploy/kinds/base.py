@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -300,10 +301,33 @@ class PlanContext:
     renewed: frozenset[Address] = frozenset()
     # The outputs document as its file holds it now, tokens masked; None when there is no file to compare with.
     outputs: Mapping[str, Any] | None = None
+    # The names the manifest declares, by kind.
+    declared: Mapping[Kind, frozenset[str]] = field(default_factory=dict)
 
-    def names_of(self, kind: Kind) -> dict[str, str]:
-        """Live id -> manifest name, for the declared resources of ``kind`` that are not renewed."""
-        return {live_id: address.name for address, live_id in self.ids.items() if address.kind is kind}
+    # Lookups every plan rule asks for, built once per context: a rule asking for them per resource would make
+    # planning grow with the square of the manifest.
+    @cached_property
+    def ids_by_name(self) -> dict[Kind, dict[str, str]]:
+        """Manifest name -> the live id it will have when the plan runs (a renewed one has none yet), by kind."""
+        found: dict[Kind, dict[str, str]] = defaultdict(dict)
+        for address, live_id in self.ids.items():
+            found[address.kind][address.name] = live_id
+        return found
+
+    @cached_property
+    def names_by_id(self) -> dict[Kind, dict[str, str]]:
+        """Live id -> the manifest name it is managed as, renewed or not, by kind."""
+        found: dict[Kind, dict[str, str]] = defaultdict(dict)
+        for live_id, address in self.managed.items():
+            found[address.kind][live_id] = address.name
+        return found
+
+    @cached_property
+    def renewed_names(self) -> dict[Kind, frozenset[str]]:
+        found: dict[Kind, set[str]] = defaultdict(set)
+        for address in self.renewed:
+            found[address.kind].add(address.name)
+        return defaultdict(frozenset, {kind: frozenset(names) for kind, names in found.items()})
 
 
 class ResourceKind(Protocol[SpecT, LiveT]):
@@ -319,7 +343,7 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     def specs(self, manifest: Manifest) -> Sequence[SpecT]:
         """The manifest's entries of this kind."""
 
-    def refers_to(self, spec: SpecT, manifest: Manifest) -> tuple[Address, ...]:
+    def refers_to(self, spec: SpecT, ctx: PlanContext) -> tuple[Address, ...]:
         """The resources of the manifest this entry refers to by id: renewing one of them changes this one."""
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveT], list[str]]:

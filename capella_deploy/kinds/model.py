@@ -605,8 +605,8 @@ class Models:
     def specs(self, manifest: Manifest) -> Sequence[ModelSpec]:
         return manifest.models
 
-    def refers_to(self, spec: ModelSpec, manifest: Manifest) -> tuple[Address, ...]:
-        name = embedding_dependency(spec, manifest.defaults, {m.name for m in manifest.models})
+    def refers_to(self, spec: ModelSpec, ctx: PlanContext) -> tuple[Address, ...]:
+        name = embedding_dependency(spec, ctx.manifest.defaults, ctx.declared.get(Kind.MODEL, frozenset()))
         return (Address(Kind.MODEL, name),) if name is not None else ()
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveModel], list[str]]:
@@ -660,10 +660,12 @@ class Models:
         manifest = ctx.manifest
         address = Address(Kind.MODEL, spec.name)
         # A semantic cache's embedding model of this manifest must be ready before this model is made or edited.
-        depends_on = self.refers_to(spec, manifest)
+        depends_on = self.refers_to(spec, ctx)
         if current is None:
-            return created(Kind.MODEL, spec, model_attributes(spec, manifest.defaults, _ids_by_name(ctx)), depends_on)
-        before, after, reset = compared(spec, manifest.defaults, _ids_by_name(ctx), current)
+            return created(
+                Kind.MODEL, spec, model_attributes(spec, manifest.defaults, ctx.ids_by_name[Kind.MODEL]), depends_on
+            )
+        before, after, reset = compared(spec, manifest.defaults, ctx.ids_by_name[Kind.MODEL], current)
         diffs = tuple(
             replace(d, to_default=d.path.split(".")[0] in reset)
             for d in attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES)

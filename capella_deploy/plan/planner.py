@@ -52,7 +52,10 @@ def plan(
     changes: list[ResourceChange] = []
 
     leftovers = {kind.kind: by_name(r for r in live.of(kind.kind) if kind.in_play(r)) for kind in REGISTRY}
-    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens, outputs=outputs)
+    names = {kind.kind: frozenset(spec.name for spec in kind.specs(manifest)) for kind in REGISTRY}
+    first_look = PlanContext(
+        manifest, now, force_replace=requested, held_tokens=held_tokens, outputs=outputs, declared=names
+    )
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
         kept, extras = kind.pick(leftovers[address.kind].pop(address.name, []), first_look)
@@ -72,12 +75,13 @@ def plan(
     managed = {live_id: address for address, live_id in ids.items()}
     ctx = replace(first_look, ids=ids, managed=managed)
     planned = {address: kind.plan(spec, current[address], ctx) for address, (kind, spec) in declared.items()}
-    refers = {address: set(kind.refers_to(spec, manifest)) for address, (kind, spec) in declared.items()}
+    refers = {address: set(kind.refers_to(spec, ctx)) for address, (kind, spec) in declared.items()}
     followed: frozenset[Address] = frozenset()
     renewed = frozenset(a for a, change in planned.items() if change.action.renews)
     while renewed != followed:
         ctx = replace(ctx, ids={a: i for a, i in ids.items() if a not in renewed}, renewed=renewed)
-        for address in (a for a, targets in refers.items() if targets & (renewed - followed)):
+        fresh = renewed - followed
+        for address in [a for a, targets in refers.items() if not targets.isdisjoint(fresh)]:
             kind, spec = declared[address]
             planned[address] = kind.plan(spec, current[address], ctx)
         followed = renewed
