@@ -268,7 +268,13 @@ def plan(
         ) as session:
             store = outputs_store(manifest, session.org_id, outputs_path)
             return await make_plan(
-                session, manifest, replace, targets=targets, catalog=catalog, held_tokens=store.held_key_ids()
+                session,
+                manifest,
+                replace,
+                targets=targets,
+                catalog=catalog,
+                held_tokens=store.held_key_ids(),
+                recorded_ids=store.recorded_ids(),
             )
 
     import asyncio

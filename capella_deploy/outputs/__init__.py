@@ -70,6 +70,11 @@ class Outputs:
             entry["id"] for entry in self.api_keys.values() if isinstance(entry.get("id"), str) and entry.get("token")
         )
 
+    def recorded_ids(self) -> frozenset[str]:
+        """The live ids of every model and key this file records: what the runs that write it made or manage."""
+        entries = [*self.models.values(), *self.api_keys.values()]
+        return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
+
     def token(self, key_name: str) -> Secret | None:
         entry = self.api_keys.get(key_name)
         value = entry.get("token") if entry else None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -118,6 +119,9 @@ class Plan:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     live_fingerprint: str = ""
+    # A digest of each live resource the plan was made against, by ``kind.name[id]``: what a stale saved plan
+    # names as changed.
+    live_digests: Mapping[str, str] = field(default_factory=dict)
     manifest_digest: str = ""
     # The --target addresses this plan was narrowed to; empty for a whole plan.
     targets: tuple[str, ...] = ()
@@ -167,6 +171,7 @@ class Plan:
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "live_fingerprint": self.live_fingerprint,
+            "live_digests": dict(self.live_digests),
             "manifest_digest": self.manifest_digest,
             "targets": list(self.targets),
             "environment": self.environment,
@@ -182,6 +187,7 @@ class Plan:
             errors=tuple(data.get("errors", [])),
             warnings=tuple(data.get("warnings", [])),
             live_fingerprint=data.get("live_fingerprint", ""),
+            live_digests=dict(data.get("live_digests", {})),
             manifest_digest=data.get("manifest_digest", ""),
             targets=tuple(data.get("targets", [])),
             environment=data.get("environment"),

@@ -26,9 +26,11 @@ async def make_plan(
     targets: Sequence[str] = (),
     catalog: CatalogCheck | None = None,
     held_tokens: frozenset[str] = frozenset(),
+    recorded_ids: frozenset[str] | None = None,
 ) -> Plan:
     """The plan, saying where it was made; with ``targets`` (--target), narrowed to them and what they need.
-    ``held_tokens``: the live key ids whose token the outputs hold."""
+    ``held_tokens``: the live key ids whose token the outputs hold; ``recorded_ids``: every live id the outputs
+    record (None: no outputs were read)."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
@@ -36,7 +38,7 @@ async def make_plan(
     from capella_deploy.plan.target import check_targets, restrict
 
     now = session_now(session)
-    live = await read_live(session.client, session.org_id, now=now)
+    live = await read_live(session.client, session.org_id, now=now, scope=manifest.scope)
     if destroy:
         whole = plan_destroy(manifest, live)
     else:
@@ -47,6 +49,7 @@ async def make_plan(
             manifest_digest=manifest_digest(manifest),
             force_replace=frozenset(replace),
             held_tokens=held_tokens,
+            recorded_ids=recorded_ids,
         )
     # The planner sees no API; where the plan was made is the session's to say.
     whole = dataclasses.replace(whole, where=session.where(manifest.environment))
