@@ -26,6 +26,7 @@ from capella_deploy.kinds.base import (
     ApplyError,
     ApplyRun,
     ApplyStep,
+    AttributeChange,
     ExportNotes,
     Extra,
     Kind,
@@ -544,6 +545,11 @@ class Models:
             return created(Kind.MODEL, spec, after, depends_on)
         before = current.attributes
         diffs = tuple(attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES))
+        # A model found by its former name (renamedFrom) is renamed: the PUT body carries the name.
+        renamed = current.name != spec.name
+        if renamed:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs = (AttributeChange("name", current.name, spec.name), *diffs)
         base = unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
         forcing = [d.path for d in diffs if d.forces_replace]
         if address in ctx.force_replace:
@@ -559,10 +565,11 @@ class Models:
                 reason=f"{', '.join(forcing)} cannot change in place",
                 cause="replace_because_cannot_update",
             )
-        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path != "state"})
+        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path not in ("state", "name")})
         state_change = next((d for d in diffs if d.path == "state"), None)
-        if in_place:
-            reason = "in-place change of " + ", ".join(in_place)
+        if in_place or renamed:
+            changed = ["in-place change of " + ", ".join(in_place)] if in_place else []
+            reason = "; ".join(([f"renamed from {current.name}"] if renamed else []) + changed)
             if state_change is not None:
                 reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
             return replace(base, action=Action.UPDATE, reason=reason)
@@ -633,7 +640,7 @@ class ModelSteps:
             )
             if model.status != wanted:
                 model = await self._set_state(step, model_id, wanted)
-            return await self._record_model(spec, model)
+            return await self._record_model(spec, model, change)
         assert change.live_id is not None
         model_id = change.live_id
         shows_update: Ready | None = None
@@ -651,13 +658,13 @@ class ModelSteps:
             model = await self._settle(step, model_id, "updating", wanted)
         if shows_update is not None and not shows_update(model):
             model = await self._until_visible(step, model, shows_update)
-        return await self._record_model(spec, model)
+        return await self._record_model(spec, model, change)
 
     def _shows(self, spec: ModelSpec, model_ids: dict[str, str]) -> Ready:
         """Whether a read of the model shows the in-place attributes the manifest sets."""
         declared = model_attributes(spec, self._run.manifest.defaults, model_ids)
         wanted = {name: value for name, value in declared.items() if name in UPDATE_ATTRIBUTES}
-        return lambda model: not attribute_changes(model.attributes, wanted)
+        return lambda model: model.name == spec.name and not attribute_changes(model.attributes, wanted)
 
     async def _until_visible(self, step: ApplyStep, model: LiveModel, shows: Ready) -> LiveModel:
         """Wait until a read shows the update: "updates may take up to a few minutes to take effect", and a plan
@@ -908,7 +915,7 @@ class ModelSteps:
         assert model is not None
         return model
 
-    async def _record_model(self, spec: ModelSpec, model: LiveModel) -> str:
+    async def _record_model(self, spec: ModelSpec, model: LiveModel, change: ResourceChange) -> str:
         self._run.outputs.record_model(
             spec.name,
             id=model.id,
@@ -917,6 +924,10 @@ class ModelSteps:
             connectionString=await connection_string(self._run.client, self._run.org_id, model),
             headers=header_profile(spec, self._run.manifest.defaults),
         )
+        former = change.renamed_from
+        if former is not None:
+            # Renamed: the outputs know it by its new name only.
+            self._run.outputs.forget_model(former, change.live_id)
         return model.status
 
 
