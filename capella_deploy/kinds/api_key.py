@@ -312,7 +312,7 @@ class ApiKeys:
                 action=Action.REPLACE_CREATE_FIRST,
                 reason=f"renamed from {current.name}"
                 + (f", with {', '.join(others)}" if others else "")
-                + " (API keys cannot be edited: a new key, then the old one deleted)",
+                + "; API keys cannot be edited",
                 cause="replace_because_renamed",
             )
         # A key cannot be edited: any change is a new key, made before the old one goes so applications switch.

@@ -72,6 +72,8 @@ class Where:
     url: str | None = None
     sandbox_state: str | None = None
     environment: str | None = None
+    # The name patterns the manifest owns (its scope): nothing outside them was looked at.
+    scope: tuple[str, ...] = ()
 
     @property
     def place(self) -> str:
@@ -87,7 +89,8 @@ class Where:
 
     def describe(self) -> str:
         environment = f", environment {self.environment}" if self.environment else ""
-        return f"{self.place}, {self.organization}{environment}"
+        scope = f", scope {', '.join(self.scope)}" if self.scope else ""
+        return f"{self.place}, {self.organization}{environment}{scope}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,7 @@ class Where:
             "organization_name": self.organization_name,
             "organization_id_source": self.organization_id_source.value,
             "environment": self.environment,
+            "scope": list(self.scope) or None,
         }
 
     @classmethod
@@ -108,6 +112,7 @@ class Where:
             url=data.get("url"),
             sandbox_state=data.get("sandbox_state"),
             environment=data.get("environment"),
+            scope=tuple(data.get("scope") or ()),
         )
 
 
