@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -301,20 +302,40 @@ class Prune(_Spec):
     )
 
 
+def _one_or_more(value: object) -> object:
+    """One pattern may be written without a list around it."""
+    return [value] if isinstance(value, str) else value
+
+
 NamePattern = Annotated[str, Field(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
 
 
 class Scope(_Spec):
-    """The names this manifest owns. Live resources whose names match none of its patterns are another's: no
-    plan, drift report, prune, export or saved plan of this manifest sees them."""
+    """The names this manifest owns: no plan, drift report, prune, export or saved plan of it sees the others."""
 
-    match: tuple[NamePattern, ...] | NamePattern = Field(
-        description="fnmatch pattern(s) over names, e.g. [team-a-*]; every name the manifest declares must match one."
+    match: Annotated[
+        tuple[NamePattern, ...],
+        BeforeValidator(_one_or_more),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    },
+                ]
+            }
+        ),
+    ] = Field(
+        min_length=1,
+        description="fnmatch pattern(s) over names, e.g. [team-a-*]; every name the manifest declares must match one.",
     )
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        return (self.match,) if isinstance(self.match, str) else self.match
+        return self.match
 
     def covers(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
@@ -503,11 +524,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             model_regions.setdefault(name, _effective_region(model.get("region"), default_region))
 
     declared = ", ".join(sorted(model_regions)) or "none"
-    renamed = {
-        old: name
-        for _, model in models
-        if (old := _text(model.get("renamedFrom"))) and (name := _text(model.get("name")))
-    }
+    renamed: dict[str, str] = {}
+    for _, model in models:
+        if (old := _text(model.get("renamedFrom"))) and (name := _text(model.get("name"))):
+            renamed.setdefault(old, name)
     for index, key in keys:
         if (_text(key.get("name")) or "").startswith(LEASE_NAME_PREFIX):
             problems.append(

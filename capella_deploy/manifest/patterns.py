@@ -43,6 +43,8 @@ def _tokens(pattern: str) -> tuple[_Token, ...]:
         if char == "*":
             if not tokens or not tokens[-1].star:
                 tokens.append(_Token("*", star=True))
+        elif char == "?":
+            tokens.append(_Token("?"))
         elif char == "[":
             j = i
             if j < n and pattern[j] == "!":
