@@ -158,10 +158,17 @@ def test_without_a_scope_replacing_a_model_the_outputs_do_not_record_warns(world
         "model.team-a-chat exists live and was not made from this outputs file: is it another team's? "
         "set scope or renamedFrom"
     )
-    # Another manifest, with no scope and its own outputs, takes the name and would replace the model.
-    other = Team(world, "other", team_manifest("a", scope=False, gpu=48))
-    assert actions(other.plan_json())["model.team-a-chat"] == ["delete", "create"]
-    assert warning in other.plan_json()["warnings"]
+    # Another team, with no scope and outputs of its own, takes the name and would replace the model.
+    other = Team(world, "other", team_manifest("b", scope=False))
+    other.apply()
+    claimed = f"  - {{name: team-a-chat, catalogModel: {CHAT}, gpuMemory: 48}}\napiKeys:\n"
+    other.write(team_manifest("b", scope=False).replace("apiKeys:\n", claimed))
+    doc = other.plan_json()
+    assert actions(doc) == {"model.team-a-chat": ["delete", "create"]}
+    assert doc["warnings"] == [warning]
+    # A run with no outputs file at all (a fresh checkout) knows nothing of who made what: no warning.
+    fresh = Team(world, "fresh", team_manifest("a", scope=False, gpu=48))
+    assert fresh.plan_json()["warnings"] == []
     # The team's own manifest, reading the outputs its applies wrote, replaces its own model without a word.
     a.write(team_manifest("a", scope=False, gpu=48))
     doc = a.plan_json()

@@ -70,8 +70,11 @@ class Outputs:
             entry["id"] for entry in self.api_keys.values() if isinstance(entry.get("id"), str) and entry.get("token")
         )
 
-    def recorded_ids(self) -> frozenset[str]:
-        """The live ids of every model and key this file records: what the runs that write it made or manage."""
+    def recorded_ids(self) -> frozenset[str] | None:
+        """The live ids of every model and key this file records: what the runs that write it made or manage.
+        None when there is no file yet (a fresh checkout), which says nothing about who made what."""
+        if not self.path.exists():
+            return None
         entries = [*self.models.values(), *self.api_keys.values()]
         return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
 

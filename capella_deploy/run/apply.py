@@ -215,7 +215,9 @@ async def _apply_locked(
     return await _after_apply(session, manifest, store, request, hooks, sink, result=result)
 
 
-async def _plan_again(session: Session, saved: SavedPlan, held: frozenset[str], recorded: frozenset[str]) -> Plan:
+async def _plan_again(
+    session: Session, saved: SavedPlan, held: frozenset[str], recorded: frozenset[str] | None
+) -> Plan:
     """The saved plan's manifest planned against the organization now, as the saved plan was: whether the
     saved plan is still fresh, and if not, what changed."""
     manifest = saved.manifest
