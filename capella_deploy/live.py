@@ -85,14 +85,11 @@ class LiveState:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-async def read_live(
-    client: CapellaClient, org_id: str, *, now: datetime | None = None, scope: Scope | None = None
-) -> LiveState:
-    """One snapshot of every kind of resource, read concurrently; ``now`` is the time of the reading. Only what
-    ``scope`` covers is kept (see ``LiveState.within``)."""
+async def read_live(client: CapellaClient, org_id: str, *, now: datetime | None = None) -> LiveState:
+    """One snapshot of every kind of resource, read concurrently; ``now`` is the time of the reading."""
     answers = await asyncio.gather(*(kind.read(client, org_id, now) for kind in REGISTRY))
     warnings = [warning for _, found_warnings in answers for warning in found_warnings]
     for warning in warnings:
         log.warning(warning)
     found = {kind.kind: resources for kind, (resources, _) in zip(REGISTRY, answers, strict=True)}
-    return LiveState.of_kinds(org_id, found, warnings).within(scope)
+    return LiveState.of_kinds(org_id, found, warnings)

@@ -191,13 +191,16 @@ def test_scope_leaves_the_rest_of_the_organization_out_of_the_plan_and_its_finge
     doc = manifest(scope={"match": ["chat", "app", "tmp-*"]}, prune={"match": "tmp-*"})
     models = (live_model(), live_model(id="m-9", name="team-b"), live_model(id="m-7", name="tmp-1"))
     whole = LiveState("org", models, (live_key(),))
-    result = plan(doc, whole.within(doc.scope), now=NOW)
+    result = plan(doc, whole, now=NOW)
     assert [(c.name, c.action) for c in result.pending] == [("tmp-1", Action.DELETE)] and result.unmanaged == ()
+    assert set(result.live_digests) == {"model.chat[m-1]", "model.tmp-1[m-7]", "apiKey.app[k-1]"}
     more = replace(
         whole, models=(*models, live_model(id="m-8", name="x")), keys=(live_key(), live_key(id="k-9", name="y"))
     )
-    assert plan(doc, more.within(doc.scope), now=NOW).live_fingerprint == result.live_fingerprint
-    assert plan(doc, more, now=NOW).live_fingerprint != result.live_fingerprint
+    assert plan(doc, more, now=NOW).live_fingerprint == result.live_fingerprint
+    unscoped = doc.model_copy(update={"scope": None, "prune": None})
+    assert plan(unscoped, more, now=NOW).live_fingerprint != plan(unscoped, whole, now=NOW).live_fingerprint
+    assert plan_destroy(doc, more).live_fingerprint == plan_destroy(doc, whole).live_fingerprint
 
 
 def test_a_stale_plan_names_what_appeared_what_went_and_what_changed() -> None:

@@ -202,7 +202,7 @@ def export(
 
         expected = manifest.expectOrganizationName if manifest is not None else None
         async with open_session(target, org, source, expected_name=expected) as session:
-            return session.where(), await read_live(session.client, session.org_id, scope=owned)
+            return session.where(), (await read_live(session.client, session.org_id)).within(owned)
 
     where, live = asyncio.run(run())
     result = export_manifest(live, match=match, region=region, scope=owned.patterns if owned is not None else ())

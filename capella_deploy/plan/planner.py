@@ -42,13 +42,14 @@ def plan(
     held_tokens: frozenset[str] = frozenset(),
     recorded_ids: frozenset[str] | None = None,
 ) -> Plan:
-    """Compare the manifest with the live snapshot (of the manifest's scope only: see ``LiveState.within``).
+    """Compare the manifest with the live snapshot, of which only the manifest's scope is looked at.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
     hold, which decides the key kept when several share a name; ``recorded_ids`` every live id the outputs
     record (None: no outputs were read), which tells a resource this manifest made from one it only shares a
     name with.
     """
+    live = live.within(manifest.scope)
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
     requested, errors = _requested(force_replace, declared)
     warnings: list[str] = list(live.warnings)
@@ -126,6 +127,7 @@ def plan(
 
 def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
+    live = live.within(manifest.scope)
     changes: list[ResourceChange] = []
     for kind in REGISTRY:
         # A resource not yet renamed is the manifest's too, by its former name.

@@ -222,7 +222,7 @@ async def _plan_again(
     saved plan is still fresh, and if not, what changed."""
     manifest = saved.manifest
     now = session_now(session)
-    live = await read_live(session.client, session.org_id, now=now, scope=manifest.scope)
+    live = await read_live(session.client, session.org_id, now=now)
     requested = frozenset(str(c.ref) for c in saved.plan.changes if c.cause == "replace_by_request")
     return planner.plan(
         manifest,

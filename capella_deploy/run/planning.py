@@ -38,7 +38,7 @@ async def make_plan(
     from capella_deploy.plan.target import check_targets, restrict
 
     now = session_now(session)
-    live = await read_live(session.client, session.org_id, now=now, scope=manifest.scope)
+    live = await read_live(session.client, session.org_id, now=now)
     if destroy:
         whole = plan_destroy(manifest, live)
     else:
