@@ -2,74 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-from capella_deploy.kinds.api_key import LiveKey, parse_key
+from capella_deploy.kinds.api_key import parse_key
 from capella_deploy.kinds.base import Action
-from capella_deploy.kinds.model import LiveModel
 from capella_deploy.live import LiveState
-from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan, plan_destroy
 from capella_deploy.plan.target import restrict
 from capella_deploy.views.plan import plan_json, render_plan
-
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-
-
-def manifest(**overrides: Any) -> Manifest:
-    doc: dict[str, Any] = {
-        "apiVersion": "capella-deploy/v1",
-        "defaults": {"provider": "aws", "region": "us-east-1"},
-        "models": [
-            {"name": "chat", "catalogModel": "mistralai/mistral-7b-instruct-v0.3", "gpuMemory": 48},
-        ],
-        "apiKeys": [{"name": "app", "expiryDays": 180, "allowedCIDRs": ["10.0.0.0/16"]}],
-    }
-    doc.update(overrides)
-    return Manifest.model_validate(doc)
-
-
-def live_model(**overrides: Any) -> LiveModel:
-    fields: dict[str, Any] = {
-        "id": "m-1",
-        "name": "chat",
-        "status": "healthy",
-        "actions": frozenset({"pause", "delete", "edit"}),
-        "provider": "aws",
-        "region": "us-east-1",
-        "cpu": 4,
-        "gpu_memory": 48,
-        "catalog_model": "mistralai/mistral-7b-instruct-v0.3",
-        "model_type": "text-generation",
-        "vendor": "mistral",
-        "dimensions": None,
-        "quantization": None,
-        "optimization": None,
-        "caching": None,
-        "enable_batching": None,
-        "keyword_filtering": None,
-        "connection_string": "https://m-1.ai.couchbase.com",
-        "version": 1,
-    }
-    fields.update(overrides)
-    return LiveModel(**fields)
-
-
-def live_key(**overrides: Any) -> LiveKey:
-    fields: dict[str, Any] = {
-        "id": "k-1",
-        "name": "app",
-        "description": None,
-        "region": "us-east-1",
-        "expiry_days": 180,
-        "allowed_cidrs": ("10.0.0.0/16",),
-        "allowed_models": (("*", "*"),),
-        "created_at": NOW - timedelta(days=10),
-    }
-    fields.update(overrides)
-    return LiveKey(**fields)
+from tests.planning_support import NOW, live_key, live_model, manifest
 
 
 def actions(result: Plan) -> dict[str, Action]:
