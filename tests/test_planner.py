@@ -67,7 +67,7 @@ def test_caching_change_is_an_in_place_update() -> None:
     result = plan(doc, LiveState("org", (live,), (live_key(),)), now=NOW)
     change = result.changes[0]
     assert change.action is Action.UPDATE
-    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("caching.expiryTTL", 300, 600)]
+    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("cache.expirySeconds", 300, 600)]
 
 
 def test_key_cidr_change_replaces_the_key() -> None:
@@ -247,7 +247,7 @@ def test_a_semantic_cache_naming_a_manifest_model_compares_by_that_models_id() -
     [update] = by_name.pending
     assert update.action is Action.UPDATE and [str(a) for a in update.depends_on] == ["model.embed"]
     assert [(c.path, c.before, c.after) for c in update.attribute_changes] == [
-        ("caching.semantic.embeddingModel", "embed", "m-embed")
+        ("cache.semantic.embeddingModel", "embed", "m-embed")
     ]
 
 
@@ -259,7 +259,7 @@ def test_a_model_caching_with_one_that_gets_a_new_id_is_updated_after_it() -> No
     chat = next(c for c in result.changes if c.name == "chat")
     assert [str(a) for a in chat.depends_on] == ["model.embed"]
     assert chat.after is not None
-    assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
+    assert chat.after["cache"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     assert "(after model.embed is ready" in render_plan(result)
     assert plan_json(result)["resource_changes"][0]["depends_on"] == ["model.embed"]
 

@@ -229,7 +229,7 @@ def test_a_new_key_outside_the_scope_leaves_a_saved_plan_fresh_and_one_inside_is
     key_id = intruder.recorded()["apiKeys"]["team-a-intruder"]["id"]
     assert "the plan is stale: since it was made," in stale.stderr
     assert f"apiKey.team-a-intruder[{key_id}] appeared" in stale.stderr
-    assert f'model.team-a-chat[{model_id}] changed: keywordFiltering (unset) -> ["secret"]' in stale.stderr
+    assert f'model.team-a-chat[{model_id}] changed: keywordFiltering [] -> ["secret"]' in stale.stderr
     assert "team-b" not in stale.stderr
 
 
@@ -247,9 +247,17 @@ def test_a_model_rename_is_one_in_place_update_and_then_no_changes(world: World)
     change = next(c for c in doc["resource_changes"] if c["address"] == "model.team-a-assistant")
     assert change["live_id"] == model_id
     assert change["change"]["attributes"] == [
-        {"path": "name", "before": "team-a-chat", "after": "team-a-assistant", "forces_replace": False}
+        {
+            "path": "name",
+            "before": "team-a-chat",
+            "after": "team-a-assistant",
+            "forces_replace": False,
+            "to_default": False,
+        }
     ]
     assert change["reason"] == "renamed from team-a-chat" and doc["unmanaged"] == []
+    human = a.run("plan", "-f", str(a.path))
+    assert "Changes to outputs" not in human.stdout  # the entry moves to the new name; nothing in it changes
 
     a.apply()
     live = world.sandbox.world()

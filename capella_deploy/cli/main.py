@@ -222,7 +222,7 @@ def validate(
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
-    "which key of a name is kept.",
+    "which key of a name is kept, and the plan lists what apply would change in it.",
 )
 @skip_catalog_option
 @guarded
@@ -274,7 +274,7 @@ def plan(
                 targets=targets,
                 catalog=catalog,
                 held_tokens=store.held_key_ids(),
-                recorded_ids=store.recorded_ids(),
+                outputs=store.recorded(),
             )
 
     import asyncio

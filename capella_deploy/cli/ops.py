@@ -56,7 +56,7 @@ SCHEMA_FILE = Path("schemas/manifest.schema.json")
     "ignores",
     multiple=True,
     metavar="PATTERN",
-    help="Ignore differences at ADDRESS[.ATTRIBUTE] matching this fnmatch pattern, e.g. 'model.*.caching.expiryTTL'.",
+    help="Ignore differences at ADDRESS[.ATTRIBUTE] matching this fnmatch pattern, e.g. 'model.*.cache.expirySeconds'.",
 )
 @click.option(
     "--ignore-file",
@@ -89,7 +89,7 @@ def drift(
 
     \b
     Example:
-      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.caching.expiryTTL'
+      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.cache.expirySeconds'
     """
     from capella_deploy.outputs import atomic_write
     from capella_deploy.plan.drift import drift_report, unmatched_patterns
@@ -97,6 +97,11 @@ def drift(
 
     manifest = load_manifest_files(files, variables, var_files, environment=environment)
     rules = _ignore_rules(ignores, ignore_file)
+    for pattern, spellings in rules.respellings.items():
+        warn(
+            f"the ignore pattern {pattern!r} names an attribute in the API's words; plans and drift speak the "
+            f"manifest's: write {' and '.join(repr(s) for s in spellings)} (read that way for now)"
+        )
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -116,7 +121,7 @@ def drift(
     for pattern in unmatched_patterns(rules, planned):
         warn(
             f"the ignore pattern {pattern!r} matches no resource or attribute here; check its spelling "
-            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.caching.expiryTTL')"
+            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.cache.expirySeconds')"
         )
     if report_path is not None:
         atomic_write(report_path, redact(render_json(report)))

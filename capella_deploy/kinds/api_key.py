@@ -209,6 +209,7 @@ class ApiKeys:
     resource_type = "capella_ai_model_api_key"
     # The token exists only in the create answer: a plan names it, never shows it.
     sensitive: tuple[str, ...] = ("token",)
+    former_paths: Mapping[str, tuple[str, ...]] = {}
 
     def specs(self, manifest: Manifest) -> Sequence[ApiKeySpec]:
         return manifest.apiKeys

@@ -85,10 +85,16 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class AttributeChange:
+    """One attribute, by its manifest path (``cache.expirySeconds``): ``before`` live, ``after`` declared.
+
+    ``to_default``: the manifest leaves the attribute unset, and ``after`` is the API's default it is reset to.
+    """
+
     path: str
     before: Any
     after: Any
     forces_replace: bool = False
+    to_default: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,11 +102,42 @@ class AttributeChange:
             "before": self.before,
             "after": self.after,
             "forces_replace": self.forces_replace,
+            "to_default": self.to_default,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributeChange:
-        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("forces_replace")))
+        return cls(
+            data["path"],
+            data.get("before"),
+            data.get("after"),
+            bool(data.get("forces_replace")),
+            bool(data.get("to_default")),
+        )
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """A value of the outputs file that apply would change: a model's connection string or one header of its
+    ``X-cb-*`` profile. ``before`` is what the file holds (None: nothing), ``after`` what apply writes (None:
+    the value goes); ``known_after_apply``: a value only apply learns (a new model's connection string)."""
+
+    path: str
+    before: Any
+    after: Any
+    known_after_apply: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "before": self.before,
+            "after": self.after,
+            "known_after_apply": self.known_after_apply,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputChange:
+        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("known_after_apply")))
 
 
 @dataclass(frozen=True)
@@ -118,6 +155,8 @@ class ResourceChange:
     cause: str | None = None
     # The resources this change needs first (a key's models, a semantic cache's embedding model).
     depends_on: tuple[Address, ...] = ()
+    # What apply would change in the outputs file for this resource (a change of its own when nothing else is).
+    outputs: tuple[OutputChange, ...] = ()
 
     @property
     def ref(self) -> Address:
@@ -153,6 +192,7 @@ class ResourceChange:
             "prevent_destroy": self.prevent_destroy,
             "cause": self.cause,
             "depends_on": [str(a) for a in self.depends_on],
+            "outputs": [o.to_dict() for o in self.outputs],
         }
 
     @classmethod
@@ -169,6 +209,7 @@ class ResourceChange:
             prevent_destroy=bool(data.get("prevent_destroy")),
             cause=data.get("cause"),
             depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
+            outputs=tuple(OutputChange.from_dict(o) for o in data.get("outputs", ())),
         )
 
 
@@ -266,6 +307,8 @@ class PlanContext:
     ids: Mapping[Address, str] = field(default_factory=dict)
     managed: Mapping[str, Address] = field(default_factory=dict)
     renewed: frozenset[Address] = frozenset()
+    # The outputs document as its file holds it now, tokens masked; None when there is no file to compare with.
+    outputs: Mapping[str, Any] | None = None
 
     def names_of(self, kind: Kind) -> dict[str, str]:
         """Live id -> manifest name, for the declared resources of ``kind`` that are not renewed."""
@@ -278,6 +321,9 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     kind: Kind
     resource_type: str  # the type in the JSON plan, Terraform style: capella_ai_model
     sensitive: tuple[str, ...]  # secret values known only after apply (a key's token): named, never shown
+    # Attribute paths in the API's words, as plans spelt them before they spoke the manifest's, each with its
+    # manifest spelling(s): ignore rules written the old way keep working (``caching.expiryTTL``).
+    former_paths: Mapping[str, tuple[str, ...]]
 
     def specs(self, manifest: Manifest) -> Sequence[SpecT]:
         """The manifest's entries of this kind."""

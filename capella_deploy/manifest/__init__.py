@@ -60,6 +60,7 @@ __all__ = [
     "CheckKind",
     "CheckSpec",
     "Defaults",
+    "InPlaceAttribute",
     "Jailbreak",
     "LoadedManifest",
     "Manifest",
@@ -213,6 +214,15 @@ class Cache(_Spec):
         return self
 
 
+# The in-place attributes a manifest may leave to be managed by hand (see ModelSpec.unmanagedAttributes).
+InPlaceAttribute = Literal["enableBatching", "keywordFiltering", "cache"]
+_UNMANAGED_DESCRIPTION = (
+    "In-place attributes managed by hand (enableBatching, keywordFiltering, cache): sent on create when set, "
+    "then never compared, updated or reset. Any other in-place attribute left unset is reset to the API's default "
+    "(batching off, no keyword filtering, no caching)."
+)
+
+
 class Jailbreak(_Spec):
     """Jailbreak detection."""
 
@@ -254,6 +264,9 @@ class ModelSpec(_Spec):
     )
     cache: Cache | None = Field(default=None, description="Caching; defaults.cache when unset.")
     routing: Routing | None = Field(default=None, description="Routing header profile; defaults.routing when unset.")
+    unmanagedAttributes: tuple[InPlaceAttribute, ...] | None = Field(
+        default=None, description=_UNMANAGED_DESCRIPTION + " Replaces defaults.unmanagedAttributes when set."
+    )
 
 
 class ApiKeySpec(_Spec):
@@ -292,6 +305,7 @@ class Defaults(_Spec):
     region: Region = None
     routing: Routing | None = None
     cache: Cache | None = None
+    unmanagedAttributes: tuple[InPlaceAttribute, ...] = Field(default=(), description=_UNMANAGED_DESCRIPTION)
 
 
 class Prune(_Spec):

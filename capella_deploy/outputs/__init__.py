@@ -70,14 +70,6 @@ class Outputs:
             entry["id"] for entry in self.api_keys.values() if isinstance(entry.get("id"), str) and entry.get("token")
         )
 
-    def recorded_ids(self) -> frozenset[str] | None:
-        """The live ids of every model and key this file records: what the runs that write it made or manage.
-        None when there is no file yet (a fresh checkout), which says nothing about who made what."""
-        if not self.path.exists():
-            return None
-        entries = [*self.models.values(), *self.api_keys.values()]
-        return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
-
     def token(self, key_name: str) -> Secret | None:
         entry = self.api_keys.get(key_name)
         value = entry.get("token") if entry else None
@@ -148,6 +140,11 @@ class Outputs:
             if entry.get("token"):
                 entry["token"] = MASK
         return doc  # type: ignore[no-any-return]
+
+    def recorded(self) -> dict[str, Any] | None:
+        """The document as the file holds it, tokens masked; None when there is no file yet (a fresh checkout,
+        outputs sent elsewhere): then a plan has nothing to compare the outputs with."""
+        return self.masked() if self.path.exists() else None
 
     def document(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from capella_deploy.kinds.base import Action, Kind, ResourceChange
+from capella_deploy.kinds.base import Action, Kind, OutputChange, ResourceChange
 
 
 def display(value: Any) -> str:
@@ -141,8 +141,15 @@ class Plan:
         return tuple(c for c in self.changes if c.action is not Action.NOOP)
 
     @property
+    def output_changes(self) -> tuple[tuple[ResourceChange, OutputChange], ...]:
+        """What apply would change in the outputs file, by the resource whose entry it is."""
+        return tuple((change, output) for change in self.changes for output in change.outputs)
+
+    @property
     def has_changes(self) -> bool:
-        return bool(self.pending)
+        """Whether applying would change anything: a resource, or the outputs applications read (a header
+        profile, a connection string) even when no resource changes."""
+        return bool(self.pending) or bool(self.output_changes)
 
     def counts(self) -> dict[str, int]:
         """Changes by what they do; replacements count together, whichever goes first (each change's steps say)."""

@@ -26,8 +26,8 @@ from capella_deploy.plan import Plan, Where, display
 from capella_deploy.secrets import redact
 
 FORMAT = "capella-deploy-plan"
-# 2: keys in snake_case, like every JSON document the tool writes (docs/plan-json.md). 1 used camelCase.
-FORMAT_VERSION = 2
+# 3: attributes in the manifest's words (cache, not caching), to_default, outputs. 2: snake_case. 1: camelCase.
+FORMAT_VERSION = 3
 
 
 class PlanFileError(CapellaError):

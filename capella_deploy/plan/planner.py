@@ -8,7 +8,7 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -40,14 +40,14 @@ def plan(
     manifest_digest: str = "",
     force_replace: frozenset[str] = frozenset(),
     held_tokens: frozenset[str] = frozenset(),
-    recorded_ids: frozenset[str] | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Compare the manifest with the live snapshot, of which only the manifest's scope is looked at.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
-    hold, which decides the key kept when several share a name; ``recorded_ids`` every live id the outputs
-    record (None: no outputs were read), which tells a resource this manifest made from one it only shares a
-    name with.
+    hold, which decides the key kept when several share a name; ``outputs`` the outputs document as its file holds
+    it (None: no file), which the plan's changes to outputs are computed against, and which tells a resource
+    this manifest made from one it only shares a name with.
     """
     live = live.within(manifest.scope)
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
@@ -56,7 +56,7 @@ def plan(
     changes: list[ResourceChange] = []
 
     leftovers = {kind.kind: by_name(r for r in live.of(kind.kind) if kind.in_play(r)) for kind in REGISTRY}
-    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens)
+    first_look = PlanContext(manifest, now, force_replace=requested, held_tokens=held_tokens, outputs=outputs)
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
         candidates, problem, note = _candidates(address, spec.renamedFrom, leftovers[address.kind])
@@ -90,8 +90,8 @@ def plan(
         followed = renewed
         renewed = frozenset(a for a, change in planned.items() if change.action.renews)
     changes.extend(planned.values())
-    if manifest.scope is None and recorded_ids is not None:
-        warnings.extend(_not_made_here(planned.values(), recorded_ids))
+    if manifest.scope is None and outputs is not None:
+        warnings.extend(_not_made_here(planned.values(), _recorded_ids(outputs)))
 
     unmanaged: list[Unmanaged] = []
     prune = manifest.prune.match if manifest.prune else None
@@ -192,6 +192,13 @@ def _not_made_here(changes: Iterable[ResourceChange], recorded_ids: frozenset[st
         for change in changes
         if change.live_id is not None and "delete" in change.action.steps and change.live_id not in recorded_ids
     ]
+
+
+def _recorded_ids(outputs: Mapping[str, Any]) -> frozenset[str]:
+    """The live id of every resource the outputs document records, of whatever kind."""
+    sections = (section for section in outputs.values() if isinstance(section, Mapping))
+    entries = (entry for section in sections for entry in section.values() if isinstance(entry, Mapping))
+    return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
 
 
 def _requested(

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
 from capella_deploy.checks import CheckReport
@@ -163,7 +163,7 @@ async def _apply_locked(
     # The outputs are read before planning: which key tokens they hold decides which key of a name is kept.
     path = Path(request.outputs_target) if request.outputs_target and sink is None else None
     store = outputs_store(manifest, session.org_id, path, request.output_format)
-    held, recorded = store.held_key_ids(), store.recorded_ids()
+    held, recorded = store.held_key_ids(), store.recorded()
     if saved is not None:
         planfile.check_fresh(saved, await _plan_again(session, saved, held, recorded))
         plan = saved.plan
@@ -176,7 +176,7 @@ async def _apply_locked(
             targets=request.targets,
             catalog=request.catalog,
             held_tokens=held,
-            recorded_ids=recorded,
+            outputs=recorded,
         )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
@@ -216,7 +216,7 @@ async def _apply_locked(
 
 
 async def _plan_again(
-    session: Session, saved: SavedPlan, held: frozenset[str], recorded: frozenset[str] | None
+    session: Session, saved: SavedPlan, held: frozenset[str], recorded: Mapping[str, Any] | None
 ) -> Plan:
     """The saved plan's manifest planned against the organization now, as the saved plan was: whether the
     saved plan is still fresh, and if not, what changed."""
@@ -231,7 +231,7 @@ async def _plan_again(
         manifest_digest=saved.plan.manifest_digest,
         force_replace=requested,
         held_tokens=held,
-        recorded_ids=recorded,
+        outputs=recorded,
     )
 
 

@@ -4,9 +4,9 @@ the catalog check found (errors for what the plan would create, unless the user 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
@@ -26,11 +26,11 @@ async def make_plan(
     targets: Sequence[str] = (),
     catalog: CatalogCheck | None = None,
     held_tokens: frozenset[str] = frozenset(),
-    recorded_ids: frozenset[str] | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
     """The plan, saying where it was made; with ``targets`` (--target), narrowed to them and what they need.
-    ``held_tokens``: the live key ids whose token the outputs hold; ``recorded_ids``: every live id the outputs
-    record (None: no outputs were read)."""
+    ``held_tokens``: the live key ids whose token the outputs hold; ``outputs``: the outputs document (None: no
+    file), for the plan's changes to outputs."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
@@ -49,7 +49,7 @@ async def make_plan(
             manifest_digest=manifest_digest(manifest),
             force_replace=frozenset(replace),
             held_tokens=held_tokens,
-            recorded_ids=recorded_ids,
+            outputs=outputs,
         )
     # The planner sees no API; where the plan was made is the session's to say.
     scope = manifest.scope.patterns if manifest.scope is not None else ()
