@@ -21,6 +21,7 @@ from capella_deploy.kinds.api_key import key_age
 from capella_deploy.kinds.base import ExportNotes, by_name
 from capella_deploy.kinds.model import LiveModel, model_rank
 from capella_deploy.live import LiveState
+from capella_deploy.manifest.patterns import example_outside
 
 API_VERSION = "capella-deploy/v1"
 DEFAULT_SCHEMA_REF = "schemas/manifest.schema.json"
@@ -33,8 +34,12 @@ class ExportResult:
     warnings: tuple[str, ...]  # what else a reader should know
 
 
-def export_manifest(live: LiveState, *, match: str | None = None, region: str | None = None) -> ExportResult:
-    """The manifest document for ``live``; ``match`` (fnmatch on names) and ``region`` narrow it."""
+def export_manifest(
+    live: LiveState, *, match: str | None = None, region: str | None = None, scope: Sequence[str] = ()
+) -> ExportResult:
+    """The manifest document for ``live``; ``match`` (fnmatch on names) and ``region`` narrow it. The document
+    owns ``scope`` (patterns over names), narrowed to ``match`` where that lies within it: a plan of it sees
+    nothing outside what was exported from."""
     notes = ExportNotes()
 
     def wanted(name: str, where: str | None) -> bool:
@@ -68,11 +73,21 @@ def export_manifest(live: LiveState, *, match: str | None = None, region: str | 
             keys.append(key_entry)
 
     document: dict[str, Any] = {"apiVersion": API_VERSION, "organizationId": live.org_id}
+    owned = _owned(match, scope)
+    if owned:
+        document["scope"] = {"match": owned}
     if models:
         document["models"] = models
     if keys:
         document["apiKeys"] = keys
     return ExportResult(document, tuple(notes.omitted), tuple(notes.warnings))
+
+
+def _owned(match: str | None, scope: Sequence[str]) -> list[str]:
+    """The scope of an export: the pattern it was narrowed to, if that lies within ``scope``; else ``scope``."""
+    if match is not None and (not scope or example_outside(match, scope) is None):
+        return [match]
+    return list(scope)
 
 
 def manifest_yaml(

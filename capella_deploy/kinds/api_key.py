@@ -301,7 +301,21 @@ class ApiKeys:
         diffs = tuple(
             AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in attribute_changes(before, after)
         )
+        # A key found by its former name (renamedFrom) is succeeded by a key of the new name.
+        if current.name != spec.name:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs = (AttributeChange("name", current.name, spec.name, forces_replace=True), *diffs)
         base = unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
+        if current.name != spec.name:
+            others = sorted({d.path.split(".")[0] for d in diffs if d.path != "name"})
+            return replace(
+                base,
+                action=Action.REPLACE_CREATE_FIRST,
+                reason=f"renamed from {current.name}"
+                + (f", with {', '.join(others)}" if others else "")
+                + "; API keys cannot be edited",
+                cause="replace_because_renamed",
+            )
         # A key cannot be edited: any change is a new key, made before the old one goes so applications switch.
         if diffs:
             attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
@@ -365,6 +379,10 @@ class KeySteps:
             assert change.live_id is not None
             # The new key is in the outputs before the old one goes, so applications can switch.
             await self._run.call(self._run.client.delete_api_key(self._run.org_id, change.live_id))
+        former = change.renamed_from
+        if former is not None:
+            # Renamed: the old key and its token are gone; the outputs hold the new one by its new name.
+            self._run.outputs.forget_key(former, change.live_id)
         return f"created {new_id}"
 
     async def _create_key(self, spec: ApiKeySpec, step: ApplyStep) -> tuple[str, bool]:
@@ -380,7 +398,7 @@ class KeySteps:
                 async with self._creating_key():
                     created = await self._run.call(self._run.client.create_api_key(self._run.org_id, body))
             except Conflict as exc:
-                if change.live_id is None or old_gone:
+                if change.live_id is None or old_gone or change.renamed_from is not None:
                     raise ApplyError(
                         f"a key named {spec.name!r} already exists that this plan did not know of "
                         f"(made by another run?); plan again: {exc}"

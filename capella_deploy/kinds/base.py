@@ -170,6 +170,11 @@ class ResourceChange:
         return f"{self.ref}{suffix}"
 
     @property
+    def renamed_from(self) -> str | None:
+        """The live resource's former name, when this change renames it (an entry's ``renamedFrom``)."""
+        return next((str(c.before) for c in self.attribute_changes if c.path == "name"), None)
+
+    @property
     def destroys(self) -> bool:
         """True when the change deletes something that exists now and nothing takes its place first."""
         return self.action in (Action.DELETE, Action.REPLACE)
@@ -254,6 +259,10 @@ class Declared(Protocol):
 
     @property
     def preventDestroy(self) -> bool: ...
+
+    @property
+    def renamedFrom(self) -> str | None:
+        """The name the resource had before: a live one of that name, and none of this name, is renamed."""
 
 
 class LiveResource(Protocol):
@@ -360,7 +369,8 @@ class ResourceKind(Protocol[SpecT, LiveT]):
         """Of the live resources named like an entry, the one to manage and the others."""
 
     def plan(self, spec: SpecT, current: LiveT | None, ctx: PlanContext) -> ResourceChange:
-        """The change that makes ``current`` (None: nothing live) what ``spec`` declares."""
+        """The change that makes ``current`` (None: nothing live) what ``spec`` declares. ``current`` bears the
+        entry's ``renamedFrom`` name when only a live resource of that name exists: the change renames it."""
 
     def steps(self, run: ApplyRun) -> KindSteps:
         """The kind's apply steps for one run."""

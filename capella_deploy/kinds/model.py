@@ -26,6 +26,7 @@ from capella_deploy.kinds.base import (
     ApplyError,
     ApplyRun,
     ApplyStep,
+    AttributeChange,
     ExportNotes,
     Extra,
     Kind,
@@ -455,7 +456,9 @@ def output_changes(
     nothing to compare with, and only a model made anew is said to change."""
     if document is None and not renews:
         return ()
-    entry = as_mapping(as_mapping(document.get("models") if document is not None else None).get(spec.name))
+    recorded_models = as_mapping(document.get("models") if document is not None else None)
+    # A model being renamed is recorded under its former name until apply moves the entry.
+    entry = as_mapping(recorded_models.get(spec.name) or recorded_models.get(current.name if current else spec.name))
     changes: list[OutputChange] = []
     recorded_url = entry.get("connectionString")
     if renews:
@@ -670,6 +673,11 @@ class Models:
             replace(d, to_default=d.path.split(".")[0] in reset)
             for d in attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES)
         )
+        # A model found by its former name (renamedFrom) is renamed: the PUT body carries the name.
+        renamed = current.name != spec.name
+        if renamed:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs = (AttributeChange("name", current.name, spec.name), *diffs)
         base = unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
         forcing = [d.path for d in diffs if d.forces_replace]
         if address in ctx.force_replace:
@@ -685,11 +693,13 @@ class Models:
                 reason=f"{', '.join(forcing)} cannot change in place",
                 cause="replace_because_cannot_update",
             )
-        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path != "state" and not d.to_default})
+        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path not in ("state", "name") and not d.to_default})
         to_default = sorted({d.path.split(".")[0] for d in diffs if d.to_default})
         state_change = next((d for d in diffs if d.path == "state"), None)
-        if in_place or to_default:
-            parts = [f"in-place change of {', '.join(in_place)}"] if in_place else []
+        if in_place or to_default or renamed:
+            parts = [f"renamed from {current.name}"] if renamed else []
+            if in_place:
+                parts.append(f"in-place change of {', '.join(in_place)}")
             if to_default:
                 parts.append(f"{', '.join(to_default)} unset in the manifest: reset to the API's default")
             reason = "; ".join(parts)
@@ -763,7 +773,7 @@ class ModelSteps:
             )
             if model.status != wanted:
                 model = await self._set_state(step, model_id, wanted)
-            return await self._record_model(spec, model)
+            return await self._record_model(spec, model, change)
         assert change.live_id is not None
         model_id = change.live_id
         shows_update: Ready | None = None
@@ -781,14 +791,16 @@ class ModelSteps:
             model = await self._settle(step, model_id, "updating", wanted)
         if shows_update is not None and not shows_update(model):
             model = await self._until_visible(step, model, shows_update)
-        return await self._record_model(spec, model)
+        return await self._record_model(spec, model, change)
 
     def _shows(self, spec: ModelSpec, model_ids: dict[str, str]) -> Ready:
-        """Whether a read of the model shows the in-place attributes as the plan compares them (a reset ones too)."""
+        """Whether a read of the model shows the in-place attributes as the plan compares them (a reset ones too),
+        and its name (a rename)."""
 
         def shows(model: LiveModel) -> bool:
             before, after, _ = compared(spec, self._run.manifest.defaults, model_ids, model)
-            return not attribute_changes(before, {k: v for k, v in after.items() if k in UPDATE_ATTRIBUTES})
+            in_place = {k: v for k, v in after.items() if k in UPDATE_ATTRIBUTES}
+            return model.name == spec.name and not attribute_changes(before, in_place)
 
         return shows
 
@@ -1041,7 +1053,7 @@ class ModelSteps:
         assert model is not None
         return model
 
-    async def _record_model(self, spec: ModelSpec, model: LiveModel) -> str:
+    async def _record_model(self, spec: ModelSpec, model: LiveModel, change: ResourceChange) -> str:
         self._run.outputs.record_model(
             spec.name,
             id=model.id,
@@ -1050,6 +1062,10 @@ class ModelSteps:
             connectionString=await connection_string(self._run.client, self._run.org_id, model),
             headers=header_profile(spec, self._run.manifest.defaults),
         )
+        former = change.renamed_from
+        if former is not None:
+            # Renamed: the outputs know it by its new name only.
+            self._run.outputs.forget_model(former, change.live_id)
         return model.status
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fnmatch
 import ipaddress
 import json
 import os
@@ -31,12 +32,14 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from capella_deploy.lease import NAME_PREFIX as LEASE_NAME_PREFIX
+from capella_deploy.manifest.patterns import example_outside, matches_some_name
 from capella_deploy.manifest.yamlsource import (
     ManifestIssue,
     YMap,
@@ -69,6 +72,7 @@ __all__ = [
     "Prune",
     "Routing",
     "RoutingStrategy",
+    "Scope",
     "SemanticCache",
     "load_manifest",
     "manifest_json_schema",
@@ -93,12 +97,15 @@ MODEL_REF_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
 # A deployed model's id, as the API gives it.
 UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A pattern over names: the characters of a name, and fnmatch's * ? [ ] !
+SCOPE_PATTERN = r"^[A-Za-z0-9._*?!\[\]-]+$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
     MODEL_REF_PATTERN: 'name a model of this manifest, or "*" for all of them',
     ORG_ID_PATTERN: "an organization id is a UUID such as 6af08c0a-8cab-4c1c-b257-b521575c16d0 (letters, digits, '-')",
     ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
+    SCOPE_PATTERN: "an fnmatch pattern over names: letters, digits, '.', '_', '-' and * ? [...], e.g. team-a-*",
 }
 
 
@@ -228,6 +235,11 @@ class ModelSpec(_Spec):
     """A deployed model, identified by its name."""
 
     name: Name = Field(description="Identity of the model: unique in the organization.")
+    renamedFrom: Name | None = Field(
+        default=None,
+        description="The model's former name: a live model of that name (and none of this one) is renamed in "
+        "place. Keep it until every organization this manifest deploys to has the new name.",
+    )
     catalogModel: str = Field(min_length=1, description="Catalog model name, e.g. mistralai/mistral-7b-instruct-v0.3.")
     provider: Provider | None = Field(
         default=None, description="Cloud provider: aws, gcp or azure; defaults.provider when unset."
@@ -261,6 +273,11 @@ class ApiKeySpec(_Spec):
     """A Model API key, identified by its name. Any change means a new key."""
 
     name: Name = Field(description="Identity of the key: unique in the organization.")
+    renamedFrom: Name | None = Field(
+        default=None,
+        description="The key's former name: keys cannot be edited, so a live key of that name (and none of this "
+        "one) is succeeded by a new key of this name, its token written to the outputs, then deleted.",
+    )
     description: Annotated[str | None, BeforeValidator(_blank_is_unset)] = Field(default=None, max_length=250)
     region: Region = Field(
         default=None, description="The key works for models of this region only; defaults.region when unset."
@@ -297,6 +314,48 @@ class Prune(_Spec):
     match: str = Field(
         min_length=1, description="fnmatch-style pattern; unmanaged resources whose name matches are deleted."
     )
+
+
+def _one_or_more(value: object) -> object:
+    """One pattern may be written without a list around it."""
+    return [value] if isinstance(value, str) else value
+
+
+NamePattern = Annotated[str, Field(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
+
+
+class Scope(_Spec):
+    """The names this manifest owns: no plan, drift report, prune, export or saved plan of it sees the others."""
+
+    match: Annotated[
+        tuple[NamePattern, ...],
+        BeforeValidator(_one_or_more),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    },
+                ]
+            }
+        ),
+    ] = Field(
+        min_length=1,
+        description="fnmatch pattern(s) over names, e.g. [team-a-*]; every name the manifest declares must match one.",
+    )
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return self.match
+
+    def covers(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
+
+    def describe(self) -> str:
+        return ", ".join(self.patterns)
 
 
 class OutputsSpec(_Spec):
@@ -423,6 +482,11 @@ class Manifest(_Spec):
     defaults: Defaults = Defaults()
     models: tuple[ModelSpec, ...] = ()
     apiKeys: tuple[ApiKeySpec, ...] = ()
+    scope: Scope | None = Field(
+        default=None,
+        description="The names this manifest owns, in an organization it shares: live resources outside are "
+        "invisible to its plans, drift reports, prunes, exports and saved plans.",
+    )
     prune: Prune | None = None
     outputs: OutputsSpec = OutputsSpec()
     checks: tuple[CheckSpec, ...] = Field(
@@ -461,6 +525,9 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     keys = _entries(data.get("apiKeys"))
     problems += _unique_names("models", models)
     problems += _unique_names("apiKeys", keys)
+    problems += _rename_problems("models", models)
+    problems += _rename_problems("apiKeys", keys)
+    problems += _scope_problems(data, {"models": models, "apiKeys": keys})
 
     model_regions: dict[str, str | None] = {}
     for index, model in models:
@@ -471,6 +538,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             model_regions.setdefault(name, _effective_region(model.get("region"), default_region))
 
     declared = ", ".join(sorted(model_regions)) or "none"
+    renamed: dict[str, str] = {}
+    for _, model in models:
+        if (old := _text(model.get("renamedFrom"))) and (name := _text(model.get("name"))):
+            renamed.setdefault(old, name)
     for index, key in keys:
         if (_text(key.get("name")) or "").startswith(LEASE_NAME_PREFIX):
             problems.append(
@@ -496,7 +567,11 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             if not isinstance(ref, str) or ref == "*":
                 continue
             loc: Loc = ("apiKeys", index, "allowedModels", position)
-            if ref not in model_regions:
+            if ref in renamed and ref not in model_regions:
+                problems.append(
+                    (loc, f"model '{ref}' is renamed to '{renamed[ref]}' (renamedFrom); name '{renamed[ref]}'")
+                )
+            elif ref not in model_regions:
                 problems.append((loc, f"no model named '{ref}' in the manifest (models: {declared}); or use \"*\""))
             elif region is not None and model_regions[ref] is not None and model_regions[ref] != region:
                 problems.append(
@@ -729,6 +804,90 @@ def _unique_names(section: str, entries: list[tuple[int, Mapping[str, Any]]]) ->
         else:
             first[name] = index
     return problems
+
+
+def _rename_problems(section: str, entries: list[tuple[int, Mapping[str, Any]]]) -> list[tuple[Loc, str]]:
+    """A former name belongs to one entry, and to no entry the manifest still declares by that name."""
+    names = {name: index for index, entry in entries if (name := _text(entry.get("name"))) is not None}
+    claimed: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for index, entry in entries:
+        old = _text(entry.get("renamedFrom"))
+        if old is None:
+            continue
+        loc: Loc = (section, index, "renamedFrom")
+        if old == _text(entry.get("name")):
+            problems.append((loc, f"'{old}' is this entry's own name; remove renamedFrom"))
+        elif old in names:
+            problems.append(
+                (
+                    loc,
+                    f"'{old}' is the name of {section}[{names[old]}], which the manifest still declares; a "
+                    "resource is renamed from a name the manifest no longer uses",
+                )
+            )
+        elif old in claimed:
+            problems.append((loc, f"'{old}' is already the renamedFrom of {section}[{claimed[old]}]"))
+        else:
+            claimed[old] = index
+    return problems
+
+
+def _scope_problems(
+    data: Mapping[str, Any], sections: Mapping[str, list[tuple[int, Mapping[str, Any]]]]
+) -> list[tuple[Loc, str]]:
+    """Every name the manifest declares, or renames from, is inside its scope, and so is what it prunes."""
+    written = _mapping_at(data, "scope").get("match")
+    listed = [written] if isinstance(written, str) else list(written) if isinstance(written, (list, tuple)) else []
+    if not listed or not all(isinstance(p, str) and re.fullmatch(SCOPE_PATTERN, p) for p in listed):
+        return []  # no scope, or one that field validation reports
+    patterns: list[str] = listed
+    problems: list[tuple[Loc, str]] = []
+    for position, pattern in enumerate(patterns):
+        if not matches_some_name(pattern):
+            loc: Loc = ("scope", "match") if isinstance(written, str) else ("scope", "match", position)
+            problems.append(
+                (
+                    loc,
+                    f"'{pattern}' matches no name a manifest can declare (a letter or digit, then letters, "
+                    "digits, '.', '_' and '-')",
+                )
+            )
+    shown = ", ".join(patterns)
+    for section, entries in sections.items():
+        for index, entry in entries:
+            name, old = _text(entry.get("name")), _text(entry.get("renamedFrom"))
+            if name is not None and not _covered(name, patterns):
+                problems.append(
+                    (
+                        (section, index, "name"),
+                        f"'{name}' is outside the manifest's scope ({shown}): rename it to match, or widen scope.match",
+                    )
+                )
+            if old is not None and not _covered(old, patterns):
+                problems.append(
+                    (
+                        (section, index, "renamedFrom"),
+                        f"'{old}' is outside the manifest's scope ({shown}), so no plan "
+                        "of this manifest sees the resource to rename; widen scope.match",
+                    )
+                )
+    prune = _mapping_at(data, "prune").get("match")
+    if isinstance(prune, str) and prune:
+        outside = example_outside(prune, patterns)
+        if outside is not None:
+            problems.append(
+                (
+                    ("prune", "match"),
+                    f"'{prune}' reaches outside the manifest's scope ({shown}): it matches "
+                    f"'{outside}', for one; prune acts only inside the scope, so write a pattern within it",
+                )
+            )
+    return problems
+
+
+def _covered(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _text(value: object) -> str | None:

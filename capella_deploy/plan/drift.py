@@ -25,7 +25,8 @@ from capella_deploy.plan import Plan, Where
 
 REPORT_FORMAT_VERSION = "3.0"
 # Causes that describe a difference between live and declared; other replaces follow from one of these.
-_DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed"})
+# A rename not yet made is a difference too: the live resource still has its former name.
+_DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed", "replace_because_renamed"})
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import (
@@ -29,6 +29,8 @@ from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan, Unmanaged
 
+R = TypeVar("R")
+
 
 def plan(
     manifest: Manifest,
@@ -40,12 +42,14 @@ def plan(
     held_tokens: frozenset[str] = frozenset(),
     outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Compare the manifest with the live snapshot.
+    """Compare the manifest with the live snapshot, of which only the manifest's scope is looked at.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
     hold, which decides the key kept when several share a name; ``outputs`` the outputs document as its file holds
-    it (None: no file), which the plan's changes to outputs are computed against.
+    it (None: no file), which the plan's changes to outputs are computed against, and which tells a resource
+    this manifest made from one it only shares a name with.
     """
+    live = live.within(manifest.scope)
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
     requested, errors = _requested(force_replace, declared)
     warnings: list[str] = list(live.warnings)
@@ -58,7 +62,10 @@ def plan(
     )
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
-        kept, extras = kind.pick(leftovers[address.kind].pop(address.name, []), first_look)
+        candidates, problem, note = _candidates(address, spec.renamedFrom, leftovers[address.kind])
+        errors.extend([problem] if problem else [])
+        warnings.extend([note] if note else [])
+        kept, extras = kind.pick(candidates, first_look)
         current[address] = kept
         for extra in extras:
             if spec.preventDestroy:
@@ -87,6 +94,8 @@ def plan(
         followed = renewed
         renewed = frozenset(a for a, change in planned.items() if change.action.renews)
     changes.extend(planned.values())
+    if manifest.scope is None and outputs is not None:
+        warnings.extend(_not_made_here(planned.values(), _recorded_ids(outputs)))
 
     unmanaged: list[Unmanaged] = []
     prune = manifest.prune.match if manifest.prune else None
@@ -106,13 +115,15 @@ def plan(
                 "but it has preventDestroy: true; change the manifest or remove preventDestroy first"
             )
 
+    digests = live.digests(held_tokens)
     return Plan(
         org_id=live.org_id,
         changes=tuple(sorted(changes, key=_order)),
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         errors=tuple(errors),
         warnings=tuple(warnings),
-        live_fingerprint=live.fingerprint(held_tokens),
+        live_fingerprint=live.fingerprint(held_tokens, digests),
+        live_digests=digests,
         manifest_digest=manifest_digest,
         environment=manifest.environment,
     )
@@ -120,9 +131,12 @@ def plan(
 
 def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
+    live = live.within(manifest.scope)
     changes: list[ResourceChange] = []
     for kind in REGISTRY:
+        # A resource not yet renamed is the manifest's too, by its former name.
         protected = {spec.name: spec.preventDestroy for spec in kind.specs(manifest)}
+        protected |= {spec.renamedFrom: spec.preventDestroy for spec in kind.specs(manifest) if spec.renamedFrom}
         for resource in live.of(kind.kind):
             if resource.name not in protected or not kind.in_play(resource):
                 continue
@@ -133,14 +147,62 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         for c in changes
         if c.prevent_destroy
     ]
+    digests = live.digests()
     return Plan(
         org_id=live.org_id,
         changes=tuple(sorted(changes, key=_order)),
         errors=tuple(errors),
         warnings=live.warnings,
-        live_fingerprint=live.fingerprint(),
+        live_fingerprint=live.fingerprint(digests=digests),
+        live_digests=digests,
         environment=manifest.environment,
     )
+
+
+def _candidates(
+    address: Address, former: str | None, leftovers: dict[str, list[R]]
+) -> tuple[list[R], str | None, str | None]:
+    """The live resources an entry manages (taken out of ``leftovers``): those of its name, else those of the name
+    it was renamed from. Also an error when both names exist, and a note when neither does."""
+    own = leftovers.pop(address.name, [])
+    if former is None:
+        return own, None, None
+    if own and leftovers.get(former):
+        return (
+            own,
+            f"{address}: renamedFrom: {former}, but live resources of both names exist ({address.kind.value}s "
+            f"{former} and {address.name}), so the rename cannot be planned: delete the one not wanted, or remove "
+            "renamedFrom to manage the one of the new name as it is",
+            None,
+        )
+    if own:
+        return own, None, None
+    old = leftovers.pop(former, [])
+    if not old:
+        note = (
+            f"{address}: renamedFrom: {former} names nothing live here, so it is created; renamedFrom can go once "
+            "every organization this manifest deploys to has the new name"
+        )
+        return [], None, note
+    return old, None, None
+
+
+def _not_made_here(changes: Iterable[ResourceChange], recorded_ids: frozenset[str]) -> list[str]:
+    """A warning for each live resource a change would delete that the outputs do not record: a manifest
+    without a scope may share a name with another team's resource, and would replace it."""
+    return [
+        f"{change.ref} exists live and was not made from this outputs file: is it another team's? "
+        "set scope or renamedFrom"
+        for change in changes
+        if change.live_id is not None and "delete" in change.action.steps and change.live_id not in recorded_ids
+    ]
+
+
+def _recorded_ids(outputs: Mapping[str, Any]) -> frozenset[str]:
+    """The live id of every resource the outputs document records, of whatever kind."""
+    sections = (section for section in outputs.values() if isinstance(section, Mapping))
+    entries = (entry for section in sections for entry in section.values() if isinstance(entry, Mapping))
+    return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
 
 
 def _requested(

@@ -52,7 +52,8 @@ async def make_plan(
             outputs=outputs,
         )
     # The planner sees no API; where the plan was made is the session's to say.
-    whole = dataclasses.replace(whole, where=session.where(manifest.environment))
+    scope = manifest.scope.patterns if manifest.scope is not None else ()
+    whole = dataclasses.replace(whole, where=session.where(manifest.environment, scope))
     planned = (
         whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )
