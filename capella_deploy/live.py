@@ -20,14 +20,18 @@ from typing_extensions import assert_never
 
 from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.api_key import LiveKey
-from capella_deploy.kinds.base import Kind, LiveResource
+from capella_deploy.kinds.base import Address, Kind, LiveResource
 from capella_deploy.kinds.model import LiveModel
 from capella_deploy.kinds.provider import LiveProvider
+from capella_deploy.manifest import Scope
 
 if TYPE_CHECKING:
     from capella_deploy.api.client import CapellaClient
 
 log = logging.getLogger("capella_deploy.live")
+
+# Hex digits of a resource's digest: 64 bits, for telling which of one organization's resources changed.
+DIGEST_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -60,26 +64,42 @@ class LiveState:
             warnings=tuple(warnings),
         )
 
-    def fingerprint(
-        self, held_tokens: frozenset[str] = frozenset(), credential_versions: Mapping[str, int] | None = None
-    ) -> str:
-        """A digest of everything the planner looks at; a saved plan is stale when this changes.
+    def within(self, scope: Scope | None) -> LiveState:
+        """Only the resources whose names ``scope`` covers (all of them without one): the others are another
+        manifest's, and no plan, drift report, prune, export or saved plan of this one may see them."""
+        if scope is None:
+            return self
+        found = {kind.kind: [r for r in self.of(kind.kind) if scope.covers(r.name)] for kind in REGISTRY}
+        return LiveState.of_kinds(self.org_id, found, self.warnings)
 
-        ``held_tokens`` (the live key ids whose token the outputs hold) is part of it: it decides which key
-        of a name the plan keeps; so are the credential versions the outputs record for live ids, against
-        which the plan saw a credentials roll, or none.
+    def digests(
+        self, held_tokens: frozenset[str] = frozenset(), credential_versions: Mapping[str, int] | None = None
+    ) -> dict[str, str]:
+        """A short digest of what the planner looks at in each live resource, by ``kind.name[id]``: a saved
+        plan keeps them, to say which resources changed when it is stale.
+
+        ``held_tokens`` (the live key ids whose token the outputs hold) is part of a key's: it decides which key
+        of a name the plan keeps; the credentials version the outputs record for a resource is part of its own,
+        as what a credentials roll is seen against.
         """
-        doc: dict[str, Any] = {"org": self.org_id}
-        live_ids: set[str] = set()
+        versions = credential_versions or {}
+        found: dict[str, str] = {}
         for kind in REGISTRY:
-            in_play = [r for r in self.of(kind.kind) if kind.in_play(r)]
-            live_ids.update(r.id for r in in_play)
-            entries = (kind.fingerprint(r, held_tokens) for r in in_play)
-            doc[kind.kind.value] = sorted(entries, key=lambda d: str(d["id"]))
-        recorded = {i: v for i, v in (credential_versions or {}).items() if i in live_ids}
-        if recorded:
-            doc["credentialVersions"] = recorded
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+            for resource in self.of(kind.kind):
+                if kind.in_play(resource):
+                    looked_at = kind.fingerprint(resource, held_tokens)
+                    if resource.id in versions:
+                        looked_at = {**looked_at, "credentialsVersion": versions[resource.id]}
+                    text = json.dumps(looked_at, sort_keys=True, default=str)
+                    address = f"{Address(kind.kind, resource.name)}[{resource.id}]"
+                    found[address] = hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
+        return found
+
+    def fingerprint(self, held_tokens: frozenset[str] = frozenset(), digests: Mapping[str, str] | None = None) -> str:
+        """A digest of everything the planner looks at; a saved plan is stale when this changes. ``digests``:
+        this state's ``digests(held_tokens)``, when they are at hand already."""
+        doc = {"org": self.org_id, "resources": self.digests(held_tokens) if digests is None else dict(digests)}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 async def read_live(client: CapellaClient, org_id: str, *, now: datetime | None = None) -> LiveState:

@@ -18,15 +18,17 @@ import pytest
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.kinds.api_key import LiveKey
+from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
 from capella_deploy.kinds.model import LiveModel
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
+from capella_deploy.plan import Plan
 from capella_deploy.plan.drift import IgnoreRules, drift_report
 from capella_deploy.plan.planner import plan
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL
 from capella_deploy.schemas import schema_text
 from capella_deploy.secrets import Secret
-from capella_deploy.views.drift import MARKDOWN_MARKER, render_markdown, slack_payload
+from capella_deploy.views.drift import MARKDOWN_MARKER, render_markdown, render_text, slack_payload
 from tests.conftest import World
 from tests.test_cli_e2e import manifest
 
@@ -129,31 +131,73 @@ def test_ignore_rules_match_an_address_an_attribute_or_a_prefix_of_one() -> None
     )
     keys = (live_key("app"), live_key("legacy-1"), live_key("legacy-2"))
     everything = report_for(manifest, live, keys=keys)
-    assert [a.path for a in everything.drifted[0].attributes] == ["caching.expiryTTL", "enableBatching"]
+    # The manifest's words: cache.expirySeconds, not the API's caching.expiryTTL.
+    assert [a.path for a in everything.drifted[0].attributes] == ["cache.expirySeconds", "enableBatching"]
     assert len(everything.unmanaged) == 2
 
-    rules = "# server-managed TTL\nmodel.*.caching.expiryTTL\napiKey.legacy-*   # hand-managed\n"
+    rules = "# server-managed TTL\nmodel.*.cache.expirySeconds\napiKey.legacy-*   # hand-managed\n"
     report = report_for(manifest, live, keys=keys, rules=rules)
     assert [a.path for a in report.drifted[0].attributes] == ["enableBatching"]
     assert report.unmanaged == ()
     assert set(report.ignored) == {
-        "model.chat.caching.expiryTTL",
+        "model.chat.cache.expirySeconds",
         "apiKey.legacy-1[id-legacy-1]",
         "apiKey.legacy-2[id-legacy-2]",
     }
     # A prefix silences everything under it; when nothing is left the resource is in sync.
-    quiet = report_for(manifest, live, keys=keys[:1], rules="model.chat.caching\nmodel.chat.enableBatching")
+    quiet = report_for(manifest, live, keys=keys[:1], rules="model.chat.cache\nmodel.chat.enableBatching")
     assert quiet.in_sync
 
 
-def test_a_block_missing_live_splits_into_leaves_so_rules_can_name_one() -> None:
+def test_ignore_rules_in_the_apis_words_are_read_in_the_manifests() -> None:
+    manifest = declared({"name": "chat", "cache": {"type": "semantic", "threshold": 0.85, "expirySeconds": 600}})
+    live = live_model(
+        "chat",
+        caching={
+            "enableStandard": True,
+            "defaultCache": "semantic",
+            "expiryTTL": 60,
+            "semantic": {"scoreThreshold": 0.7},
+        },
+    )
+    rules = IgnoreRules.parse("model.*.caching.expiryTTL\nmodel.chat.caching.semantic\nmodel.caching.state\n")
+    assert rules.respellings == {
+        "model.*.caching.expiryTTL": ("model.*.cache.expirySeconds",),
+        "model.chat.caching.semantic": ("model.chat.cache.semantic", "model.chat.cache.threshold"),
+    }  # a model named "caching" is a name, not an attribute
+    report = drift_report(plan(manifest, LiveState("org", (live,)), now=NOW), rules)
+    assert report.in_sync and sorted(report.ignored) == ["model.chat.cache.expirySeconds", "model.chat.cache.threshold"]
+
+
+def test_a_removed_attribute_is_drift_against_the_apis_default() -> None:
     manifest = declared({"name": "chat", "cache": {"type": "standard", "expirySeconds": 600}})
-    report = report_for(manifest, live_model("chat"), rules="model.chat.caching.expiryTTL")
+    live = live_model("chat", keyword_filtering=("secret",), enable_batching=True)
+    report = report_for(manifest, live, rules="model.chat.cache.expirySeconds")
     (chat,) = report.drifted
-    assert [(a.path, a.before, a.after) for a in chat.attributes] == [
-        ("caching.defaultCache", None, "standard"),
-        ("caching.enableStandard", None, True),
+    # The live model has no caching: the API's default, compared leaf by leaf with the declared cache.
+    assert [(a.path, a.before, a.after, a.to_default) for a in chat.attributes] == [
+        ("cache.type", "none", "standard", False),
+        ("enableBatching", True, False, True),
+        ("keywordFiltering", ["secret"], [], True),
     ]
+    text = render_text(report)
+    assert 'keywordFiltering: live ["secret"], manifest unset (API default [])' in text
+
+
+def test_a_block_missing_on_one_side_splits_into_leaves_so_rules_can_name_one() -> None:
+    change = ResourceChange(
+        Kind.MODEL,
+        "chat",
+        Action.UPDATE,
+        live_id="m-1",
+        before={"cache": None},
+        after={"cache": {"type": "standard", "expirySeconds": 600}},
+        attribute_changes=(AttributeChange("cache", None, {"type": "standard", "expirySeconds": 600}),),
+    )
+    report = drift_report(Plan("org", (change,)), IgnoreRules.parse("model.chat.cache.expirySeconds"))
+    (chat,) = report.drifted
+    assert [(a.path, a.before, a.after) for a in chat.attributes] == [("cache.type", None, "standard")]
+    assert report.ignored == ("model.chat.cache.expirySeconds",)
 
 
 def test_rotation_for_age_is_not_drift_but_a_failed_deployment_is() -> None:
@@ -252,13 +296,15 @@ def test_a_hand_paused_model_and_a_hand_created_key_are_reported(world: World) -
 
     text = report_path.read_text()
     report = json.loads(text)
-    assert report["format_version"] == "2.1" and report["in_sync"] is False
+    assert report["format_version"] == "3.0" and report["in_sync"] is False
     jsonschema.validate(report, json.loads(schema_text("drift")))
     assert report["unmanaged"][0]["live_id"] == created.id
     assert report["organization_id"] == world.sandbox.org_id
     assert report["summary"] == {"drifted": 1, "missing": 0, "unmanaged": 1}
     assert report["drifted"][0]["address"] == "model.chat"
-    assert report["drifted"][0]["attributes"] == [{"path": "state", "before": "paused", "after": "running"}]
+    assert report["drifted"][0]["attributes"] == [
+        {"path": "state", "before": "paused", "after": "running", "to_default": False}
+    ]
     assert report["unmanaged"][0]["name"] == "console-key"
     # Read-only and secret-free: nothing changed, no token anywhere.
     assert created.token.reveal() not in text and created.token.reveal() not in result.output

@@ -98,7 +98,9 @@ def test_export_plans_as_no_changes_against_the_same_live_state(tmp_path: Path) 
     assert sorted(models) == ["chat", "embed", "odd-cache", "paused"]  # not the one being destroyed
     assert models["chat"]["cache"] == {"type": "semantic", "expirySeconds": 60, "threshold": 0.8}
     assert models["paused"]["state"] == "paused"
-    assert "cache" not in models["odd-cache"]
+    # Left unset, its caching would be planned back to the API's default: the export leaves it to be managed by hand.
+    assert "cache" not in models["odd-cache"] and models["odd-cache"]["unmanagedAttributes"] == ["cache"]
+    assert "unmanagedAttributes" not in models["chat"]
     assert [o for o in result.omitted if "odd-cache" in o and "no exact manifest equivalent" in o]
     keys = {k["name"]: k for k in result.document["apiKeys"]}
     assert keys["app"]["allowedModels"] == ["chat", "paused"] and keys["app"]["description"] == "for the app"
@@ -207,6 +209,7 @@ def test_export_of_a_live_org_plans_as_no_changes(world: World) -> None:
     assert doc["organizationId"] == world.sandbox.org_id
     console = next(m for m in doc["models"] if m["name"] == "console-made")
     assert console["region"] == "us-west-2" and "cache" not in console
+    assert console["unmanagedAttributes"] == ["cache"]
 
     planned = world.cli("plan", "-f", str(exported), "--detailed-exitcode")
     assert planned.exit_code == 0, planned.output

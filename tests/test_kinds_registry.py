@@ -8,11 +8,12 @@ agree with the manifest, the outputs, overlays and the order the planner relies 
 from __future__ import annotations
 
 import typing
+from datetime import datetime, timezone
 
 import pytest
 
 from capella_deploy.kinds import REGISTRY, kind_of
-from capella_deploy.kinds.base import Address, Kind
+from capella_deploy.kinds.base import Address, Kind, PlanContext
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
 from capella_deploy.manifest.yamlsource import MERGED_LISTS
@@ -30,12 +31,14 @@ def test_every_kind_resolves_to_its_own_module_and_live_state_field(kind: Kind) 
 def test_the_registry_lists_every_kind_once_in_dependency_order() -> None:
     assert [k.kind for k in REGISTRY] == list(Kind)
     sample = _sample_manifest()
+    names = {k.kind: frozenset(spec.name for spec in k.specs(sample)) for k in REGISTRY}
+    ctx = PlanContext(sample, datetime.now(timezone.utc), declared=names)
     for position, kind in enumerate(REGISTRY):
         assert kind.specs(sample), f"the sample declares no {kind.section}"
         # A kind may refer only to kinds listed before it (or to itself): that is the apply order.
         earlier = {k.kind for k in REGISTRY[: position + 1]}
         for spec in kind.specs(sample):
-            assert {a.kind for a in kind.refers_to(spec, sample)} <= earlier
+            assert {a.kind for a in kind.refers_to(spec, ctx)} <= earlier
 
 
 @pytest.mark.parametrize("kind", REGISTRY, ids=lambda k: k.kind.value)

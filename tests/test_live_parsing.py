@@ -128,7 +128,12 @@ MODEL = {
         "dimensions": 2048,
         "quantization": "fp8",
         "optimization": "latency",
-        "caching": {"enableStandard": True},
+        "caching": {
+            "enableStandard": True,
+            "defaultCache": "semantic",
+            "expiryTTL": 60,
+            "semantic": {"scoreThreshold": 0.8},
+        },
         "enableBatching": False,
         "keywordFiltering": ["a", 2],
     },
@@ -154,7 +159,8 @@ def test_a_model_reads_every_field_the_planner_and_applier_use() -> None:
             "dimensions": 2048,
             "enableBatching": False,
             "keywordFiltering": ["a", "2"],
-            "caching": {"enableStandard": True},
+            # In the manifest's words: plans, drift and ignore rules name cache.expirySeconds, not caching.expiryTTL.
+            "cache": {"type": "semantic", "expirySeconds": 60, "threshold": 0.8},
             "state": "running",
         }
 
@@ -174,7 +180,7 @@ def test_fields_of_the_wrong_type_read_as_unset() -> None:
     assert model.provider is None and model.cpu is None and model.gpu_memory is None
     assert model.caching is None and model.enable_batching is None and model.keyword_filtering is None
     assert model.dimensions is None and model.version is None
-    assert model.attributes["keywordFiltering"] is None and model.attributes["caching"] is None
+    assert model.attributes["keywordFiltering"] is None and model.attributes["cache"] is None
 
 
 @pytest.mark.parametrize("raw", [{"model": "m-1"}, {"name": "chat"}, {"id": "m-1"}, {"id": 1, "name": "chat"}])

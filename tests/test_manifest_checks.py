@@ -12,7 +12,13 @@ import jsonschema  # type: ignore[import-untyped]
 import pydantic
 import pytest
 
-from capella_deploy.kinds.model import caching_body, effective_cache, header_profile, model_attributes
+from capella_deploy.kinds.model import (
+    caching_body,
+    effective_cache,
+    header_profile,
+    model_attributes,
+    model_create_body,
+)
 from capella_deploy.manifest import (
     DEFAULT_CHECK_PROMPT,
     CheckSpec,
@@ -347,10 +353,11 @@ def test_models_take_the_defaults_field_by_field(tmp_path: Path) -> None:
             "distanceMetric": "cosine",
         },
     }
-    assert model_attributes(manifest.models[3], manifest.defaults)["caching"] == {
+    assert model_create_body(manifest.models[3], manifest.defaults, {})["caching"] == {
         "enableStandard": False,
         "enableConversational": False,
     }
+    assert model_attributes(manifest.models[3], manifest.defaults)["cache"] == {"type": "none", "conversational": False}
 
 
 def test_a_semantic_cache_threshold_must_fit_the_models_score_threshold(tmp_path: Path) -> None:

@@ -2,74 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-from capella_deploy.kinds.api_key import LiveKey, parse_key
+from capella_deploy.kinds.api_key import parse_key
 from capella_deploy.kinds.base import Action
-from capella_deploy.kinds.model import LiveModel
 from capella_deploy.live import LiveState
-from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan, plan_destroy
 from capella_deploy.plan.target import restrict
 from capella_deploy.views.plan import plan_json, render_plan
-
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-
-
-def manifest(**overrides: Any) -> Manifest:
-    doc: dict[str, Any] = {
-        "apiVersion": "capella-deploy/v1",
-        "defaults": {"provider": "aws", "region": "us-east-1"},
-        "models": [
-            {"name": "chat", "catalogModel": "mistralai/mistral-7b-instruct-v0.3", "gpuMemory": 48},
-        ],
-        "apiKeys": [{"name": "app", "expiryDays": 180, "allowedCIDRs": ["10.0.0.0/16"]}],
-    }
-    doc.update(overrides)
-    return Manifest.model_validate(doc)
-
-
-def live_model(**overrides: Any) -> LiveModel:
-    fields: dict[str, Any] = {
-        "id": "m-1",
-        "name": "chat",
-        "status": "healthy",
-        "actions": frozenset({"pause", "delete", "edit"}),
-        "provider": "aws",
-        "region": "us-east-1",
-        "cpu": 4,
-        "gpu_memory": 48,
-        "catalog_model": "mistralai/mistral-7b-instruct-v0.3",
-        "model_type": "text-generation",
-        "vendor": "mistral",
-        "dimensions": None,
-        "quantization": None,
-        "optimization": None,
-        "caching": None,
-        "enable_batching": None,
-        "keyword_filtering": None,
-        "connection_string": "https://m-1.ai.couchbase.com",
-        "version": 1,
-    }
-    fields.update(overrides)
-    return LiveModel(**fields)
-
-
-def live_key(**overrides: Any) -> LiveKey:
-    fields: dict[str, Any] = {
-        "id": "k-1",
-        "name": "app",
-        "description": None,
-        "region": "us-east-1",
-        "expiry_days": 180,
-        "allowed_cidrs": ("10.0.0.0/16",),
-        "allowed_models": (("*", "*"),),
-        "created_at": NOW - timedelta(days=10),
-    }
-    fields.update(overrides)
-    return LiveKey(**fields)
+from tests.planning_support import NOW, live_key, live_model, manifest
 
 
 def actions(result: Plan) -> dict[str, Action]:
@@ -124,7 +67,7 @@ def test_caching_change_is_an_in_place_update() -> None:
     result = plan(doc, LiveState("org", (live,), (live_key(),)), now=NOW)
     change = result.changes[0]
     assert change.action is Action.UPDATE
-    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("caching.expiryTTL", 300, 600)]
+    assert [(c.path, c.before, c.after) for c in change.attribute_changes] == [("cache.expirySeconds", 300, 600)]
 
 
 def test_key_cidr_change_replaces_the_key() -> None:
@@ -304,7 +247,7 @@ def test_a_semantic_cache_naming_a_manifest_model_compares_by_that_models_id() -
     [update] = by_name.pending
     assert update.action is Action.UPDATE and [str(a) for a in update.depends_on] == ["model.embed"]
     assert [(c.path, c.before, c.after) for c in update.attribute_changes] == [
-        ("caching.semantic.embeddingModel", "embed", "m-embed")
+        ("cache.semantic.embeddingModel", "embed", "m-embed")
     ]
 
 
@@ -316,7 +259,7 @@ def test_a_model_caching_with_one_that_gets_a_new_id_is_updated_after_it() -> No
     chat = next(c for c in result.changes if c.name == "chat")
     assert [str(a) for a in chat.depends_on] == ["model.embed"]
     assert chat.after is not None
-    assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
+    assert chat.after["cache"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     assert "(after model.embed is ready" in render_plan(result)
     assert plan_json(result)["resource_changes"][0]["depends_on"] == ["model.embed"]
 

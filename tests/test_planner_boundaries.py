@@ -152,7 +152,7 @@ def test_whole_numbers_written_as_floats_and_float_noise_are_not_changes() -> No
 
 
 def test_a_real_difference_in_a_number_is_still_a_change() -> None:
-    for threshold, ttl, path in ((0.86, 3600, "caching.semantic.scoreThreshold"), (0.85, 3601, "caching.expiryTTL")):
+    for threshold, ttl, path in ((0.86, 3600, "cache.threshold"), (0.85, 3601, "cache.expirySeconds")):
         live = parse_model(api_model(caching(threshold, ttl)))
         change = one(plan(CACHED, LiveState("org", (live,), ()), now=NOW), "model.chat")
         assert change.action is Action.UPDATE
@@ -171,8 +171,8 @@ def test_a_number_and_the_same_number_as_text_are_different() -> None:
 # -- what the manifest leaves unset ------------------------------------------------------------------------------
 
 
-def test_attributes_the_manifest_leaves_unset_are_not_compared() -> None:
-    live = live_model(quantization="fp8", enable_batching=True, keyword_filtering=("x",), cpu=32)
+def test_attributes_only_a_replace_can_change_are_left_to_the_api_when_unset() -> None:
+    live = live_model(quantization="fp8", optimization="latency", dimensions=2048, cpu=32)
     assert one(plan(manifest(), LiveState("org", (live,), ()), now=NOW), "model.chat").action is Action.NOOP
 
 

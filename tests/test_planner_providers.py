@@ -45,6 +45,18 @@ def live_docs(**overrides: Any) -> LiveProvider:
     return live_provider(**{**fields, **overrides})
 
 
+def recorded(versions: dict[str, int]) -> dict[str, Any]:
+    """An outputs document recording the credentialsVersion last written for each live id."""
+    entries = {
+        f"entry-{n}": {"id": live_id, "credentialsVersion": v} for n, (live_id, v) in enumerate(versions.items())
+    }
+    return {"providers": entries}
+
+
+def fingerprint(live: LiveState, versions: dict[str, int] | None = None) -> str:
+    return live.fingerprint(digests=live.digests(credential_versions=versions))
+
+
 def org(*live: LiveProvider) -> LiveState:
     return LiveState("org", providers=live)
 
@@ -70,7 +82,7 @@ def test_a_provider_not_in_the_organization_is_created_with_its_declared_attribu
 def test_a_provider_as_declared_is_left_alone_whatever_its_opaque_id() -> None:
     live = org(live_provider(id="42"), live_docs(id="arn:capella:provider/7", folder_path=""))
     versions = {"42": 1, "arn:capella:provider/7": 1}
-    result = plan(providers(OPENAI, DOCS), live, now=NOW, credential_versions=versions)
+    result = plan(providers(OPENAI, DOCS), live, now=NOW, outputs=recorded(versions))
     assert not result.has_changes
     assert the(result, "docs").before["credentialsVersion"] == 1
 
@@ -95,7 +107,7 @@ def test_a_changed_s3_setting_is_an_update_that_names_it() -> None:
 
 def test_a_new_credentials_version_against_the_recorded_one_is_a_roll() -> None:
     result = plan(
-        providers({**OPENAI, "credentialsVersion": 3}), org(live_provider()), now=NOW, credential_versions={"p-1": 2}
+        providers({**OPENAI, "credentialsVersion": 3}), org(live_provider()), now=NOW, outputs=recorded({"p-1": 2})
     )
     change = the(result, "openai")
     assert change.action is Action.UPDATE
@@ -106,7 +118,7 @@ def test_a_new_credentials_version_against_the_recorded_one_is_a_roll() -> None:
 def test_without_a_record_for_the_live_id_there_is_no_roll_and_no_change() -> None:
     declared = providers({**OPENAI, "credentialsVersion": 5})
     for versions in ({}, {"another-id": 1}):
-        result = plan(declared, org(live_provider()), now=NOW, credential_versions=versions)
+        result = plan(declared, org(live_provider()), now=NOW, outputs=recorded(versions))
         assert not result.has_changes
         assert "credentialsVersion" not in the(result, "openai").before
 
@@ -140,7 +152,7 @@ def test_prevent_destroy_refuses_a_replacement_and_a_destroy_but_not_a_roll() ->
         for e in plan(providers(guarded), org(live_provider()), now=NOW).errors
     )
     kept = {**OPENAI, "preventDestroy": True, "credentialsVersion": 2}
-    rolled = plan(providers(kept), org(live_provider()), now=NOW, credential_versions={"p-1": 1})
+    rolled = plan(providers(kept), org(live_provider()), now=NOW, outputs=recorded({"p-1": 1}))
     assert rolled.errors == () and the(rolled, "openai").action is Action.UPDATE
     assert plan_destroy(providers(kept), org(live_provider())).errors
 
@@ -151,9 +163,9 @@ def test_of_providers_sharing_a_name_the_one_the_outputs_record_is_kept_else_the
     for order in ((older, newer), (newer, older)):
         unrecorded = plan(providers(OPENAI), org(*order), now=NOW)
         assert the(unrecorded, "openai").live_id == "p-old"
-        recorded = plan(providers(OPENAI), org(*order), now=NOW, credential_versions={"p-new": 1})
-        assert the(recorded, "openai").live_id == "p-new"
-        [gone] = [c for c in recorded.changes if c.action is Action.DELETE]
+        known = plan(providers(OPENAI), org(*order), now=NOW, outputs=recorded({"p-new": 1}))
+        assert the(known, "openai").live_id == "p-new"
+        [gone] = [c for c in known.changes if c.action is Action.DELETE]
         assert gone.live_id == "p-old" and gone.cause == "delete_because_duplicate"
 
 
@@ -167,8 +179,8 @@ def test_prune_deletes_unmanaged_providers_that_match_and_lists_the_rest() -> No
 
 def test_the_recorded_credential_versions_are_part_of_a_saved_plans_fingerprint() -> None:
     live = org(live_provider())
-    assert live.fingerprint(credential_versions={"p-1": 1}) != live.fingerprint(credential_versions={"p-1": 2})
+    assert fingerprint(live, {"p-1": 1}) != fingerprint(live, {"p-1": 2})
     # Versions of ids that are not live, or none at all, leave the fingerprint as it was before providers.
-    assert live.fingerprint(credential_versions={"gone": 4}) == live.fingerprint()
-    made = plan(providers(OPENAI), live, now=NOW, credential_versions={"p-1": 1})
-    assert made.live_fingerprint == live.fingerprint(credential_versions={"p-1": 1})
+    assert fingerprint(live, {"gone": 4}) == live.fingerprint()
+    made = plan(providers(OPENAI), live, now=NOW, outputs=recorded({"p-1": 1}))
+    assert made.live_fingerprint == fingerprint(live, {"p-1": 1})

@@ -50,21 +50,21 @@ def test_an_in_place_update_names_each_top_level_attribute_once() -> None:
         enable_batching=False, caching={"enableStandard": False, "defaultCache": "none", "expiryTTL": 300}
     )
     updated = change(plan(doc, LiveState("org", (live,), ()), now=NOW), "model.chat")
-    assert updated.action is Action.UPDATE and updated.reason == "in-place change of caching, enableBatching"
+    assert updated.action is Action.UPDATE and updated.reason == "in-place change of cache, enableBatching"
     assert updated.cause is None
 
 
-def test_a_nested_block_missing_live_is_one_change_of_the_whole_block() -> None:
+def test_a_nested_cache_value_missing_live_is_named_by_its_manifest_path() -> None:
     doc = manifest(defaults={"provider": "aws", "region": "us-east-1", "cache": {"type": "semantic", "threshold": 0.9}})
     live = live_model(caching={"enableStandard": True, "defaultCache": "semantic"})
     updated = change(plan(doc, LiveState("org", (live,), ()), now=NOW), "model.chat")
     assert [(c.path, c.before, c.after, c.forces_replace) for c in updated.attribute_changes] == [
-        ("caching.semantic", None, {"scoreThreshold": 0.9}, False)
+        ("cache.threshold", None, 0.9, False)
     ]
     doc = manifest(defaults={"provider": "aws", "region": "us-east-1", "cache": {"type": "standard"}})
     live = live_model(caching={"enableStandard": True, "defaultCache": {"odd": "shape"}})
     updated = change(plan(doc, LiveState("org", (live,), ()), now=NOW), "model.chat")
-    assert [c.path for c in updated.attribute_changes] == ["caching.defaultCache"]
+    assert [c.path for c in updated.attribute_changes] == ["cache.type"]
 
 
 def test_replacing_a_key_names_every_attribute_that_differs_and_shows_what_was_compared() -> None:

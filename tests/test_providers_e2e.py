@@ -155,7 +155,7 @@ def test_create_then_no_changes_then_an_s3_setting_in_place(creds: World) -> Non
     docs = changes(doc)["provider.docs"]
     assert docs["change"]["actions"] == ["update"]
     assert docs["change"]["attributes"] == [
-        {"path": "bucket", "before": "team-docs", "after": "team-docs-2", "forces_replace": False}
+        {"path": "bucket", "before": "team-docs", "after": "team-docs-2", "forces_replace": False, "to_default": False}
     ]
     assert changes(doc)["provider.openai"]["change"]["actions"] == ["no-op"]
     world.env["AWS_ACCESS_KEY_ID"] = "AKIA-NOT-SENT-ON-A-SETTINGS-CHANGE"
@@ -177,7 +177,7 @@ def test_raising_credentials_version_plans_one_roll_and_sends_the_credentials_ag
     rolled = changes(doc)["provider.openai"]
     assert rolled["change"]["actions"] == ["update"]
     assert rolled["change"]["attributes"] == [
-        {"path": "credentialsVersion", "before": 1, "after": 2, "forces_replace": False}
+        {"path": "credentialsVersion", "before": 1, "after": 2, "forces_replace": False, "to_default": False}
     ]
     assert changes(doc)["provider.docs"]["change"]["actions"] == ["no-op"]
     human = world.cli("plan", "-f", path, "--outputs", str(world.outputs))

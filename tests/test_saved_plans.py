@@ -103,7 +103,7 @@ def test_every_json_document_speaks_snake_case_and_matches_its_schema(world: Wor
         odd = {key for key in keys_of(doc, skip=DATA) if not SNAKE_CASE.match(key)}
         assert not odd, odd
     assert {"format_version", "live_id", "forces_replace"} <= keys_of(plan_doc, skip=DATA)
-    assert saved["format_version"] == 2 and "live_id" in saved["plan"]["changes"][0]
+    assert saved["format_version"] == 3 and "live_id" in saved["plan"]["changes"][0]
 
 
 def test_an_older_plan_file_is_refused_with_what_to_do(world: World) -> None:
@@ -111,7 +111,7 @@ def test_an_older_plan_file_is_refused_with_what_to_do(world: World) -> None:
     planfile.write_text(json.dumps({"format": "capella-deploy-plan", "formatVersion": 1, "plan": {}, "manifest": {}}))
     for result in (world.run("show", str(planfile)), world.cli("apply", str(planfile))):
         assert result.exit_code == 1
-        assert "saved plan format 1 is not the format 2" in result.stderr
+        assert "saved plan format 1 is not the format 3" in result.stderr
         assert f"run `capella-deploy plan -out {planfile}` again" in result.stderr
 
 

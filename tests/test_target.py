@@ -77,6 +77,7 @@ def test_a_plan_against_an_api_names_its_url_the_organization_and_where_the_id_c
         "organization_name": "Acme Prod",
         "organization_id_source": "CAPELLA_ORG_ID",
         "environment": None,
+        "scope": None,
     }
     assert (
         only.stdout.splitlines()[0]

@@ -227,7 +227,8 @@ def validate(
     "outputs_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The outputs file apply writes (default from the manifest): which key tokens it holds decides "
-    "which key of a name is kept, and the credential versions it records whether credentials are rolled.",
+    "which key of a name is kept, the credential versions it records whether credentials are rolled, and the "
+    "plan lists what apply would change in it.",
 )
 @skip_catalog_option
 @guarded
@@ -280,7 +281,7 @@ def plan(
                 catalog=catalog,
                 credentials=credentials,
                 held_tokens=store.held_key_ids(),
-                credential_versions=store.credential_versions(),
+                outputs=store.recorded(),
             )
 
     import asyncio

@@ -24,6 +24,7 @@ from capella_deploy.cli.common import (
     read_manifest_files,
     skip_catalog_option,
     target_options,
+    variable_options,
     warn,
 )
 from capella_deploy.cli.conventions import Command
@@ -55,7 +56,7 @@ SCHEMA_FILE = Path("schemas/manifest.schema.json")
     "ignores",
     multiple=True,
     metavar="PATTERN",
-    help="Ignore differences at ADDRESS[.ATTRIBUTE] matching this fnmatch pattern, e.g. 'model.*.caching.expiryTTL'.",
+    help="Ignore differences at ADDRESS[.ATTRIBUTE] matching this fnmatch pattern, e.g. 'model.*.cache.expirySeconds'.",
 )
 @click.option(
     "--ignore-file",
@@ -88,7 +89,7 @@ def drift(
 
     \b
     Example:
-      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.caching.expiryTTL'
+      capella-deploy drift -f capella.yaml --report drift.json --ignore 'model.*.cache.expirySeconds'
     """
     from capella_deploy.outputs import atomic_write
     from capella_deploy.plan.drift import drift_report, unmatched_patterns
@@ -96,6 +97,11 @@ def drift(
 
     manifest = load_manifest_files(files, variables, var_files, environment=environment)
     rules = _ignore_rules(ignores, ignore_file)
+    for pattern, spellings in rules.respellings.items():
+        warn(
+            f"the ignore pattern {pattern!r} names an attribute in the API's words; plans and drift speak the "
+            f"manifest's: write {' and '.join(repr(s) for s in spellings)} (read that way for now)"
+        )
     target = make_target(sandbox, token_file)
 
     async def run() -> Plan:
@@ -115,7 +121,7 @@ def drift(
     for pattern in unmatched_patterns(rules, planned):
         warn(
             f"the ignore pattern {pattern!r} matches no resource or attribute here; check its spelling "
-            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.caching.expiryTTL')"
+            "(ADDRESS[.ATTRIBUTE], e.g. 'model.*.cache.expirySeconds')"
         )
     if report_path is not None:
         atomic_write(report_path, redact(render_json(report)))
@@ -149,14 +155,28 @@ def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRu
 
 @click.command(cls=Command)
 @target_options
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A manifest whose scope (and organizationId) to export: only what it owns. Repeat to overlay files.",
+)
+@variable_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
 @click.option("--match", metavar="PATTERN", help="Only resources whose name matches this fnmatch pattern.")
 @click.option("--region", metavar="REGION", help="Only resources in this region.")
-@click.option("--org", "org_id", metavar="ORG_ID", help="Organization (default CAPELLA_ORG_ID, else the only one).")
+@click.option(
+    "--org", "org_id", metavar="ORG_ID", help="Organization (default: -f's, else CAPELLA_ORG_ID, else the only one)."
+)
 @guarded
 def export(
     sandbox: str | None,
     token_file: Path | None,
+    files: Sequence[Path],
+    variables: Sequence[str],
+    var_files: Sequence[Path],
     output: Path | None,
     match: str | None,
     region: str | None,
@@ -164,26 +184,36 @@ def export(
 ) -> None:
     """Write a manifest of what is live; planning it against the same organization shows no changes.
 
+    The manifest owns what it exports (its scope is the --match pattern, or the scope of the -f manifest).
+
     \b
     Example:
       capella-deploy export --match 'team-a-*' -o capella/team-a.yaml
+      capella-deploy export -f capella/team-a.yaml -o capella/team-a-live.yaml
     """
     from capella_deploy.gitops.export import export_manifest, manifest_yaml
     from capella_deploy.kinds import REGISTRY, tally
+    from capella_deploy.plan import OrgSource
 
     target = make_target(sandbox, token_file)
+    manifest = load_manifest_files(files, variables, var_files, resolve_outputs=False) if files else None
+    owned = manifest.scope if manifest is not None else None
+    org, source = (org_id, OrgSource.OPTION)
+    if org_id is None and manifest is not None and manifest.organizationId is not None:
+        org, source = manifest.organizationId, OrgSource.MANIFEST
 
     async def run() -> tuple[Where, LiveState]:
         from capella_deploy.live import read_live
-        from capella_deploy.plan import OrgSource
         from capella_deploy.run.session import open_session
 
-        async with open_session(target, org_id, OrgSource.OPTION) as session:
-            return session.where(), await read_live(session.client, session.org_id)
+        expected = manifest.expectOrganizationName if manifest is not None else None
+        async with open_session(target, org, source, expected_name=expected) as session:
+            return session.where(), (await read_live(session.client, session.org_id)).within(owned)
 
     where, live = asyncio.run(run())
-    result = export_manifest(live, match=match, region=region)
-    scope = "".join(f" {flag} {value}" for flag, value in (("--match", match), ("--region", region)) if value)
+    result = export_manifest(live, match=match, region=region, scope=owned.patterns if owned is not None else ())
+    flags = [("-f", str(path)) for path in files] + [("--match", match), ("--region", region)]
+    scope = "".join(f" {flag} {value}" for flag, value in flags if value)
     comments = [
         f"Exported from {where.organization} by `capella-deploy export{scope}`.",
         "Guardrails and jailbreak settings are write-only in the Capella API and cannot be exported.",

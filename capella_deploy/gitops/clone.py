@@ -3,9 +3,10 @@ offer. Pure.
 
 Every region field moves to the target region, every model, key and provider name takes a suffix (names are
 unique in an organization, so a clone without one would replace the originals), and references to renamed
-models follow. API keys are declared again with the same settings: a token cannot be copied, so apply
-creates new keys and writes their new tokens. ``prune`` is dropped, because a clone's prune pattern
-would match the original resources, which the clone does not declare, and delete them.
+models follow, as do the scope's patterns and former names (renamedFrom). API keys are declared again with the
+same settings: a token cannot be copied, so apply creates new keys and writes their new tokens. ``prune`` is
+dropped, because a clone's prune pattern would match the original resources, which the clone does not declare,
+and delete them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def clone_manifest(
     if provider is not None:
         defaults["provider"] = provider
 
+    # Every name takes the suffix, so each pattern of the scope takes it too: it then owns exactly the clone's
+    # names. A former name (renamedFrom) is the clone's former name.
+    scope = doc.get("scope")
+    if scope is not None:
+        patterns = [scope["match"]] if isinstance(scope["match"], str) else scope["match"]
+        scope["match"] = [pattern + name_suffix for pattern in patterns]
+    for entry in [*doc.get("models", []), *doc.get("apiKeys", [])]:
+        if "renamedFrom" in entry:
+            entry["renamedFrom"] += name_suffix
     renamed: dict[str, str] = {}
     for model in doc.get("models", []):
         renamed[model["name"]] = model["name"] + name_suffix

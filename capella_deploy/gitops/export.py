@@ -19,6 +19,7 @@ import yaml
 from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import ExportNotes, ExportScope
 from capella_deploy.live import LiveState
+from capella_deploy.manifest.patterns import example_outside
 
 API_VERSION = "capella-deploy/v1"
 DEFAULT_SCHEMA_REF = "schemas/manifest.schema.json"
@@ -31,17 +32,31 @@ class ExportResult:
     warnings: tuple[str, ...]  # what else a reader should know
 
 
-def export_manifest(live: LiveState, *, match: str | None = None, region: str | None = None) -> ExportResult:
-    """The manifest document for ``live``; ``match`` (fnmatch on names) and ``region`` narrow it."""
+def export_manifest(
+    live: LiveState, *, match: str | None = None, region: str | None = None, scope: Sequence[str] = ()
+) -> ExportResult:
+    """The manifest document for ``live``; ``match`` (fnmatch on names) and ``region`` narrow it. The document
+    owns ``scope`` (patterns over names), narrowed to ``match`` where that lies within it: a plan of it sees
+    nothing outside what was exported from."""
     notes = ExportNotes()
-    scope = ExportScope(match, region)
+    selected = ExportScope(match, region)
     document: dict[str, Any] = {"apiVersion": API_VERSION, "organizationId": live.org_id}
+    owned = _owned(match, scope)
+    if owned:
+        document["scope"] = {"match": owned}
     exported: dict[str, str] = {}
     for kind in REGISTRY:
-        entries = kind.export(live.of(kind.kind), scope, exported, notes)
+        entries = kind.export(live.of(kind.kind), selected, exported, notes)
         if entries:
             document[kind.section] = entries
     return ExportResult(document, tuple(notes.omitted), tuple(notes.warnings))
+
+
+def _owned(match: str | None, scope: Sequence[str]) -> list[str]:
+    """The scope of an export: the pattern it was narrowed to, if that lies within ``scope``; else ``scope``."""
+    if match is not None and (not scope or example_outside(match, scope) is None):
+        return [match]
+    return list(scope)
 
 
 def manifest_yaml(

@@ -216,11 +216,12 @@ class ApiKeys:
     resource_type = "capella_ai_model_api_key"
     # The token exists only in the create answer: a plan names it, never shows it.
     sensitive: tuple[str, ...] = ("token",)
+    former_paths: Mapping[str, tuple[str, ...]] = {}
 
     def specs(self, manifest: Manifest) -> Sequence[ApiKeySpec]:
         return manifest.apiKeys
 
-    def refers_to(self, spec: ApiKeySpec, manifest: Manifest) -> tuple[Address, ...]:
+    def refers_to(self, spec: ApiKeySpec, ctx: PlanContext) -> tuple[Address, ...]:
         return tuple(Address(Kind.MODEL, name) for name in spec.allowedModels if name != "*")
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveKey], list[str]]:
@@ -328,8 +329,8 @@ class ApiKeys:
         after = key_attributes(spec, ctx.manifest.defaults)
         if current is None:
             return created(Kind.API_KEY, spec, after)
-        renewed_models = {address.name for address in ctx.renewed if address.kind is Kind.MODEL}
-        names_by_id = {live_id: a.name for live_id, a in ctx.managed.items() if a.kind is Kind.MODEL}
+        renewed_models = ctx.renewed_names[Kind.MODEL]
+        names_by_id = ctx.names_by_id[Kind.MODEL]
         before = current.attributes
         # A key's models are compared by id: the API may spell a name differently, and a model of the same name
         # with another id is another model. Shown by manifest name where the id is one of the manifest's models
@@ -351,7 +352,21 @@ class ApiKeys:
         diffs = tuple(
             AttributeChange(d.path, d.before, d.after, forces_replace=True) for d in attribute_changes(before, after)
         )
+        # A key found by its former name (renamedFrom) is succeeded by a key of the new name.
+        if current.name != spec.name:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs = (AttributeChange("name", current.name, spec.name, forces_replace=True), *diffs)
         base = unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
+        if current.name != spec.name:
+            others = sorted({d.path.split(".")[0] for d in diffs if d.path != "name"})
+            return replace(
+                base,
+                action=Action.REPLACE_CREATE_FIRST,
+                reason=f"renamed from {current.name}"
+                + (f", with {', '.join(others)}" if others else "")
+                + "; API keys cannot be edited",
+                cause="replace_because_renamed",
+            )
         # A key cannot be edited: any change is a new key, made before the old one goes so applications switch.
         if diffs:
             attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
@@ -415,6 +430,10 @@ class KeySteps:
             assert change.live_id is not None
             # The new key is in the outputs before the old one goes, so applications can switch.
             await self._run.call(self._run.client.delete_api_key(self._run.org_id, change.live_id))
+        former = change.renamed_from
+        if former is not None:
+            # Renamed: the old key and its token are gone; the outputs hold the new one by its new name.
+            self._run.outputs.forget_key(former, change.live_id)
         return f"created {new_id}"
 
     async def _create_key(self, spec: ApiKeySpec, step: ApplyStep) -> tuple[str, bool]:
@@ -430,7 +449,7 @@ class KeySteps:
                 async with self._creating_key():
                     created = await self._run.call(self._run.client.create_api_key(self._run.org_id, body))
             except Conflict as exc:
-                if change.live_id is None or old_gone:
+                if change.live_id is None or old_gone or change.renamed_from is not None:
                     raise ApplyError(
                         f"a key named {spec.name!r} already exists that this plan did not know of "
                         f"(made by another run?); plan again: {exc}"

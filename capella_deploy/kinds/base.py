@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -92,10 +93,16 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class AttributeChange:
+    """One attribute, by its manifest path (``cache.expirySeconds``): ``before`` live, ``after`` declared.
+
+    ``to_default``: the manifest leaves the attribute unset, and ``after`` is the API's default it is reset to.
+    """
+
     path: str
     before: Any
     after: Any
     forces_replace: bool = False
+    to_default: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,11 +110,42 @@ class AttributeChange:
             "before": self.before,
             "after": self.after,
             "forces_replace": self.forces_replace,
+            "to_default": self.to_default,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributeChange:
-        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("forces_replace")))
+        return cls(
+            data["path"],
+            data.get("before"),
+            data.get("after"),
+            bool(data.get("forces_replace")),
+            bool(data.get("to_default")),
+        )
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """A value of the outputs file that apply would change: a model's connection string or one header of its
+    ``X-cb-*`` profile. ``before`` is what the file holds (None: nothing), ``after`` what apply writes (None:
+    the value goes); ``known_after_apply``: a value only apply learns (a new model's connection string)."""
+
+    path: str
+    before: Any
+    after: Any
+    known_after_apply: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "before": self.before,
+            "after": self.after,
+            "known_after_apply": self.known_after_apply,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputChange:
+        return cls(data["path"], data.get("before"), data.get("after"), bool(data.get("known_after_apply")))
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,8 @@ class ResourceChange:
     cause: str | None = None
     # The resources this change needs first (a key's models, a semantic cache's embedding model).
     depends_on: tuple[Address, ...] = ()
+    # What apply would change in the outputs file for this resource (a change of its own when nothing else is).
+    outputs: tuple[OutputChange, ...] = ()
 
     @property
     def ref(self) -> Address:
@@ -135,6 +175,11 @@ class ResourceChange:
         """The address as shown: a live resource the manifest does not declare carries its id."""
         suffix = f"[{self.live_id}]" if self.live_id and self.after is None else ""
         return f"{self.ref}{suffix}"
+
+    @property
+    def renamed_from(self) -> str | None:
+        """The live resource's former name, when this change renames it (an entry's ``renamedFrom``)."""
+        return next((str(c.before) for c in self.attribute_changes if c.path == "name"), None)
 
     @property
     def destroys(self) -> bool:
@@ -155,6 +200,7 @@ class ResourceChange:
             "prevent_destroy": self.prevent_destroy,
             "cause": self.cause,
             "depends_on": [str(a) for a in self.depends_on],
+            "outputs": [o.to_dict() for o in self.outputs],
         }
 
     @classmethod
@@ -171,6 +217,7 @@ class ResourceChange:
             prevent_destroy=bool(data.get("prevent_destroy")),
             cause=data.get("cause"),
             depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
+            outputs=tuple(OutputChange.from_dict(o) for o in data.get("outputs", ())),
         )
 
 
@@ -259,6 +306,10 @@ class Declared(Protocol):
     @property
     def preventDestroy(self) -> bool: ...
 
+    @property
+    def renamedFrom(self) -> str | None:
+        """The name the resource had before: a live one of that name, and none of this name, is renamed."""
+
 
 class LiveResource(Protocol):
     """A live resource of any kind, as read from the API."""
@@ -303,10 +354,35 @@ class PlanContext:
     ids: Mapping[Address, str] = field(default_factory=dict)
     managed: Mapping[str, Address] = field(default_factory=dict)
     renewed: frozenset[Address] = frozenset()
+    # The outputs document as its file holds it now, tokens masked; None when there is no file to compare with.
+    outputs: Mapping[str, Any] | None = None
+    # The names the manifest declares, by kind.
+    declared: Mapping[Kind, frozenset[str]] = field(default_factory=dict)
 
-    def names_of(self, kind: Kind) -> dict[str, str]:
-        """Live id -> manifest name, for the declared resources of ``kind`` that are not renewed."""
-        return {live_id: address.name for address, live_id in self.ids.items() if address.kind is kind}
+    # Lookups every plan rule asks for, built once per context: a rule asking for them per resource would make
+    # planning grow with the square of the manifest.
+    @cached_property
+    def ids_by_name(self) -> dict[Kind, dict[str, str]]:
+        """Manifest name -> the live id it will have when the plan runs (a renewed one has none yet), by kind."""
+        found: dict[Kind, dict[str, str]] = defaultdict(dict)
+        for address, live_id in self.ids.items():
+            found[address.kind][address.name] = live_id
+        return found
+
+    @cached_property
+    def names_by_id(self) -> dict[Kind, dict[str, str]]:
+        """Live id -> the manifest name it is managed as, renewed or not, by kind."""
+        found: dict[Kind, dict[str, str]] = defaultdict(dict)
+        for live_id, address in self.managed.items():
+            found[address.kind][live_id] = address.name
+        return found
+
+    @cached_property
+    def renewed_names(self) -> dict[Kind, frozenset[str]]:
+        found: dict[Kind, set[str]] = defaultdict(set)
+        for address in self.renewed:
+            found[address.kind].add(address.name)
+        return defaultdict(frozenset, {kind: frozenset(names) for kind, names in found.items()})
 
 
 class ResourceKind(Protocol[SpecT, LiveT]):
@@ -317,11 +393,14 @@ class ResourceKind(Protocol[SpecT, LiveT]):
     noun: str  # how counts name it: "3 model(s)"
     resource_type: str  # the type in the JSON plan, Terraform style: capella_ai_model
     sensitive: tuple[str, ...]  # secret values known only after apply (a key's token): named, never shown
+    # Attribute paths in the API's words, as plans spelt them before they spoke the manifest's, each with its
+    # manifest spelling(s): ignore rules written the old way keep working (``caching.expiryTTL``).
+    former_paths: Mapping[str, tuple[str, ...]]
 
     def specs(self, manifest: Manifest) -> Sequence[SpecT]:
         """The manifest's entries of this kind."""
 
-    def refers_to(self, spec: SpecT, manifest: Manifest) -> tuple[Address, ...]:
+    def refers_to(self, spec: SpecT, ctx: PlanContext) -> tuple[Address, ...]:
         """The resources of the manifest this entry refers to by id: renewing one of them changes this one."""
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveT], list[str]]:
@@ -338,7 +417,8 @@ class ResourceKind(Protocol[SpecT, LiveT]):
         """Of the live resources named like an entry, the one to manage and the others."""
 
     def plan(self, spec: SpecT, current: LiveT | None, ctx: PlanContext) -> ResourceChange:
-        """The change that makes ``current`` (None: nothing live) what ``spec`` declares."""
+        """The change that makes ``current`` (None: nothing live) what ``spec`` declares. ``current`` bears the
+        entry's ``renamedFrom`` name when only a live resource of that name exists: the change renames it."""
 
     def steps(self, run: ApplyRun) -> KindSteps:
         """The kind's apply steps for one run."""

@@ -27,11 +27,13 @@ from capella_deploy.kinds.base import (
     ApplyError,
     ApplyRun,
     ApplyStep,
+    AttributeChange,
     ExportNotes,
     ExportScope,
     Extra,
     Kind,
     LiveStateError,
+    OutputChange,
     PlanContext,
     ResourceChange,
     Settled,
@@ -120,7 +122,7 @@ class LiveModel:
 
     @property
     def attributes(self) -> dict[str, Any]:
-        """The attributes the planner compares, named as in the manifest."""
+        """The attributes the planner compares, named and shaped as in the manifest (``cache``, not ``caching``)."""
         return {
             "catalogModel": self.catalog_model,
             "provider": self.provider,
@@ -132,7 +134,7 @@ class LiveModel:
             "dimensions": self.dimensions,
             "enableBatching": self.enable_batching,
             "keywordFiltering": list(self.keyword_filtering) if self.keyword_filtering is not None else None,
-            "caching": dict(self.caching) if self.caching is not None else None,
+            "cache": cache_view(self.caching) if self.caching is not None else None,
             "state": state_of(self.status),
         }
 
@@ -226,8 +228,9 @@ REPLACE_ATTRIBUTES = (
 )
 
 
-# Attributes a PUT can change (name, caching, batching, keyword filtering, guardrails, jailbreak).
-UPDATE_ATTRIBUTES = ("enableBatching", "keywordFiltering", "caching")
+# Attributes a PUT can change (name, caching, batching, keyword filtering, guardrails, jailbreak), by their
+# manifest names. One the manifest leaves unset is reset to the API's default, unless it is unmanagedAttributes.
+UPDATE_ATTRIBUTES = ("enableBatching", "keywordFiltering", "cache")
 
 
 # Sent on create and update but never returned by a read, so drift in them cannot be seen.
@@ -311,12 +314,68 @@ def _looks_like_id(value: str) -> bool:
     return UUID_PATTERN.fullmatch(value) is not None
 
 
+def cache_view(caching: Mapping[str, Any]) -> dict[str, Any]:
+    """A caching object in the manifest's words: the fields of a ``cache`` block that say what it says.
+
+    Plans, drift and ignore rules speak of ``cache.expirySeconds``, not ``caching.expiryTTL``. Both sides of a
+    comparison go through here (the manifest's through ``caching_body``), so they differ exactly when the
+    request body differs from what the API holds. ``type`` is None where the object does not say it.
+    """
+    standard = caching.get("enableStandard")
+    semantic = as_mapping(caching.get("semantic"))
+    view: dict[str, Any] = {
+        "type": "none" if standard is False else caching.get("defaultCache") if standard is True else None,
+        "conversational": caching.get("enableConversational"),
+        "expirySeconds": caching.get("expiryTTL"),
+        "threshold": semantic.get("scoreThreshold"),
+        "semantic": {k: semantic[k] for k in ("embeddingModel", "dimensions", "distanceMetric") if k in semantic}
+        or None,
+    }
+    return {key: value for key, value in view.items() if value is not None}
+
+
+def _in_place_declared(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str] | None) -> dict[str, Any]:
+    """The in-place attributes the manifest sets, as request body fields (``caching``)."""
+    cache = effective_cache(spec, defaults)
+    fields = {
+        "enableBatching": spec.enableBatching,
+        "keywordFiltering": list(spec.keywordFiltering) if spec.keywordFiltering is not None else None,
+        "caching": caching_body(cache, model_ids) if cache is not None else None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+# The request body field of each in-place attribute.
+_BODY_FIELD = {"enableBatching": "enableBatching", "keywordFiltering": "keywordFiltering", "cache": "caching"}
+# What a model has when its create body leaves an in-place attribute out (a read then shows no such field, as the
+# documented examples' models do), and what a PUT sends to bring it back: batching off, no filter, no caching.
+# Each a fresh value, as plans and bodies hold them in their own mutable dicts.
+_NO_CACHING = caching_body(Cache(type="none"))
+_NO_CACHE = cache_view(_NO_CACHING)
+_BODY_DEFAULTS: Mapping[str, Callable[[], Any]] = {
+    "enableBatching": lambda: False,
+    "keywordFiltering": list,
+    "caching": lambda: dict(_NO_CACHING),
+}
+API_DEFAULTS: Mapping[str, Callable[[], Any]] = {
+    "enableBatching": lambda: False,
+    "keywordFiltering": list,
+    "cache": lambda: dict(_NO_CACHE),
+}
+
+
+def unmanaged_attributes(spec: ModelSpec, defaults: Defaults) -> frozenset[str]:
+    """The in-place attributes left to be managed by hand: the model's own list, else the defaults'."""
+    listed = spec.unmanagedAttributes if spec.unmanagedAttributes is not None else defaults.unmanagedAttributes
+    return frozenset(listed)
+
+
 def model_attributes(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The comparable attributes a model declares; attributes left unset are left to the server.
+    """The attributes a model declares, in the manifest's words; attributes left unset are not in it.
 
     ``model_ids`` resolves a semantic cache's embedding model named in the manifest (see ``caching_body``).
     """
-    cache = effective_cache(spec, defaults)
+    declared = _in_place_declared(spec, defaults, model_ids)
     attrs: dict[str, Any] = {
         "catalogModel": spec.catalogModel,
         "provider": spec.provider or defaults.provider,
@@ -326,12 +385,32 @@ def model_attributes(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str
         "quantization": spec.quantization,
         "optimization": spec.optimization,
         "dimensions": spec.dimensions,
-        "enableBatching": spec.enableBatching,
-        "keywordFiltering": list(spec.keywordFiltering) if spec.keywordFiltering is not None else None,
-        "caching": caching_body(cache, model_ids) if cache is not None else None,
+        "enableBatching": declared.get("enableBatching"),
+        "keywordFiltering": declared.get("keywordFiltering"),
+        "cache": cache_view(declared["caching"]) if "caching" in declared else None,
         "state": spec.state,
     }
     return {key: value for key, value in attrs.items() if value is not None}
+
+
+def compared(
+    spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str] | None, live: LiveModel
+) -> tuple[dict[str, Any], dict[str, Any], frozenset[str]]:
+    """What a plan compares for a live model: (before, after, reset).
+
+    ``before`` is the live model's attributes, an in-place attribute it does not report read as the API's default;
+    ``after`` the declared ones, less the unmanaged attributes, plus the API's default for each other in-place
+    attribute the manifest leaves unset; ``reset`` names those.
+    """
+    unmanaged = unmanaged_attributes(spec, defaults)
+    after = {k: v for k, v in model_attributes(spec, defaults, model_ids).items() if k not in unmanaged}
+    reset = frozenset(name for name in UPDATE_ATTRIBUTES if name not in after and name not in unmanaged)
+    after.update({name: API_DEFAULTS[name]() for name in reset})
+    before = live.attributes
+    for name in UPDATE_ATTRIBUTES:
+        if before[name] is None:
+            before[name] = API_DEFAULTS[name]()
+    return before, after, reset
 
 
 def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
@@ -344,6 +423,8 @@ def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
 
 
 def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
+    """The create body: what the manifest sets, unmanaged attributes included (they are managed by hand only
+    after the model exists); what it leaves unset, the API decides."""
     attrs = model_attributes(spec, defaults, model_ids)
     compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
     body: dict[str, Any] = {
@@ -351,29 +432,52 @@ def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[st
         "catalogModelName": attrs["catalogModel"],
         "cloudConfig": {"provider": attrs["provider"], "region": attrs["region"], "compute": compute},
     }
-    for field in (
-        "quantization",
-        "optimization",
-        "dimensions",
-        "enableBatching",
-        "keywordFiltering",
-        "caching",
-    ):
+    for field in ("quantization", "optimization", "dimensions"):
         if field in attrs:
             body[field] = attrs[field]
+    body.update(_in_place_declared(spec, defaults, model_ids))
     body.update(write_only_attributes(spec))
     return body
 
 
 def model_update_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
-    """A PUT body carrying every in-place attribute the manifest sets (PUT replaces what it names)."""
-    attrs = model_attributes(spec, defaults, model_ids)
+    """A PUT body carrying every in-place attribute the manifest manages (PUT replaces what it names): its value,
+    or the API's default where the manifest leaves it unset. Unmanaged attributes are not named, so a hand-made
+    value stays."""
+    declared = _in_place_declared(spec, defaults, model_ids)
+    unmanaged = unmanaged_attributes(spec, defaults)
     body: dict[str, Any] = {"name": spec.name}
-    for field in UPDATE_ATTRIBUTES:
-        if field in attrs:
-            body[field] = attrs[field]
+    for name in UPDATE_ATTRIBUTES:
+        if name not in unmanaged:
+            field = _BODY_FIELD[name]
+            body[field] = declared[field] if field in declared else _BODY_DEFAULTS[field]()
     body.update(write_only_attributes(spec))
     return body
+
+
+def output_changes(
+    spec: ModelSpec, defaults: Defaults, current: LiveModel | None, renews: bool, document: Mapping[str, Any] | None
+) -> tuple[OutputChange, ...]:
+    """What apply would change in the outputs file's entry of this model: its connection string (a model made
+    anew gets one only apply learns) and each header of its ``X-cb-*`` profile. Without an outputs file there is
+    nothing to compare with, and only a model made anew is said to change."""
+    if document is None and not renews:
+        return ()
+    recorded_models = as_mapping(document.get("models") if document is not None else None)
+    # A model being renamed is recorded under its former name until apply moves the entry.
+    entry = as_mapping(recorded_models.get(spec.name) or recorded_models.get(current.name if current else spec.name))
+    changes: list[OutputChange] = []
+    recorded_url = entry.get("connectionString")
+    if renews:
+        changes.append(OutputChange("connectionString", recorded_url, None, known_after_apply=True))
+    elif current is not None and current.connection_string is not None and recorded_url != current.connection_string:
+        changes.append(OutputChange("connectionString", recorded_url, current.connection_string))
+    recorded = as_mapping(entry.get("headers"))
+    headers = header_profile(spec, defaults)
+    for name in sorted(set(recorded) | set(headers)):
+        if recorded.get(name) != headers.get(name):
+            changes.append(OutputChange(f"headers.{name}", recorded.get(name), headers.get(name)))
+    return tuple(changes)
 
 
 def header_profile(spec: ModelSpec, defaults: Defaults) -> dict[str, str]:
@@ -439,16 +543,20 @@ def export_entry(model: LiveModel, names: Mapping[str, str], notes: ExportNotes)
         elif isinstance(embedding, str) and not UUID_PATTERN.fullmatch(embedding):
             notes.omitted.append(
                 f"model {model.name!r}: its semantic cache names the embedding model {embedding!r}, which is neither "
-                "an exported model nor a model id; the exported manifest leaves its caching as it is"
+                "an exported model nor a model id; the exported manifest leaves its caching as it is "
+                "(unmanagedAttributes: [cache])"
             )
             cache = None
         elif cache is None:
             notes.omitted.append(
                 f"model {model.name!r}: its caching settings have no exact manifest equivalent; "
-                "the exported manifest leaves them as they are"
+                "the exported manifest leaves them as they are (unmanagedAttributes: [cache])"
             )
         if cache is not None:
             entry["cache"] = cache
+        else:
+            # Left unset, the cache would be planned back to the API's default: no caching.
+            entry["unmanagedAttributes"] = ["cache"]
     entry = {key: value for key, value in entry.items() if value is not None}
     try:
         ModelSpec.model_validate(entry)
@@ -493,12 +601,24 @@ class Models:
     noun = "model"
     resource_type = "capella_ai_model"
     sensitive: tuple[str, ...] = ()
+    former_paths: Mapping[str, tuple[str, ...]] = {
+        "caching": ("cache",),
+        "caching.enableStandard": ("cache.type",),
+        "caching.defaultCache": ("cache.type",),
+        "caching.enableConversational": ("cache.conversational",),
+        "caching.expiryTTL": ("cache.expirySeconds",),
+        "caching.semantic": ("cache.semantic", "cache.threshold"),
+        "caching.semantic.scoreThreshold": ("cache.threshold",),
+        "caching.semantic.embeddingModel": ("cache.semantic.embeddingModel",),
+        "caching.semantic.dimensions": ("cache.semantic.dimensions",),
+        "caching.semantic.distanceMetric": ("cache.semantic.distanceMetric",),
+    }
 
     def specs(self, manifest: Manifest) -> Sequence[ModelSpec]:
         return manifest.models
 
-    def refers_to(self, spec: ModelSpec, manifest: Manifest) -> tuple[Address, ...]:
-        name = embedding_dependency(spec, manifest.defaults, {m.name for m in manifest.models})
+    def refers_to(self, spec: ModelSpec, ctx: PlanContext) -> tuple[Address, ...]:
+        name = embedding_dependency(spec, ctx.manifest.defaults, ctx.declared.get(Kind.MODEL, frozenset()))
         return (Address(Kind.MODEL, name),) if name is not None else ()
 
     async def read(self, client: CapellaClient, org_id: str, now: datetime | None) -> tuple[list[LiveModel], list[str]]:
@@ -605,15 +725,29 @@ class Models:
         return entries
 
     def plan(self, spec: ModelSpec, current: LiveModel | None, ctx: PlanContext) -> ResourceChange:
+        change = self._change(spec, current, ctx)
+        outputs = output_changes(spec, ctx.manifest.defaults, current, change.action.renews, ctx.outputs)
+        return replace(change, outputs=outputs)
+
+    def _change(self, spec: ModelSpec, current: LiveModel | None, ctx: PlanContext) -> ResourceChange:
         manifest = ctx.manifest
         address = Address(Kind.MODEL, spec.name)
-        after = model_attributes(spec, manifest.defaults, _ids_by_name(ctx))
         # A semantic cache's embedding model of this manifest must be ready before this model is made or edited.
-        depends_on = self.refers_to(spec, manifest)
+        depends_on = self.refers_to(spec, ctx)
         if current is None:
-            return created(Kind.MODEL, spec, after, depends_on)
-        before = current.attributes
-        diffs = tuple(attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES))
+            return created(
+                Kind.MODEL, spec, model_attributes(spec, manifest.defaults, ctx.ids_by_name[Kind.MODEL]), depends_on
+            )
+        before, after, reset = compared(spec, manifest.defaults, ctx.ids_by_name[Kind.MODEL], current)
+        diffs = tuple(
+            replace(d, to_default=d.path.split(".")[0] in reset)
+            for d in attribute_changes(before, after, replace_only=REPLACE_ATTRIBUTES)
+        )
+        # A model found by its former name (renamedFrom) is renamed: the PUT body carries the name.
+        renamed = current.name != spec.name
+        if renamed:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs = (AttributeChange("name", current.name, spec.name), *diffs)
         base = unchanged(Kind.MODEL, spec, current.id, before, after, diffs, depends_on)
         forcing = [d.path for d in diffs if d.forces_replace]
         if address in ctx.force_replace:
@@ -629,10 +763,16 @@ class Models:
                 reason=f"{', '.join(forcing)} cannot change in place",
                 cause="replace_because_cannot_update",
             )
-        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path != "state"})
+        in_place = sorted({d.path.split(".")[0] for d in diffs if d.path not in ("state", "name") and not d.to_default})
+        to_default = sorted({d.path.split(".")[0] for d in diffs if d.to_default})
         state_change = next((d for d in diffs if d.path == "state"), None)
-        if in_place:
-            reason = "in-place change of " + ", ".join(in_place)
+        if in_place or to_default or renamed:
+            parts = [f"renamed from {current.name}"] if renamed else []
+            if in_place:
+                parts.append(f"in-place change of {', '.join(in_place)}")
+            if to_default:
+                parts.append(f"{', '.join(to_default)} unset in the manifest: reset to the API's default")
+            reason = "; ".join(parts)
             if state_change is not None:
                 reason += f", then {'pause' if spec.state == 'paused' else 'resume'}"
             return replace(base, action=Action.UPDATE, reason=reason)
@@ -703,7 +843,7 @@ class ModelSteps:
             )
             if model.status != wanted:
                 model = await self._set_state(step, model_id, wanted)
-            return await self._record_model(spec, model)
+            return await self._record_model(spec, model, change)
         assert change.live_id is not None
         model_id = change.live_id
         shows_update: Ready | None = None
@@ -721,13 +861,18 @@ class ModelSteps:
             model = await self._settle(step, model_id, "updating", wanted)
         if shows_update is not None and not shows_update(model):
             model = await self._until_visible(step, model, shows_update)
-        return await self._record_model(spec, model)
+        return await self._record_model(spec, model, change)
 
     def _shows(self, spec: ModelSpec, model_ids: dict[str, str]) -> Ready:
-        """Whether a read of the model shows the in-place attributes the manifest sets."""
-        declared = model_attributes(spec, self._run.manifest.defaults, model_ids)
-        wanted = {name: value for name, value in declared.items() if name in UPDATE_ATTRIBUTES}
-        return lambda model: not attribute_changes(model.attributes, wanted)
+        """Whether a read of the model shows the in-place attributes as the plan compares them (a reset ones too),
+        and its name (a rename)."""
+
+        def shows(model: LiveModel) -> bool:
+            before, after, _ = compared(spec, self._run.manifest.defaults, model_ids, model)
+            in_place = {k: v for k, v in after.items() if k in UPDATE_ATTRIBUTES}
+            return model.name == spec.name and not attribute_changes(before, in_place)
+
+        return shows
 
     async def _until_visible(self, step: ApplyStep, model: LiveModel, shows: Ready) -> LiveModel:
         """Wait until a read shows the update: "updates may take up to a few minutes to take effect", and a plan
@@ -978,10 +1123,14 @@ class ModelSteps:
         assert model is not None
         return model
 
-    async def _record_model(self, spec: ModelSpec, model: LiveModel) -> str:
+    async def _record_model(self, spec: ModelSpec, model: LiveModel, change: ResourceChange) -> str:
         await record_model(
             self._run.outputs, self._run.client, self._run.org_id, spec, self._run.manifest.defaults, model
         )
+        former = change.renamed_from
+        if former is not None:
+            # Renamed: the outputs know it by its new name only.
+            self._run.outputs.forget_model(former, change.live_id)
         return model.status
 
 

@@ -191,11 +191,12 @@ class Providers:
     resource_type = "capella_ai_provider"
     # Credentials are sent, never shown; the plan shows their version, not them.
     sensitive: tuple[str, ...] = ()
+    former_paths: Mapping[str, tuple[str, ...]] = {}
 
     def specs(self, manifest: Manifest) -> Sequence[ProviderSpec]:
         return manifest.providers
 
-    def refers_to(self, spec: ProviderSpec, manifest: Manifest) -> tuple[Address, ...]:
+    def refers_to(self, spec: ProviderSpec, ctx: PlanContext) -> tuple[Address, ...]:
         return ()
 
     async def read(
@@ -246,7 +247,20 @@ class Providers:
         diffs = attribute_changes(current.attributes, shown, replace_only=("type",))
         if recorded is not None and recorded != spec.credentialsVersion:
             diffs.append(AttributeChange(VERSION, recorded, spec.credentialsVersion))
+        # Found by its former name (renamedFrom): the API cannot rename a provider, so a new one of the new name
+        # is made (sending the credentials), then the old one deleted; the names differ, so neither waits.
+        renamed = current.name != spec.name
+        if renamed:
+            before, after = {"name": current.name, **before}, {"name": spec.name, **after}
+            diffs.insert(0, AttributeChange("name", current.name, spec.name, forces_replace=True))
         base = unchanged(Kind.PROVIDER, spec, current.id, before, after, tuple(diffs))
+        if renamed:
+            return replace(
+                base,
+                action=Action.REPLACE_CREATE_FIRST,
+                reason=f"renamed from {current.name}; a provider cannot be renamed in place",
+                cause="replace_because_renamed",
+            )
         if any(d.forces_replace for d in diffs):
             return replace(
                 base,
@@ -367,6 +381,11 @@ class ProviderSteps:
             provider_id = await self._create(spec, step, create_body(spec, credentials))
             run.found(change.ref, provider_id)
             record_provider(run.outputs, spec.name, provider_id, spec.type, spec.credentialsVersion)
+            if change.action is Action.REPLACE_CREATE_FIRST:
+                # The successor is in place: the provider it succeeds (of its former name) goes.
+                assert change.live_id is not None
+                await run.call(run.client.delete_provider(run.org_id, change.live_id))
+                run.outputs.forget(SECTION, change.renamed_from or change.name, change.live_id)
             return f"created {provider_id}"
         assert change.live_id is not None
         await run.call(run.client.update_provider(run.org_id, change.live_id, update_body(spec, credentials)))

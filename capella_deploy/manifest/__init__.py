@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fnmatch
 import ipaddress
 import json
 import os
@@ -31,12 +32,14 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from capella_deploy.lease import NAME_PREFIX as LEASE_NAME_PREFIX
+from capella_deploy.manifest.patterns import example_outside, matches_some_name
 from capella_deploy.manifest.yamlsource import (
     ManifestIssue,
     YMap,
@@ -58,6 +61,7 @@ __all__ = [
     "CheckSpec",
     "CredentialRef",
     "Defaults",
+    "InPlaceAttribute",
     "Jailbreak",
     "LoadedManifest",
     "Manifest",
@@ -72,6 +76,7 @@ __all__ = [
     "Prune",
     "Routing",
     "RoutingStrategy",
+    "Scope",
     "SemanticCache",
     "load_manifest",
     "manifest_json_schema",
@@ -98,6 +103,8 @@ UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # AWS's rule for S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A pattern over names: the characters of a name, and fnmatch's * ? [ ] !
+SCOPE_PATTERN = r"^[A-Za-z0-9._*?!\[\]-]+$"
 _PATTERN_HINTS = {
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     REGION_PATTERN: "a cloud region is lowercase letters, digits and '-', e.g. us-east-1, us-central1, eastus",
@@ -105,6 +112,7 @@ _PATTERN_HINTS = {
     ORG_ID_PATTERN: "an organization id is a UUID such as 6af08c0a-8cab-4c1c-b257-b521575c16d0 (letters, digits, '-')",
     ENV_VAR_PATTERN: "the name of an environment variable: letters, digits and '_', e.g. CLOUDBASE_API_KEY",
     BUCKET_PATTERN: "an S3 bucket name is 3 to 63 lowercase letters, digits, '.' and '-', e.g. team-docs",
+    SCOPE_PATTERN: "an fnmatch pattern over names: letters, digits, '.', '_', '-' and * ? [...], e.g. team-a-*",
 }
 
 
@@ -213,6 +221,15 @@ class Cache(_Spec):
         return self
 
 
+# The in-place attributes a manifest may leave to be managed by hand (see ModelSpec.unmanagedAttributes).
+InPlaceAttribute = Literal["enableBatching", "keywordFiltering", "cache"]
+_UNMANAGED_DESCRIPTION = (
+    "In-place attributes managed by hand (enableBatching, keywordFiltering, cache): sent on create when set, "
+    "then never compared, updated or reset. Any other in-place attribute left unset is reset to the API's default "
+    "(batching off, no keyword filtering, no caching)."
+)
+
+
 class Jailbreak(_Spec):
     """Jailbreak detection."""
 
@@ -225,6 +242,11 @@ class ModelSpec(_Spec):
     """A deployed model, identified by its name."""
 
     name: Name = Field(description="Identity of the model: unique in the organization.")
+    renamedFrom: Name | None = Field(
+        default=None,
+        description="The model's former name: a live model of that name (and none of this one) is renamed in "
+        "place. Keep it until every organization this manifest deploys to has the new name.",
+    )
     catalogModel: str = Field(min_length=1, description="Catalog model name, e.g. mistralai/mistral-7b-instruct-v0.3.")
     provider: Provider | None = Field(
         default=None, description="Cloud provider: aws, gcp or azure; defaults.provider when unset."
@@ -249,12 +271,20 @@ class ModelSpec(_Spec):
     )
     cache: Cache | None = Field(default=None, description="Caching; defaults.cache when unset.")
     routing: Routing | None = Field(default=None, description="Routing header profile; defaults.routing when unset.")
+    unmanagedAttributes: tuple[InPlaceAttribute, ...] | None = Field(
+        default=None, description=_UNMANAGED_DESCRIPTION + " Replaces defaults.unmanagedAttributes when set."
+    )
 
 
 class ApiKeySpec(_Spec):
     """A Model API key, identified by its name. Any change means a new key."""
 
     name: Name = Field(description="Identity of the key: unique in the organization.")
+    renamedFrom: Name | None = Field(
+        default=None,
+        description="The key's former name: keys cannot be edited, so a live key of that name (and none of this "
+        "one) is succeeded by a new key of this name, its token written to the outputs, then deleted.",
+    )
     description: Annotated[str | None, BeforeValidator(_blank_is_unset)] = Field(default=None, max_length=250)
     region: Region = Field(
         default=None, description="The key works for models of this region only; defaults.region when unset."
@@ -338,6 +368,11 @@ class ProviderSpec(_Spec):
     name: Annotated[str, Field(min_length=1, max_length=50, pattern=NAME_PATTERN)] = Field(
         description="Identity of the provider: unique in the organization, at most 50 characters."
     )
+    renamedFrom: Name | None = Field(
+        default=None,
+        description="The provider's former name: the API cannot rename a provider, so a live one of that name (and "
+        "none of this one) is succeeded by a new provider of this name, its credentials sent, then deleted.",
+    )
     type: ProviderType = Field(description="openAI, awsBedrock or awsS3; a change replaces the provider.")
     awsRegion: Region = Field(default=None, description="awsS3 only (required there): the bucket's AWS region.")
     bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)] | None = Field(
@@ -362,6 +397,7 @@ class Defaults(_Spec):
     region: Region = None
     routing: Routing | None = None
     cache: Cache | None = None
+    unmanagedAttributes: tuple[InPlaceAttribute, ...] = Field(default=(), description=_UNMANAGED_DESCRIPTION)
 
 
 class Prune(_Spec):
@@ -370,6 +406,48 @@ class Prune(_Spec):
     match: str = Field(
         min_length=1, description="fnmatch-style pattern; unmanaged resources whose name matches are deleted."
     )
+
+
+def _one_or_more(value: object) -> object:
+    """One pattern may be written without a list around it."""
+    return [value] if isinstance(value, str) else value
+
+
+NamePattern = Annotated[str, Field(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
+
+
+class Scope(_Spec):
+    """The names this manifest owns: no plan, drift report, prune, export or saved plan of it sees the others."""
+
+    match: Annotated[
+        tuple[NamePattern, ...],
+        BeforeValidator(_one_or_more),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE_PATTERN},
+                    },
+                ]
+            }
+        ),
+    ] = Field(
+        min_length=1,
+        description="fnmatch pattern(s) over names, e.g. [team-a-*]; every name the manifest declares must match one.",
+    )
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return self.match
+
+    def covers(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
+
+    def describe(self) -> str:
+        return ", ".join(self.patterns)
 
 
 class OutputsSpec(_Spec):
@@ -499,6 +577,11 @@ class Manifest(_Spec):
     providers: tuple[ProviderSpec, ...] = Field(
         default=(), description="AI provider integrations: credentials for outside AI services and storage."
     )
+    scope: Scope | None = Field(
+        default=None,
+        description="The names this manifest owns, in an organization it shares: live resources outside are "
+        "invisible to its plans, drift reports, prunes, exports and saved plans.",
+    )
     prune: Prune | None = None
     outputs: OutputsSpec = OutputsSpec()
     checks: tuple[CheckSpec, ...] = Field(
@@ -537,6 +620,11 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     keys = _entries(data.get("apiKeys"))
     problems += _unique_names("models", models)
     problems += _unique_names("apiKeys", keys)
+    providers = _entries(data.get("providers"))
+    problems += _rename_problems("models", models)
+    problems += _rename_problems("apiKeys", keys)
+    problems += _rename_problems("providers", providers)
+    problems += _scope_problems(data, {"models": models, "apiKeys": keys, "providers": providers})
 
     model_regions: dict[str, str | None] = {}
     for index, model in models:
@@ -547,6 +635,10 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             model_regions.setdefault(name, _effective_region(model.get("region"), default_region))
 
     declared = ", ".join(sorted(model_regions)) or "none"
+    renamed: dict[str, str] = {}
+    for _, model in models:
+        if (old := _text(model.get("renamedFrom"))) and (name := _text(model.get("name"))):
+            renamed.setdefault(old, name)
     for index, key in keys:
         if (_text(key.get("name")) or "").startswith(LEASE_NAME_PREFIX):
             problems.append(
@@ -572,7 +664,11 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             if not isinstance(ref, str) or ref == "*":
                 continue
             loc: Loc = ("apiKeys", index, "allowedModels", position)
-            if ref not in model_regions:
+            if ref in renamed and ref not in model_regions:
+                problems.append(
+                    (loc, f"model '{ref}' is renamed to '{renamed[ref]}' (renamedFrom); name '{renamed[ref]}'")
+                )
+            elif ref not in model_regions:
                 problems.append((loc, f"no model named '{ref}' in the manifest (models: {declared}); or use \"*\""))
             elif region is not None and model_regions[ref] is not None and model_regions[ref] != region:
                 problems.append(
@@ -584,7 +680,7 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 )
     problems += _embedding_problems(defaults if isinstance(defaults, Mapping) else {}, models)
     problems += _check_problems(_entries(data.get("checks")), models, keys, default_region)
-    problems += _provider_problems(_entries(data.get("providers")))
+    problems += _provider_problems(providers)
     return problems
 
 
@@ -855,6 +951,90 @@ def _unique_names(section: str, entries: list[tuple[int, Mapping[str, Any]]]) ->
         else:
             first[name] = index
     return problems
+
+
+def _rename_problems(section: str, entries: list[tuple[int, Mapping[str, Any]]]) -> list[tuple[Loc, str]]:
+    """A former name belongs to one entry, and to no entry the manifest still declares by that name."""
+    names = {name: index for index, entry in entries if (name := _text(entry.get("name"))) is not None}
+    claimed: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for index, entry in entries:
+        old = _text(entry.get("renamedFrom"))
+        if old is None:
+            continue
+        loc: Loc = (section, index, "renamedFrom")
+        if old == _text(entry.get("name")):
+            problems.append((loc, f"'{old}' is this entry's own name; remove renamedFrom"))
+        elif old in names:
+            problems.append(
+                (
+                    loc,
+                    f"'{old}' is the name of {section}[{names[old]}], which the manifest still declares; a "
+                    "resource is renamed from a name the manifest no longer uses",
+                )
+            )
+        elif old in claimed:
+            problems.append((loc, f"'{old}' is already the renamedFrom of {section}[{claimed[old]}]"))
+        else:
+            claimed[old] = index
+    return problems
+
+
+def _scope_problems(
+    data: Mapping[str, Any], sections: Mapping[str, list[tuple[int, Mapping[str, Any]]]]
+) -> list[tuple[Loc, str]]:
+    """Every name the manifest declares, or renames from, is inside its scope, and so is what it prunes."""
+    written = _mapping_at(data, "scope").get("match")
+    listed = [written] if isinstance(written, str) else list(written) if isinstance(written, (list, tuple)) else []
+    if not listed or not all(isinstance(p, str) and re.fullmatch(SCOPE_PATTERN, p) for p in listed):
+        return []  # no scope, or one that field validation reports
+    patterns: list[str] = listed
+    problems: list[tuple[Loc, str]] = []
+    for position, pattern in enumerate(patterns):
+        if not matches_some_name(pattern):
+            loc: Loc = ("scope", "match") if isinstance(written, str) else ("scope", "match", position)
+            problems.append(
+                (
+                    loc,
+                    f"'{pattern}' matches no name a manifest can declare (a letter or digit, then letters, "
+                    "digits, '.', '_' and '-')",
+                )
+            )
+    shown = ", ".join(patterns)
+    for section, entries in sections.items():
+        for index, entry in entries:
+            name, old = _text(entry.get("name")), _text(entry.get("renamedFrom"))
+            if name is not None and not _covered(name, patterns):
+                problems.append(
+                    (
+                        (section, index, "name"),
+                        f"'{name}' is outside the manifest's scope ({shown}): rename it to match, or widen scope.match",
+                    )
+                )
+            if old is not None and not _covered(old, patterns):
+                problems.append(
+                    (
+                        (section, index, "renamedFrom"),
+                        f"'{old}' is outside the manifest's scope ({shown}), so no plan "
+                        "of this manifest sees the resource to rename; widen scope.match",
+                    )
+                )
+    prune = _mapping_at(data, "prune").get("match")
+    if isinstance(prune, str) and prune:
+        outside = example_outside(prune, patterns)
+        if outside is not None:
+            problems.append(
+                (
+                    ("prune", "match"),
+                    f"'{prune}' reaches outside the manifest's scope ({shown}): it matches "
+                    f"'{outside}', for one; prune acts only inside the scope, so write a pattern within it",
+                )
+            )
+    return problems
+
+
+def _covered(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _text(value: object) -> str | None:

@@ -66,15 +66,9 @@ class Outputs:
         return entries
 
     def credential_versions(self) -> dict[str, int]:
-        """Live id -> the ``credentialsVersion`` its credentials were last written with, for every entry that
-        records one: the input the planner sees a credentials roll by (credentials cannot be read back)."""
-        versions: dict[str, int] = {}
-        for section in SECTIONS:
-            for entry in self.section(section.key).values():
-                version, live_id = entry.get("credentialsVersion"), entry.get("id")
-                if isinstance(live_id, str) and isinstance(version, int) and not isinstance(version, bool):
-                    versions[live_id] = version
-        return versions
+        """Live id -> the ``credentialsVersion`` its credentials were last written with (see
+        ``recorded_credential_versions``)."""
+        return recorded_credential_versions(self._doc)
 
     def held_key_ids(self) -> frozenset[str]:
         """The ids of the keys whose token this file holds: the input the planner keeps keys by."""
@@ -165,6 +159,11 @@ class Outputs:
                 entry["token"] = MASK
         return doc  # type: ignore[no-any-return]
 
+    def recorded(self) -> dict[str, Any] | None:
+        """The document as the file holds it, tokens masked; None when there is no file yet (a fresh checkout,
+        outputs sent elsewhere): then a plan has nothing to compare the outputs with."""
+        return self.masked() if self.path.exists() else None
+
     def document(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._doc))  # type: ignore[no-any-return]
 
@@ -212,6 +211,21 @@ class Outputs:
                 if isinstance(entry, dict):
                     remember(entry.get("token"))
             self._doc = doc
+
+
+def recorded_credential_versions(doc: Mapping[str, Any] | None) -> dict[str, int]:
+    """Live id -> the ``credentialsVersion`` its credentials were last written with, for every entry of an outputs
+    document that records one: what a credentials roll is seen against (credentials cannot be read back)."""
+    versions: dict[str, int] = {}
+    for section in SECTIONS:
+        entries = doc.get(section.key) if doc is not None else None
+        for entry in (entries or {}).values() if isinstance(entries, Mapping) else ():
+            if not isinstance(entry, Mapping):
+                continue
+            version, live_id = entry.get("credentialsVersion"), entry.get("id")
+            if isinstance(live_id, str) and isinstance(version, int) and not isinstance(version, bool):
+                versions[live_id] = version
+    return versions
 
 
 def render_json(doc: Mapping[str, Any]) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from capella_deploy.kinds.base import Action, Kind, ResourceChange
+from capella_deploy.kinds.base import Action, Kind, OutputChange, ResourceChange
 
 
 def display(value: Any) -> str:
@@ -71,6 +72,8 @@ class Where:
     url: str | None = None
     sandbox_state: str | None = None
     environment: str | None = None
+    # The name patterns the manifest owns (its scope): nothing outside them was looked at.
+    scope: tuple[str, ...] = ()
 
     @property
     def place(self) -> str:
@@ -86,7 +89,8 @@ class Where:
 
     def describe(self) -> str:
         environment = f", environment {self.environment}" if self.environment else ""
-        return f"{self.place}, {self.organization}{environment}"
+        scope = f", scope {', '.join(self.scope)}" if self.scope else ""
+        return f"{self.place}, {self.organization}{environment}{scope}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +100,7 @@ class Where:
             "organization_name": self.organization_name,
             "organization_id_source": self.organization_id_source.value,
             "environment": self.environment,
+            "scope": list(self.scope) or None,
         }
 
     @classmethod
@@ -107,6 +112,7 @@ class Where:
             url=data.get("url"),
             sandbox_state=data.get("sandbox_state"),
             environment=data.get("environment"),
+            scope=tuple(data.get("scope") or ()),
         )
 
 
@@ -118,6 +124,9 @@ class Plan:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     live_fingerprint: str = ""
+    # A digest of each live resource the plan was made against, by ``kind.name[id]``: what a stale saved plan
+    # names as changed.
+    live_digests: Mapping[str, str] = field(default_factory=dict)
     manifest_digest: str = ""
     # The --target addresses this plan was narrowed to; empty for a whole plan.
     targets: tuple[str, ...] = ()
@@ -132,8 +141,15 @@ class Plan:
         return tuple(c for c in self.changes if c.action is not Action.NOOP)
 
     @property
+    def output_changes(self) -> tuple[tuple[ResourceChange, OutputChange], ...]:
+        """What apply would change in the outputs file, by the resource whose entry it is."""
+        return tuple((change, output) for change in self.changes for output in change.outputs)
+
+    @property
     def has_changes(self) -> bool:
-        return bool(self.pending)
+        """Whether applying would change anything: a resource, or the outputs applications read (a header
+        profile, a connection string) even when no resource changes."""
+        return bool(self.pending) or bool(self.output_changes)
 
     def counts(self) -> dict[str, int]:
         """Changes by what they do; replacements count together, whichever goes first (each change's steps say)."""
@@ -167,6 +183,7 @@ class Plan:
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "live_fingerprint": self.live_fingerprint,
+            "live_digests": dict(self.live_digests),
             "manifest_digest": self.manifest_digest,
             "targets": list(self.targets),
             "environment": self.environment,
@@ -182,6 +199,7 @@ class Plan:
             errors=tuple(data.get("errors", [])),
             warnings=tuple(data.get("warnings", [])),
             live_fingerprint=data.get("live_fingerprint", ""),
+            live_digests=dict(data.get("live_digests", {})),
             manifest_digest=data.get("manifest_digest", ""),
             targets=tuple(data.get("targets", [])),
             environment=data.get("environment"),

@@ -5,23 +5,28 @@ with both a live and a declared side is *drifted* (attribute by attribute), a cr
 live resource the manifest does not declare is *unmanaged*. Changes the plan makes for reasons other than
 a difference (a key rotated for age, a key renewed because its model is) are not drift.
 
-Ignore rules are fnmatch patterns over ``address`` or ``address.attribute.path`` (``model.chat.caching.
-expiryTTL``); a pattern that matches an address or any dotted prefix of a path silences it.
+Ignore rules are fnmatch patterns over ``address`` or ``address.attribute.path`` in the manifest's words
+(``model.chat.cache.expirySeconds``); a pattern that matches an address or any dotted prefix of a path silences
+it. A pattern in the API's words (``model.*.caching.expiryTTL``, as plans spoke before) is read in the manifest's
+too, and ``respellings`` names the new spelling for a warning.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
+from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
 from capella_deploy.plan import Plan, Where
 
-REPORT_FORMAT_VERSION = "2.1"
+REPORT_FORMAT_VERSION = "3.0"
 # Causes that describe a difference between live and declared; other replaces follow from one of these.
-_DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed"})
+# A rename not yet made is a difference too: the live resource still has its former name.
+_DRIFT_CAUSES = frozenset({None, "replace_because_cannot_update", "replace_because_failed", "replace_because_renamed"})
 
 
 @dataclass(frozen=True)
@@ -37,20 +42,59 @@ class IgnoreRules:
     def __add__(self, other: IgnoreRules) -> IgnoreRules:
         return IgnoreRules(self.patterns + other.patterns)
 
+    @cached_property
+    def respellings(self) -> dict[str, tuple[str, ...]]:
+        """Each pattern naming an attribute in the API's words, with the same pattern in the manifest's."""
+        found = {pattern: respelt(pattern) for pattern in self.patterns}
+        return {pattern: spellings for pattern, spellings in found.items() if spellings}
+
+    def spellings(self, pattern: str) -> tuple[str, ...]:
+        """``pattern`` and its manifest spellings: what it matches."""
+        return (pattern, *self.respellings.get(pattern, ()))
+
+    @cached_property
+    def _effective(self) -> tuple[str, ...]:
+        return tuple(spelling for pattern in self.patterns for spelling in self.spellings(pattern))
+
     def ignores(self, address: str, path: str = "") -> bool:
-        return any(fnmatch.fnmatchcase(candidate, p) for candidate in _prefixes(address, path) for p in self.patterns)
+        return any(fnmatch.fnmatchcase(candidate, p) for candidate in _prefixes(address, path) for p in self._effective)
+
+
+def respelt(pattern: str) -> tuple[str, ...]:
+    """``pattern`` with its attribute path in the manifest's words, if the path is in the API's
+    (``model.*.caching.expiryTTL`` -> ``model.*.cache.expirySeconds``); empty when it is not.
+
+    The path starts after the kind and at least one segment of the name (a name may itself be ``caching``); the
+    longest former path found wins, and what follows it is kept.
+    """
+    segments = pattern.split(".")
+    former: dict[str, tuple[str, ...]] = {}
+    for kind in REGISTRY:
+        if fnmatch.fnmatchcase(kind.kind.value, segments[0]):
+            former.update(kind.former_paths)
+    for start in range(2, len(segments)):
+        for end in range(len(segments), start, -1):
+            spellings = former.get(".".join(segments[start:end]))
+            if spellings:
+                head, tail = segments[:start], segments[end:]
+                # A former path that splits in two (caching.semantic) keeps what follows only on its first heir.
+                chosen = spellings if not tail else spellings[:1]
+                return tuple(".".join([*head, spelling, *tail]) for spelling in chosen)
+    return ()
 
 
 @dataclass(frozen=True)
 class DriftedAttribute:
-    """One attribute: ``before`` is the live value, ``after`` the declared one (as in the JSON plan)."""
+    """One attribute: ``before`` is the live value, ``after`` the declared one (as in the JSON plan);
+    ``to_default``: the manifest leaves it unset, and ``after`` is the API's default apply would reset it to."""
 
     path: str
     before: Any
     after: Any
+    to_default: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "before": self.before, "after": self.after}
+        return {"path": self.path, "before": self.before, "after": self.after, "to_default": self.to_default}
 
 
 @dataclass(frozen=True)
@@ -203,7 +247,7 @@ def _split_ignored(
             if rules.ignores(address, leaf.path):
                 dropped.append(f"{address}.{leaf.path}")
             else:
-                kept.append(leaf)
+                kept.append(replace(leaf, to_default=change.to_default))
     return tuple(kept), dropped
 
 
@@ -230,7 +274,9 @@ def unmatched_patterns(rules: IgnoreRules, plan: Plan) -> list[str]:
         candidates |= {f"{address}.{c.path}" for c in change.attribute_changes}
     for item in plan.unmanaged:
         candidates |= {f"{item.kind.value}.{item.name}", f"{item.kind.value}.{item.name}[{item.live_id}]"}
-    return [p for p in rules.patterns if not any(fnmatch.fnmatchcase(c, p) for c in candidates)]
+    return [
+        p for p in rules.patterns if not any(fnmatch.fnmatchcase(c, s) for c in candidates for s in rules.spellings(p))
+    ]
 
 
 def _attribute_paths(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

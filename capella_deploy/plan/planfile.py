@@ -19,14 +19,15 @@ from typing import Any
 
 from capella_deploy import __version__
 from capella_deploy.errors import CapellaError
+from capella_deploy.kinds.base import ResourceChange
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import atomic_write
-from capella_deploy.plan import Plan, Where
+from capella_deploy.plan import Plan, Where, display
 from capella_deploy.secrets import redact
 
 FORMAT = "capella-deploy-plan"
-# 2: keys in snake_case, like every JSON document the tool writes (docs/plan-json.md). 1 used camelCase.
-FORMAT_VERSION = 2
+# 3: attributes in the manifest's words (cache, not caching), to_default, outputs. 2: snake_case. 1: camelCase.
+FORMAT_VERSION = 3
 
 
 class PlanFileError(CapellaError):
@@ -118,7 +119,9 @@ def looks_like_manifest(path: Path, text: str) -> bool:
     return any(line.startswith("apiVersion:") for line in text.splitlines()[:50])
 
 
-def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
+def check_fresh(saved: SavedPlan, fresh: Plan) -> None:
+    """Refuse a plan already applied, made by another version, or made against another organization state than
+    ``fresh`` (the saved manifest planned again now) sees; a stale plan's error names what changed."""
     path = saved.path
     if saved.applied_at:
         raise PlanFileError(
@@ -128,11 +131,52 @@ def check_fresh(saved: SavedPlan, live_fingerprint: str) -> None:
         raise PlanFileError(
             f"{path}: the plan was made by capella-deploy {saved.tool_version}, this is {__version__}; plan again"
         )
-    if saved.plan.live_fingerprint != live_fingerprint:
-        raise PlanFileError(
-            f"{path}: the plan is stale: the organization, or which key tokens or credential versions the outputs "
-            "hold, changed since it was made; run `capella-deploy plan` again"
+    if saved.plan.live_fingerprint != fresh.live_fingerprint:
+        changed = what_changed(saved.plan, fresh)
+        shown = changed[:_CHANGES_SHOWN]
+        if len(changed) > len(shown):
+            shown.append(f"and {len(changed) - len(shown)} more")
+        what = "".join(f"\n  {line}" for line in shown) or (
+            " the organization, or which key tokens or credential versions the outputs hold"
         )
+        raise PlanFileError(
+            f"{path}: the plan is stale: since it was made,{what}\nrun `capella-deploy plan` again, and review it"
+        )
+
+
+# How many changes a stale plan's error lists before it counts the rest.
+_CHANGES_SHOWN = 20
+
+
+def what_changed(saved: Plan, fresh: Plan) -> list[str]:
+    """Which live resources appeared, went or changed between two plans of one manifest, by address, with the
+    attributes that changed where the plans show them."""
+    old, new = saved.live_digests, fresh.live_digests
+    lines = [f"{address} appeared" for address in sorted(new.keys() - old.keys())]
+    lines += [f"{address} is gone" for address in sorted(old.keys() - new.keys())]
+    before = {c.live_id: c for c in saved.changes if c.live_id is not None}
+    after = {c.live_id: c for c in fresh.changes if c.live_id is not None}
+    for address in sorted(a for a in old.keys() & new.keys() if old[a] != new[a]):
+        live_id = address.rpartition("[")[2].rstrip("]")
+        details = _differences(before.get(live_id), after.get(live_id))
+        lines.append(f"{address} changed" + (f": {details}" if details else ""))
+    return lines
+
+
+def _differences(saved: ResourceChange | None, fresh: ResourceChange | None) -> str:
+    """What differs in a live resource as two plans saw it, and what the plan would do with it now."""
+    if saved is None or fresh is None:
+        return ""
+    was, now = saved.before or {}, fresh.before or {}
+    found = [
+        f"{name} {display(was.get(name))} -> {display(now.get(name))}"
+        for name in sorted(was.keys() | now.keys())
+        if was.get(name) != now.get(name)
+    ]
+    if (fresh.action, fresh.reason) != (saved.action, saved.reason):
+        why = f" ({fresh.reason})" if fresh.reason else ""
+        found.append(f"the plan would now {fresh.action.value} it{why}, not {saved.action.value} it")
+    return "; ".join(found)
 
 
 def check_target(saved: SavedPlan, here: Where) -> None:

@@ -8,10 +8,10 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import (
@@ -27,7 +27,10 @@ from capella_deploy.kinds.base import (
 )
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
+from capella_deploy.outputs import recorded_credential_versions
 from capella_deploy.plan import Plan, Unmanaged
+
+R = TypeVar("R")
 
 
 def plan(
@@ -38,27 +41,40 @@ def plan(
     manifest_digest: str = "",
     force_replace: frozenset[str] = frozenset(),
     held_tokens: frozenset[str] = frozenset(),
-    credential_versions: Mapping[str, int] | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Compare the manifest with the live snapshot.
+    """Compare the manifest with the live snapshot, of which only the manifest's scope is looked at.
 
     ``force_replace`` holds addresses to renew anyway; ``held_tokens`` the live key ids whose token the outputs
-    hold, which decides the key kept when several share a name; ``credential_versions`` the credentialsVersion
-    the outputs record for each live id whose credentials an apply wrote, against which a roll is seen.
+    hold, which decides the key kept when several share a name; ``outputs`` the outputs document as its file holds
+    it (None: no file), which the plan's changes to outputs are computed against, which tells a resource
+    this manifest made from one it only shares a name with, and whose credential versions a roll is seen against.
     """
-    versions = dict(credential_versions or {})
+    live = live.within(manifest.scope)
+    # Credentials cannot be read back: the version the outputs record for a live id is what a roll is seen against.
+    versions = recorded_credential_versions(outputs)
     declared = {Address(kind.kind, spec.name): (kind, spec) for kind in REGISTRY for spec in kind.specs(manifest)}
     requested, errors = _requested(force_replace, declared)
     warnings: list[str] = list(live.warnings)
     changes: list[ResourceChange] = []
 
     leftovers = {kind.kind: by_name(r for r in live.of(kind.kind) if kind.in_play(r)) for kind in REGISTRY}
+    names = {kind.kind: frozenset(spec.name for spec in kind.specs(manifest)) for kind in REGISTRY}
     first_look = PlanContext(
-        manifest, now, force_replace=requested, held_tokens=held_tokens, credential_versions=versions
+        manifest,
+        now,
+        force_replace=requested,
+        held_tokens=held_tokens,
+        credential_versions=versions,
+        outputs=outputs,
+        declared=names,
     )
     current: dict[Address, LiveResource | None] = {}
     for address, (kind, spec) in declared.items():
-        kept, extras = kind.pick(leftovers[address.kind].pop(address.name, []), first_look)
+        candidates, problem, note = _candidates(address, spec.renamedFrom, leftovers[address.kind])
+        errors.extend([problem] if problem else [])
+        warnings.extend([note] if note else [])
+        kept, extras = kind.pick(candidates, first_look)
         current[address] = kept
         for extra in extras:
             if spec.preventDestroy:
@@ -75,17 +91,20 @@ def plan(
     managed = {live_id: address for address, live_id in ids.items()}
     ctx = replace(first_look, ids=ids, managed=managed)
     planned = {address: kind.plan(spec, current[address], ctx) for address, (kind, spec) in declared.items()}
-    refers = {address: set(kind.refers_to(spec, manifest)) for address, (kind, spec) in declared.items()}
+    refers = {address: set(kind.refers_to(spec, ctx)) for address, (kind, spec) in declared.items()}
     followed: frozenset[Address] = frozenset()
     renewed = frozenset(a for a, change in planned.items() if change.action.renews)
     while renewed != followed:
         ctx = replace(ctx, ids={a: i for a, i in ids.items() if a not in renewed}, renewed=renewed)
-        for address in (a for a, targets in refers.items() if targets & (renewed - followed)):
+        fresh = renewed - followed
+        for address in [a for a, targets in refers.items() if not targets.isdisjoint(fresh)]:
             kind, spec = declared[address]
             planned[address] = kind.plan(spec, current[address], ctx)
         followed = renewed
         renewed = frozenset(a for a, change in planned.items() if change.action.renews)
     changes.extend(planned.values())
+    if manifest.scope is None and outputs is not None:
+        warnings.extend(_not_made_here(planned.values(), _recorded_ids(outputs)))
 
     unmanaged: list[Unmanaged] = []
     prune = manifest.prune.match if manifest.prune else None
@@ -105,13 +124,15 @@ def plan(
                 "but it has preventDestroy: true; change the manifest or remove preventDestroy first"
             )
 
+    digests = live.digests(held_tokens, versions)
     return Plan(
         org_id=live.org_id,
         changes=tuple(sorted(changes, key=_order)),
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         errors=tuple(errors),
         warnings=tuple(warnings),
-        live_fingerprint=live.fingerprint(held_tokens, versions),
+        live_fingerprint=live.fingerprint(held_tokens, digests),
+        live_digests=digests,
         manifest_digest=manifest_digest,
         environment=manifest.environment,
     )
@@ -119,9 +140,12 @@ def plan(
 
 def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
+    live = live.within(manifest.scope)
     changes: list[ResourceChange] = []
     for kind in REGISTRY:
+        # A resource not yet renamed is the manifest's too, by its former name.
         protected = {spec.name: spec.preventDestroy for spec in kind.specs(manifest)}
+        protected |= {spec.renamedFrom: spec.preventDestroy for spec in kind.specs(manifest) if spec.renamedFrom}
         for resource in live.of(kind.kind):
             if resource.name not in protected or not kind.in_play(resource):
                 continue
@@ -132,14 +156,62 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         for c in changes
         if c.prevent_destroy
     ]
+    digests = live.digests()
     return Plan(
         org_id=live.org_id,
         changes=tuple(sorted(changes, key=_order)),
         errors=tuple(errors),
         warnings=live.warnings,
-        live_fingerprint=live.fingerprint(),
+        live_fingerprint=live.fingerprint(digests=digests),
+        live_digests=digests,
         environment=manifest.environment,
     )
+
+
+def _candidates(
+    address: Address, former: str | None, leftovers: dict[str, list[R]]
+) -> tuple[list[R], str | None, str | None]:
+    """The live resources an entry manages (taken out of ``leftovers``): those of its name, else those of the name
+    it was renamed from. Also an error when both names exist, and a note when neither does."""
+    own = leftovers.pop(address.name, [])
+    if former is None:
+        return own, None, None
+    if own and leftovers.get(former):
+        return (
+            own,
+            f"{address}: renamedFrom: {former}, but live resources of both names exist ({address.kind.value}s "
+            f"{former} and {address.name}), so the rename cannot be planned: delete the one not wanted, or remove "
+            "renamedFrom to manage the one of the new name as it is",
+            None,
+        )
+    if own:
+        return own, None, None
+    old = leftovers.pop(former, [])
+    if not old:
+        note = (
+            f"{address}: renamedFrom: {former} names nothing live here, so it is created; renamedFrom can go once "
+            "every organization this manifest deploys to has the new name"
+        )
+        return [], None, note
+    return old, None, None
+
+
+def _not_made_here(changes: Iterable[ResourceChange], recorded_ids: frozenset[str]) -> list[str]:
+    """A warning for each live resource a change would delete that the outputs do not record: a manifest
+    without a scope may share a name with another team's resource, and would replace it."""
+    return [
+        f"{change.ref} exists live and was not made from this outputs file: is it another team's? "
+        "set scope or renamedFrom"
+        for change in changes
+        if change.live_id is not None and "delete" in change.action.steps and change.live_id not in recorded_ids
+    ]
+
+
+def _recorded_ids(outputs: Mapping[str, Any]) -> frozenset[str]:
+    """The live id of every resource the outputs document records, of whatever kind."""
+    sections = (section for section in outputs.values() if isinstance(section, Mapping))
+    entries = (entry for section in sections for entry in section.values() if isinstance(entry, Mapping))
+    return frozenset(entry["id"] for entry in entries if isinstance(entry.get("id"), str))
 
 
 def _requested(

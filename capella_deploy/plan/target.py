@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 
 from capella_deploy.errors import ConfigError
 from capella_deploy.kinds import REGISTRY
-from capella_deploy.kinds.base import Address, Kind
+from capella_deploy.kinds.base import Address, Kind, PlanContext
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan
+
+_NO_TIME = datetime.fromtimestamp(0, tz=timezone.utc)
 
 
 def check_targets(addresses: Sequence[str], manifest: Manifest, plan: Plan) -> tuple[str, ...]:
@@ -64,8 +67,11 @@ def restrict(plan: Plan, manifest: Manifest, targets: Sequence[str], *, destroy:
 
 def _closure(manifest: Manifest, targets: Iterable[str], *, destroy: bool) -> set[str]:
     needs: dict[str, set[str]] = {}
+    # What an entry refers to follows from the manifest alone: no live state, no time.
+    names = {kind.kind: frozenset(spec.name for spec in kind.specs(manifest)) for kind in REGISTRY}
+    ctx = PlanContext(manifest, _NO_TIME, declared=names)
     uses = [
-        (str(Address(kind.kind, spec.name)), {str(a) for a in kind.refers_to(spec, manifest)})
+        (str(Address(kind.kind, spec.name)), {str(a) for a in kind.refers_to(spec, ctx)})
         for kind in REGISTRY
         for spec in kind.specs(manifest)
     ]

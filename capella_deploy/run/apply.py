@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from capella_deploy.apply.applier import Applier, ApplyOptions, ApplyResult
 from capella_deploy.checks import CheckReport
@@ -24,7 +24,7 @@ from capella_deploy.manifest.credentials import CredentialFinding, check_credent
 from capella_deploy.manifest.offered import CatalogCheck
 from capella_deploy.outputs import Outputs, format_for
 from capella_deploy.outputs.sinks import Entries, Sink, sink_for
-from capella_deploy.plan import OrgSource, Plan, Where, planfile
+from capella_deploy.plan import OrgSource, Plan, Where, planfile, planner
 from capella_deploy.plan.planfile import SavedPlan
 from capella_deploy.run.lock import LockRequest, org_lock, unlock_command
 from capella_deploy.run.planning import credential_errors, make_plan, session_now
@@ -169,11 +169,9 @@ async def _apply_locked(
     # the credential versions they record whether a credentials roll is due.
     path = Path(request.outputs_target) if request.outputs_target and sink is None else None
     store = outputs_store(manifest, session.org_id, path, request.output_format)
-    held = store.held_key_ids()
-    versions = store.credential_versions()
+    held, recorded = store.held_key_ids(), store.recorded()
     if saved is not None:
-        live = await read_live(session.client, session.org_id, now=session_now(session))
-        planfile.check_fresh(saved, live.fingerprint(held, versions))
+        planfile.check_fresh(saved, await _plan_again(session, saved, held, recorded))
         plan = saved.plan
     else:
         plan = await make_plan(
@@ -185,7 +183,7 @@ async def _apply_locked(
             catalog=request.catalog,
             credentials=request.credentials,
             held_tokens=held,
-            credential_versions=versions,
+            outputs=recorded,
         )
     hooks.plan_ready(plan)
     if request.checksum is not None and request.checksum != plan.checksum():
@@ -227,6 +225,26 @@ async def _apply_locked(
         result = await applier.run()
     hooks.applied(result, store.path)
     return await _after_apply(session, manifest, store, request, hooks, sink, result=result)
+
+
+async def _plan_again(
+    session: Session, saved: SavedPlan, held: frozenset[str], recorded: Mapping[str, Any] | None
+) -> Plan:
+    """The saved plan's manifest planned against the organization now, as the saved plan was: whether the
+    saved plan is still fresh, and if not, what changed."""
+    manifest = saved.manifest
+    now = session_now(session)
+    live = await read_live(session.client, session.org_id, now=now)
+    requested = frozenset(str(c.ref) for c in saved.plan.changes if c.cause == "replace_by_request")
+    return planner.plan(
+        manifest,
+        live,
+        now=now,
+        manifest_digest=saved.plan.manifest_digest,
+        force_replace=requested,
+        held_tokens=held,
+        outputs=recorded,
+    )
 
 
 # How often, in wall seconds, the reminder task looks at the session's clock.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from capella_deploy.manifest import Manifest
@@ -29,11 +29,11 @@ async def make_plan(
     catalog: CatalogCheck | None = None,
     credentials: Sequence[CredentialFinding] = (),
     held_tokens: frozenset[str] = frozenset(),
-    credential_versions: Mapping[str, int] | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Plan:
     """The plan, saying where it was made; with ``targets`` (--target), narrowed to them and what they need.
-    ``held_tokens``: the live key ids whose token the outputs hold; ``credential_versions``: the credentials
-    version the outputs record by live id."""
+    ``held_tokens``: the live key ids whose token the outputs hold; ``outputs``: the outputs document (None: no
+    file), for the plan's changes to outputs."""
     from capella_deploy.live import read_live
     from capella_deploy.plan.planfile import manifest_digest
     from capella_deploy.plan.planner import plan as make_plan
@@ -52,10 +52,11 @@ async def make_plan(
             manifest_digest=manifest_digest(manifest),
             force_replace=frozenset(replace),
             held_tokens=held_tokens,
-            credential_versions=credential_versions,
+            outputs=outputs,
         )
     # The planner sees no API; where the plan was made is the session's to say.
-    whole = dataclasses.replace(whole, where=session.where(manifest.environment))
+    scope = manifest.scope.patterns if manifest.scope is not None else ()
+    whole = dataclasses.replace(whole, where=session.where(manifest.environment, scope))
     planned = (
         whole if not targets else restrict(whole, manifest, check_targets(targets, manifest, whole), destroy=destroy)
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,7 +66,7 @@ class Session:
     def api_url(self) -> str:
         return self.url if self.url is not None else f"the embedded sandbox ({self.sandbox_state})"
 
-    def where(self, environment: str | None = None) -> Where:
+    def where(self, environment: str | None = None, scope: Sequence[str] = ()) -> Where:
         return Where(
             organization_id=self.org_id,
             organization_name=self.org_name,
@@ -74,6 +74,7 @@ class Session:
             url=self.url,
             sandbox_state=str(self.sandbox_state) if self.sandbox_state is not None else None,
             environment=environment,
+            scope=tuple(scope),
         )
 
 

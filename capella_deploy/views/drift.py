@@ -86,7 +86,8 @@ def _sections(report: DriftReport, *, bullets: tuple[str, str], code: Callable[[
         for item in report.drifted:
             lines.append(f"{bullet}{code(item.address)}: apply would {item.action.value} it ({item.reason})")
             for attr in item.attributes:
-                lines.append(f"{sub}{code(attr.path)}: live {display(attr.before)}, manifest {display(attr.after)}")
+                declared = f"unset (API default {display(attr.after)})" if attr.to_default else display(attr.after)
+                lines.append(f"{sub}{code(attr.path)}: live {display(attr.before)}, manifest {declared}")
     if report.missing:
         lines += ["", "Missing (declared, not live; apply would create):"]
         lines += [f"{bullet}{code(item.address)}" for item in report.missing]

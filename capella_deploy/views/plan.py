@@ -10,7 +10,7 @@ import click
 
 from capella_deploy import __version__
 from capella_deploy.kinds import kind_of
-from capella_deploy.kinds.base import Action, AttributeChange, ResourceChange
+from capella_deploy.kinds.base import Action, AttributeChange, OutputChange, ResourceChange
 from capella_deploy.plan import Plan, display
 from capella_deploy.views.target import target_line, target_markdown
 
@@ -51,8 +51,14 @@ def render_plan(plan: Plan) -> str:
         for change in pending:
             lines.extend(_render_change(change))
             lines.append("")
+    elif plan.output_changes:
+        lines.append(f"No changes to resources. {whole} matches the manifest, but the outputs do not.")
+        lines.append("")
     else:
         lines.append(f"No changes. {whole} matches the manifest.")
+        lines.append("")
+    if plan.output_changes:
+        lines.extend(_render_outputs(plan))
         lines.append("")
     if plan.unmanaged:
         lines.append("Unmanaged (live but not in the manifest; left alone):")
@@ -65,7 +71,41 @@ def render_plan(plan: Plan) -> str:
         lines.append(click.style("Error: ", fg="red", bold=True) + error)
     if pending:
         lines.append(summary_line(plan))
+    elif plan.output_changes:
+        lines.append(
+            click.style("Plan: ", bold=True) + f"{len(plan.output_changes)} output value(s) to change; "
+            "apply rewrites the outputs file and changes nothing in the organization."
+        )
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _render_outputs(plan: Plan) -> list[str]:
+    lines = ["Changes to outputs (what applications read from the outputs file):"]
+    shown: ResourceChange | None = None
+    for change, output in plan.output_changes:
+        if change is not shown:
+            lines.append(f"  {change.ref}:")
+            shown = change
+        symbol, colour = _output_symbol(output)
+        lines.append(f"    {click.style(symbol, fg=colour)} {output.path} = {_output_value(output)}")
+    return lines
+
+
+def _output_symbol(output: OutputChange) -> tuple[str, str]:
+    if output.before is None:
+        return "+", "green"
+    if output.after is None and not output.known_after_apply:
+        return "-", "red"
+    return "~", "yellow"
+
+
+def _output_value(output: OutputChange) -> str:
+    after = KNOWN_AFTER_APPLY if output.known_after_apply else display(output.after)
+    if output.before is None:
+        return after
+    if output.after is None and not output.known_after_apply:
+        return display(output.before)
+    return f"{display(output.before)} -> {after}"
 
 
 def summary_line(plan: Plan) -> str:
@@ -93,22 +133,27 @@ def _render_change(change: ResourceChange) -> list[str]:
 
 def _change_line(change: AttributeChange) -> str:
     note = click.style("  # forces replacement", fg="red") if change.forces_replace else ""
-    return _line("~", "yellow", change.path, change.before, change.after) + note
+    mark = click.style("~", fg="yellow")
+    return f"      {mark} {change.path} = {display(change.before)} -> {declared(change)}{note}"
+
+
+def declared(change: AttributeChange) -> str:
+    """The value a change makes, as shown: ``(default: [])`` when it resets what the manifest leaves unset."""
+    return f"(default: {display(change.after)})" if change.to_default else display(change.after)
 
 
 def _line(symbol: str, colour: str, key: str, before: Any, after: Any) -> str:
     mark = click.style(symbol, fg=colour)
     if symbol == "+":
         return f"      {mark} {key} = {display(after)}"
-    if symbol == "-":
-        return f"      {mark} {key} = {display(before)}"
-    return f"      {mark} {key} = {display(before)} -> {display(after)}"
+    return f"      {mark} {key} = {display(before)}"
 
 
 # -- JSON ------------------------------------------------------------------------------------------
 
-JSON_FORMAT_VERSION = "2.1"
+JSON_FORMAT_VERSION = "3.0"
 SENSITIVE = "(sensitive value)"
+KNOWN_AFTER_APPLY = "(known after apply)"
 
 
 def _with_sensitive_markers(change: ResourceChange) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -168,6 +213,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "summary": plan.counts(),
         "resource_changes": resource_changes,
         "resource_drift": drift,
+        "output_changes": [{"address": str(change.ref), **output.to_dict()} for change, output in plan.output_changes],
         "unmanaged": [u.to_dict() for u in plan.unmanaged],
         "errors": list(plan.errors),
         "warnings": list(plan.warnings),
@@ -213,7 +259,15 @@ def render_markdown(plan: Plan) -> str:
     ]
     if plan.where is not None:
         lines += [target_markdown(plan.where), ""]
-    lines.append(summary + "." if summary else "**No changes.** The organization matches the manifest.")
+    if summary:
+        lines.append(summary + ".")
+    elif plan.output_changes:
+        lines.append(
+            f"**No changes to resources**, but **{len(plan.output_changes)}** output value(s) change: apply "
+            "rewrites the outputs file."
+        )
+    else:
+        lines.append("**No changes.** The organization matches the manifest.")
     lines.append("")
     if plan.errors:
         lines.append("> [!CAUTION]")
@@ -232,6 +286,15 @@ def render_markdown(plan: Plan) -> str:
         for change in plan.pending:
             lines.extend(_diff_lines(change))
         lines += ["```", "", "</details>", ""]
+    if plan.output_changes:
+        lines += ["#### Changes to outputs", "", "| resource | value | before | after |", "|---|---|---|---|"]
+        for change, output in plan.output_changes:
+            before = "(none)" if output.before is None else f"`{md_cell(display(output.before))}`"
+            after = KNOWN_AFTER_APPLY if output.known_after_apply else f"`{md_cell(display(output.after))}`"
+            if output.after is None and not output.known_after_apply:
+                after = "(removed)"
+            lines.append(f"| `{change.ref}` | `{output.path}` | {before} | {after} |")
+        lines.append("")
     if plan.unmanaged:
         names = ", ".join(f"`{u.kind.value}.{u.name}`" for u in plan.unmanaged)
         lines += [f"Unmanaged (left alone): {names}", ""]
@@ -248,7 +311,7 @@ def _diff_lines(change: ResourceChange) -> list[str]:
     elif change.action is Action.DELETE:
         out += [f"- {k} = {display(v)}" for k, v in sorted((change.before or {}).items())]
     for c in change.attribute_changes:
-        out += [f"- {c.path} = {display(c.before)}", f"+ {c.path} = {display(c.after)}"]
+        out += [f"- {c.path} = {display(c.before)}", f"+ {c.path} = {declared(c)}"]
     return out
 
 

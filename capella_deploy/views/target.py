@@ -12,7 +12,7 @@ _MARKUP = re.compile(r"([\\`*_\[\]<>|~#])")
 
 def target_line(where: Where) -> str:
     """``Target: https://cloudapi.cloud.couchbase.com, organization "Acme Prod" (6af0..., from CAPELLA_ORG_ID),
-    environment production``."""
+    environment production, scope team-a-*``."""
     return f"Target: {where.describe()}"
 
 
@@ -24,7 +24,9 @@ def target_markdown(where: Where) -> str:
         name, unnamed = "", "no name given, "
     source = where.organization_id_source.phrase
     environment = f", environment {code(where.environment)}" if where.environment else ""
-    return f"Target: {place}, organization {name}({code(where.organization_id)}, {unnamed}{source}){environment}"
+    scope = f", scope {', '.join(code(pattern) for pattern in where.scope)}" if where.scope else ""
+    organization = f"organization {name}({code(where.organization_id)}, {unnamed}{source})"
+    return f"Target: {place}, {organization}{environment}{scope}"
 
 
 def escape(text: str) -> str:

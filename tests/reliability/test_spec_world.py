@@ -161,7 +161,7 @@ def test_the_embedding_model_is_healthy_before_the_model_that_caches_with_it(tmp
     chat = next(c for c in report.plan.changes if c.name == "chat")
     assert [str(a) for a in chat.depends_on] == ["model.embed"]
     assert chat.after is not None
-    assert chat.after["caching"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
+    assert chat.after["cache"]["semantic"]["embeddingModel"] == "(known after apply: id of model.embed)"
     creates = [i for i, e in enumerate(world.requests.entries) if e == f"POST {MODELS} -> 202"]
     assert len(creates) == 2
     models = {name: (model_id, status) for name, model_id, status in live_models(world.sandbox)}
