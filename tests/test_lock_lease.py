@@ -291,6 +291,25 @@ def test_a_lock_lost_to_force_unlock_stops_the_run_and_leaves_nothing(clock: Gat
     asyncio.run(scenario())
 
 
+def test_a_lock_lost_to_force_unlock_is_noticed_even_when_the_renewals_answer_is_lost(
+    clock: GatedClock, sandbox: Sandbox
+) -> None:
+    async def scenario() -> None:
+        async with client_of(sandbox) as client:
+            with pytest.raises(LockLost, match=r"^stopped: the lock was removed while this run held it"):
+                async with org_lock(client, sandbox.org_id, request(), clock=clock) as lock:
+                    await keeper_waits(clock)
+                    await force_unlock(client, sandbox.org_id, lock.id)
+                    # The renewal's key is made, but its answer never comes back: a key of this lock is listed
+                    # again, and it is not one that outlived the force-unlock.
+                    sandbox.faults = Faults(routes=[RouteFault(match="POST /v4/**", drop_after=1.0)])
+                    await clock.advance(LEASE_SECONDS / 3)
+                    await settle(lambda: False)
+            assert lease_keys(sandbox) == [], "the renewal's own key was withdrawn too"
+
+    asyncio.run(scenario())
+
+
 def test_a_block_that_fails_on_its_own_gives_the_lock_back_and_keeps_its_error(
     clock: GatedClock, sandbox: Sandbox
 ) -> None:
