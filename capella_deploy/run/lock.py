@@ -214,7 +214,7 @@ class OrgLock:
             now = self._clock.now()
             if now >= deadline and not (not blocking and ties < _TIE_ATTEMPTS):
                 raise LockHeld(self._held_message(blocking))
-            if blocking and not told and now < deadline:
+            if blocking and not told:  # before the deadline: past it, a blocked run was refused above
                 told = True
                 self._notify(
                     f"Organization {self.org_id} is locked: {blocking[0].describe()}. "
