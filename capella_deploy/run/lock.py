@@ -214,7 +214,7 @@ class OrgLock:
             now = self._clock.now()
             if now >= deadline and not (not blocking and ties < _TIE_ATTEMPTS):
                 raise LockHeld(self._held_message(blocking))
-            if blocking and not told and now < deadline:
+            if blocking and not told:  # before the deadline: past it, a blocked run was refused above
                 told = True
                 self._notify(
                     f"Organization {self.org_id} is locked: {blocking[0].describe()}. "
@@ -289,10 +289,17 @@ class OrgLock:
         if self._clock.now() >= self._expires:
             raise LockLost("the lock's lease ran out before it could be renewed; another run may have taken it")
         before = len(self._keys)
+        earlier = set(self._keys)
         await self._add_lease()
         renewal = self._keys[before:]
         leases = await list_leases(self._client, self.org_id)
-        if not any(lease.lock_id == self.id and lease.key_id not in renewal for lease in leases):
+        # A key made before this renewal must still be listed. The renewal's own key proves nothing, and when its
+        # answer was lost its id is unknown: it is told apart by the later end of lease it states.
+        if not any(
+            lease.lock_id == self.id
+            and (lease.key_id in earlier or (lease.terms is not None and lease.terms.expires < self._terms.expires))
+            for lease in leases
+        ):
             await self._drop_keys(leases)
             raise LockLost("the lock was removed while this run held it (force-unlock?)")
         ahead, _ = self._ahead_of_us(leases)
