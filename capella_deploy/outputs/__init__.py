@@ -299,8 +299,8 @@ def render_dotenv(doc: Mapping[str, Any]) -> str:
 
 def parse_dotenv(text: str) -> dict[str, Any]:
     doc = _empty(None)
-    entry: dict[str, Any] | None = None
-    section: Section | None = None
+    section: Section | None = None  # set together with entry, by a group's heading
+    entry: dict[str, Any] = {}
     for line in text.splitlines():
         heading = line.split(" ", 2)
         if len(heading) == 3 and heading[0] == "#" and heading[1] in _SECTION:
@@ -313,7 +313,7 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         value = shlex.split(raw)[0] if raw else ""
         if var == "CAPELLA_ORG_ID":
             doc["organizationId"] = value or None
-        elif entry is not None and section is not None:
+        elif section is not None:
             for field, suffix in section.fields:
                 if var.endswith("_" + suffix):
                     entry[field] = json.loads(value) if field in section.json_fields else value
@@ -352,7 +352,7 @@ def _read(path: Path) -> dict[str, Any]:
         elif text.startswith(DOTENV_HEADER):
             doc = parse_dotenv(text)
         else:
-            raise ValueError("neither JSON nor capella-deploy dotenv")
+            raise ValueError  # neither JSON nor capella-deploy dotenv; the message names the exception's type
     except (OSError, ValueError) as exc:
         raise OutputsError(
             f"{path}: cannot read the outputs file ({type(exc).__name__}); "
@@ -426,7 +426,7 @@ def _key_entries(text: str) -> dict[str, dict[str, Any]]:
             doc = json.loads(text)
             entries = doc["apiKeys"] if isinstance(doc, dict) and isinstance(doc.get("apiKeys"), dict) else {}
         except ValueError:
-            section = text.split('\n  "models": {', 1)[0]  # the top-level section after apiKeys
+            section = text.split('\n  "models": {')[0]  # the top-level section after apiKeys
             for match in _JSON_KEY_ENTRY.finditer(section):
                 with contextlib.suppress(ValueError):
                     fields = {json.loads(f'"{k}"'): json.loads(f'"{v}"') for k, v in _JSON_FIELD.findall(match["body"])}
