@@ -208,16 +208,6 @@ def test_one_key_under_two_names_in_a_leftover_is_taken_in_once(tmp_path: Path) 
     assert Outputs(path).api_keys == {"app": entry}
 
 
-def test_a_complete_dotenv_leftover_gives_up_every_token_the_last_lines_too(tmp_path: Path) -> None:
-    path = tmp_path / "outputs.env"
-    Outputs(path, "dotenv").record_model("chat", id="m-1")
-    doc = {"models": {}, "apiKeys": {"a": {"id": "k-a", "token": "tok-a"}, "b": {"id": "k-b", "token": "tok-b"}}}
-    leftover = killed_between_fsync_and_rename(path, doc, "dotenv")
-    assert leftover.read_text().endswith("CAPELLA_KEY_B_TOKEN='tok-b'\n")
-    store = Outputs(path, "dotenv")
-    assert store.token("a") == Secret("tok-a") and store.token("b") == Secret("tok-b")
-
-
 def test_a_dotenv_leftover_cut_in_the_line_after_a_token_keeps_that_token(tmp_path: Path) -> None:
     path = tmp_path / "outputs.env"
     doc = {"models": {}, "apiKeys": {"a": {"id": "k-a", "token": "tok-a"}, "b": {"id": "k-b", "token": "tok-b"}}}
@@ -284,6 +274,19 @@ def test_text_is_written_as_utf_8(tmp_path: Path) -> None:
     assert path.read_bytes() == "région ✓\n".encode()
 
 
+def run_python(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new interpreter that imports the same package as this test."""
+    root = Path(capella_deploy.__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 KILLED_WRITER = """
 import resource, signal, sys
 from pathlib import Path
@@ -303,14 +306,7 @@ def test_a_writer_killed_mid_write_leaves_its_token_beside_the_outputs_for_the_n
     path = tmp_path / "outputs.json"
     Outputs(path).record_model("chat", id="m-1", connectionString="https://chat.example.com/" + "x" * 2000)
     before = path.read_text()
-    root = Path(capella_deploy.__file__).resolve().parents[1]  # the package this test imported
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(path)],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        check=False,
-    )
+    killed = run_python(KILLED_WRITER, str(path))
     assert killed.returncode == -signal.SIGXFSZ, killed.stderr
     assert path.read_text() == before, "the outputs file is never partly written"
     [leftover] = [p for p in tmp_path.iterdir() if p != path]
@@ -323,3 +319,30 @@ def test_a_writer_killed_mid_write_leaves_its_token_beside_the_outputs_for_the_n
     store.save()
     assert [p.name for p in tmp_path.iterdir()] == ["outputs.json"]
     assert Outputs(path).token("app") == Secret("tok-1") and Outputs(path).models["chat"]["id"] == "m-1"
+
+
+ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # the locale's encoding is ASCII
+URL = "https://chat.exämple.com/v1"
+LOCALE_WRITER = r"""
+import sys
+from pathlib import Path
+from capella_deploy.outputs import Outputs
+
+store = Outputs(Path(sys.argv[1]), "dotenv")
+print(store.token("app").reveal(), store.models["chat"]["connectionString"].encode("unicode-escape").decode())
+store.record_model("embed", id="m-2", connectionString="https://embed.ex\u00e4mple.com/v1")
+"""
+
+
+def test_outputs_are_read_and_written_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.env"
+    Outputs(path, "dotenv").record_model("chat", id="m-1", connectionString=URL)
+    doc = {"models": {"chat": {"id": "m-1", "connectionString": URL}}, "apiKeys": {}}
+    doc["apiKeys"]["app"] = {"id": "k-1", "token": "tok-1"}
+    killed_between_fsync_and_rename(path, doc, "dotenv")
+    ran = run_python(LOCALE_WRITER, str(path), **ASCII_LOCALE)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["tok-1", URL.encode("unicode-escape").decode()]
+    saved = path.read_bytes().decode("utf-8")
+    assert "CAPELLA_MODEL_EMBED_URL='https://embed.exämple.com/v1'\n" in saved
+    assert "CAPELLA_KEY_APP_TOKEN='tok-1'\n" in saved

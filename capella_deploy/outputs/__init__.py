@@ -346,7 +346,7 @@ def format_for(path: Path, explicit: str | None, default: OutputFormat = "json")
 def _read(path: Path) -> dict[str, Any]:
     """Read an outputs file in whichever format it is in, so a change of format converts it, never empties it."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # as atomic_write wrote it, whatever the locale
         if text.lstrip().startswith("{"):
             doc = json.loads(text)
         elif text.startswith(DOTENV_HEADER):
