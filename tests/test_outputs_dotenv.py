@@ -87,11 +87,12 @@ def test_lines_a_person_added_are_ignored_when_the_file_is_read_back(tmp_path: P
     path = tmp_path / "outputs.env"
     write(path)
     text = path.read_text()
-    edited = text.replace("CAPELLA_ORG_ID=", "# a note = with an equals sign\nUNRELATED=x\nCAPELLA_ORG_ID=")
+    note = "# a note = with an equals sign\n#  models below are managed by capella-deploy\nUNRELATED=x\n"
+    edited = text.replace("CAPELLA_ORG_ID=", note + "CAPELLA_ORG_ID=")
     path.write_text(edited + "# trailing remark=1\n")
     again = Outputs(path, "dotenv")
     assert again.token("app_key-1") == Secret(TOKEN)
-    assert again.models["chat-prod.v2"]["connectionString"] == URL
+    assert again.models["chat-prod.v2"]["connectionString"] == URL and list(again.models) == ["chat-prod.v2"]
     assert again.document()["organizationId"] == "org-1"
 
 

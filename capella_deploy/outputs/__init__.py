@@ -299,13 +299,12 @@ def render_dotenv(doc: Mapping[str, Any]) -> str:
 
 def parse_dotenv(text: str) -> dict[str, Any]:
     doc = _empty(None)
-    section: Section | None = None  # set together with entry, by a group's heading
-    entry: dict[str, Any] = {}
+    group: tuple[Section, dict[str, Any]] | None = None  # the section and entry the last heading named
     for line in text.splitlines():
         heading = line.split(" ", 2)
         if len(heading) == 3 and heading[0] == "#" and heading[1] in _SECTION:
             section = _SECTION[heading[1]]
-            entry = doc.setdefault(section.key, {}).setdefault(heading[2], {})
+            group = section, doc.setdefault(section.key, {}).setdefault(heading[2], {})
             continue
         var, sep, raw = line.partition("=")
         if not sep or line.startswith("#"):
@@ -313,7 +312,8 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         value = shlex.split(raw)[0] if raw else ""
         if var == "CAPELLA_ORG_ID":
             doc["organizationId"] = value or None
-        elif section is not None:
+        elif group is not None:
+            section, entry = group
             for field, suffix in section.fields:
                 if var.endswith("_" + suffix):
                     entry[field] = json.loads(value) if field in section.json_fields else value
@@ -444,7 +444,7 @@ def _key_entries(text: str) -> dict[str, dict[str, Any]]:
 
 def _complete_lines(text: str) -> str:
     """Drop a last line cut short: its value may be a token's first half."""
-    return text if text.endswith("\n") else text.rsplit("\n", 1)[0]
+    return text.rsplit("\n", 1)[0]  # after a last newline, that is only the empty string
 
 
 def atomic_write(path: Path, text: str) -> None:
