@@ -340,6 +340,8 @@ def test_outputs_are_read_and_written_as_utf_8_whatever_the_locale(tmp_path: Pat
     doc = {"models": {"chat": {"id": "m-1", "connectionString": URL}}, "apiKeys": {}}
     doc["apiKeys"]["app"] = {"id": "k-1", "token": "tok-1"}
     killed_between_fsync_and_rename(path, doc, "dotenv")
+    here = Outputs(path, "dotenv")  # this process's locale reads it as the one below must
+    assert here.token("app") == Secret("tok-1") and here.models["chat"]["connectionString"] == URL
     ran = run_python(LOCALE_WRITER, str(path), **ASCII_LOCALE)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["tok-1", URL.encode("unicode-escape").decode()]
