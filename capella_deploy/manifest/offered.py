@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from capella_deploy.catalog import Catalog
-from capella_deploy.manifest import LoadedManifest, Loc, Manifest, _show
+from capella_deploy.manifest.fields import Loc, show
+from capella_deploy.manifest.load import LoadedManifest
+from capella_deploy.manifest.spec import Manifest
 
 _CLOSE = 0.75
 # Longer text is no near miss of a catalog name, and comparing it would cost time for nothing.
@@ -98,7 +100,7 @@ def _not_offered(what: str, value: str | int, offered: Iterable[str | int]) -> s
         return f"{what} {value} is not offered; offered: {', '.join(choices)}"
     close = _closest(value, choices) if len(value) <= _LONGEST_GUESSED else []
     guess = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"{what} {_show(value)} is not offered{guess}; offered: {', '.join(choices)}"
+    return f"{what} {show(value)} is not offered{guess}; offered: {', '.join(choices)}"
 
 
 def _closest(value: str, choices: list[str]) -> list[str]:
