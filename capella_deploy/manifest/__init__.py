@@ -10,7 +10,7 @@ writes the JSON Schema editors use (``python -m capella_deploy.manifest --write-
 Other packages import the manifest from here.
 """
 
-from capella_deploy.manifest.fields import NAME_PATTERN, PROVIDER_CREDENTIALS, UUID_PATTERN
+from capella_deploy.manifest.fields import NAME_PATTERN, PROVIDER_CREDENTIALS, UUID_PATTERN, admits
 from capella_deploy.manifest.load import LoadedManifest, ManifestError, load_manifest, read_manifest
 from capella_deploy.manifest.schema import main, manifest_json_schema, schema_text
 from capella_deploy.manifest.spec import (
@@ -24,6 +24,7 @@ from capella_deploy.manifest.spec import (
     ProviderSpec,
     Routing,
     Scope,
+    effective_region,
 )
 from capella_deploy.manifest.yamlsource import ManifestIssue
 
@@ -44,6 +45,8 @@ __all__ = [
     "ProviderSpec",
     "Routing",
     "Scope",
+    "admits",
+    "effective_region",
     "load_manifest",
     "main",
     "manifest_json_schema",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -116,3 +116,9 @@ def show(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return str(value)
+
+
+def admits(allowed_models: Sequence[str], model: str) -> bool:
+    """Whether a key whose allowedModels is this list may call the model: "*" admits every model. The key's
+    region must match the model's too (``spec.effective_region``)."""
+    return "*" in allowed_models or model in allowed_models

@@ -21,6 +21,7 @@ from capella_deploy.manifest.fields import (
     SCOPE_PATTERN,
     UUID_PATTERN,
     Loc,
+    admits,
     int_from_text,
 )
 from capella_deploy.manifest.patterns import example_outside, matches_some_name
@@ -345,7 +346,7 @@ def _model_problems(
 
 def _key_admits(key: Mapping[str, Any], model: str, region: str | None, default_region: str | None) -> bool:
     allowed = key.get("allowedModels", ["*"])
-    listed = isinstance(allowed, (list, tuple)) and ("*" in allowed or model in allowed)
+    listed = isinstance(allowed, (list, tuple)) and admits(allowed, model)
     return listed and _effective_region(key.get("region"), default_region) == region
 
 

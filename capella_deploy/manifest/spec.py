@@ -491,3 +491,8 @@ class Manifest(_Spec):
         if problems:
             raise ValueError("; ".join(f"{format_loc(loc)}: {message}" for loc, message in problems))
         return self
+
+
+def effective_region(entry: ModelSpec | ApiKeySpec, defaults: Defaults) -> str | None:
+    """The region a model deploys to or a key works in: its own, else the manifest's default."""
+    return entry.region or defaults.region
