@@ -26,7 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from capella_deploy.kinds.model import header_profile
-from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec
+from capella_deploy.manifest import ApiKeySpec, CheckSpec, Manifest, ModelSpec, admits, effective_region
 from capella_deploy.net import plain_http_problem
 from capella_deploy.secrets import MASK, Secret
 
@@ -155,7 +155,7 @@ def _key_token(spec: CheckSpec, model: ModelSpec, manifest: Manifest, outputs: M
     if spec.apiKey is not None:
         candidates = [spec.apiKey]
     else:
-        region = model.region or manifest.defaults.region
+        region = effective_region(model, manifest.defaults)
         candidates = [key.name for key in manifest.apiKeys if _admits(key, model.name, region, manifest)]
     for name in candidates:
         entry = keys.get(name)
@@ -170,8 +170,7 @@ def _key_token(spec: CheckSpec, model: ModelSpec, manifest: Manifest, outputs: M
 
 
 def _admits(key: ApiKeySpec, model: str, region: str | None, manifest: Manifest) -> bool:
-    in_region = (key.region or manifest.defaults.region) == region
-    return in_region and ("*" in key.allowedModels or model in key.allowedModels)
+    return effective_region(key, manifest.defaults) == region and admits(key.allowedModels, model)
 
 
 def _section(outputs: Mapping[str, Any], name: str) -> Mapping[str, Any]:

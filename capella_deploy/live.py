@@ -90,15 +90,15 @@ class LiveState:
                     looked_at = kind.fingerprint(resource, held_tokens)
                     if resource.id in versions:
                         looked_at = {**looked_at, "credentialsVersion": versions[resource.id]}
-                    text = json.dumps(looked_at, sort_keys=True, default=str)
+                    text = json.dumps(looked_at, sort_keys=True)
                     address = f"{Address(kind.kind, resource.name)}[{resource.id}]"
                     found[address] = hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
         return found
 
-    def fingerprint(self, held_tokens: frozenset[str] = frozenset(), digests: Mapping[str, str] | None = None) -> str:
+    def fingerprint(self, digests: Mapping[str, str] | None = None) -> str:
         """A digest of everything the planner looks at; a saved plan is stale when this changes. ``digests``:
-        this state's ``digests(held_tokens)``, when they are at hand already."""
-        doc = {"org": self.org_id, "resources": self.digests(held_tokens) if digests is None else dict(digests)}
+        this state's ``digests(...)`` as the plan took them (default: with no tokens held, no versions recorded)."""
+        doc = {"org": self.org_id, "resources": self.digests() if digests is None else dict(digests)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

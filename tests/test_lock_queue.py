@@ -313,14 +313,19 @@ def test_a_lease_held_by_a_process_of_this_machine_that_ended_binds_no_one(
 
 
 @pytest.fixture
-def live_process() -> Iterator[int]:
-    """The id of a process of this machine that runs for the length of the test."""
+def live_child() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of this machine that runs for the length of the test."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        yield child.pid
+        yield child
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.fixture
+def live_process(live_child: subprocess.Popen[bytes]) -> int:
+    return live_child.pid
 
 
 @pytest.mark.parametrize(
@@ -348,18 +353,39 @@ def test_a_lease_binds_unless_its_holder_is_known_to_have_ended(
 
 
 def test_looking_whether_a_holder_lives_never_disturbs_it(
-    live_process: int, clock: ScriptedClock, sandbox: Sandbox
+    live_child: subprocess.Popen[bytes], clock: ScriptedClock, sandbox: Sandbox
 ) -> None:
     async def scenario() -> None:
         async with client_of(sandbox) as client:
-            terms = other_run(expires=START + LEASE_SECONDS, pid=live_process, node=node_id())
+            terms = other_run(expires=START + LEASE_SECONDS, pid=live_child.pid, node=node_id())
             await client.create_api_key(sandbox.org_id, lease_body(terms))
             for _ in range(3):
                 with pytest.raises(LockHeld):
                     await OrgLock(client, sandbox.org_id, request(), clock=clock).acquire()
 
     asyncio.run(scenario())
-    os.kill(live_process, 0)  # still there
+    # A signal would end the child (it handles none); a zombie still answers kill(pid, 0), so ask its parent.
+    assert live_child.poll() is None, f"the holder was signalled: exit status {live_child.returncode}"
+
+
+# What another user's process looks like from here: it exists, but this user may not signal it.
+# Process 1 always runs and belongs to root: unprivileged, a look at it is refused, which proves it exists.
+# Root may signal anyone, so a root run gives its rights up (to "nobody") once the code is loaded.
+_AS_ANOTHER_USER = """
+import os
+from datetime import datetime, timezone
+from capella_deploy.lease import LeaseTerms
+from capella_deploy.run.lock import Lease, node_id
+terms = LeaseTerms("other-run", datetime.now(timezone.utc), "apply", "root@here", pid=1, node=node_id())
+if os.geteuid() == 0:
+    os.setuid(65534)
+print(Lease("k-1", None, terms).holder_died())
+"""
+
+
+def test_a_holder_this_user_may_not_signal_is_taken_to_be_alive() -> None:
+    looked = subprocess.run([sys.executable, "-c", _AS_ANOTHER_USER], capture_output=True, text=True, check=True)
+    assert looked.stdout.strip() == "False"
 
 
 # -- two runs asking at once ------------------------------------------------------------------------------------

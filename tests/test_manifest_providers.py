@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from capella_deploy.cli import main
 from capella_deploy.manifest import ManifestError, load_manifest, manifest_json_schema
+from capella_deploy.manifest.fields import CREDENTIAL_FIELDS
+from capella_deploy.manifest.spec import ProviderCredentials
 
 HEAD = "apiVersion: capella-deploy/v1\nproviders:\n"
 SECRET = "sk-proj-LiteralSecret-4b1e9f0c2d"
@@ -153,3 +155,8 @@ def test_validate_counts_providers(tmp_path: Path) -> None:
     path.write_text(HEAD + "  - {name: openai, type: openAI, credentials: {apiKey: {env: K}}}\n")
     result = CliRunner().invoke(main, ["validate", "-f", str(path)])
     assert result.exit_code == 0 and "The manifest is valid: 1 provider(s)." in result.stdout
+
+
+def test_the_credential_table_the_rules_read_names_exactly_the_fields_a_provider_takes() -> None:
+    # The cross-field rules read the table, the schema and the parser read the model: they must not drift apart.
+    assert set(ProviderCredentials.model_fields) == CREDENTIAL_FIELDS

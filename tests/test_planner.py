@@ -153,6 +153,27 @@ def test_forced_replacement() -> None:
     assert bad.errors
 
 
+def test_replace_reports_every_address_it_cannot_use_and_how_to_write_one() -> None:
+    live = LiveState("org", (live_model(),), (live_key(),))
+    asked = frozenset({"bogus", "model.nope", "apiKey.gone", "model.chat"})
+    result = plan(manifest(), live, now=NOW, force_replace=asked)
+    assert list(result.errors) == [
+        "apiKey.gone: --replace names nothing the manifest declares",
+        "--replace 'bogus' is not a resource address; write model.NAME, apiKey.NAME or provider.NAME",
+        "model.nope: --replace names nothing the manifest declares",
+    ]
+    assert actions(result)["model.chat"] is Action.REPLACE
+
+
+def test_plans_and_destroy_plans_carry_the_environment_and_the_digests_of_what_they_saw() -> None:
+    live = LiveState("org", (live_model(),), (live_key(),))
+    doc = manifest(environment="staging")
+    for made in (plan(doc, live, now=NOW), plan_destroy(doc, live)):
+        assert made.environment == "staging"
+        assert made.live_digests == live.digests()
+        assert made.live_fingerprint == live.fingerprint()
+
+
 def test_prevent_destroy_on_a_key_blocks_rotation_and_keeps_duplicates() -> None:
     doc = manifest(
         apiKeys=[

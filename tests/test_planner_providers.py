@@ -54,7 +54,7 @@ def recorded(versions: dict[str, int]) -> dict[str, Any]:
 
 
 def fingerprint(live: LiveState, versions: dict[str, int] | None = None) -> str:
-    return live.fingerprint(digests=live.digests(credential_versions=versions))
+    return live.fingerprint(live.digests(credential_versions=versions))
 
 
 def org(*live: LiveProvider) -> LiveState:

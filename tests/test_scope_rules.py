@@ -179,6 +179,26 @@ def test_a_key_renamed_with_other_changes_is_one_create_first_replacement() -> N
     assert [d.path for d in change.attribute_changes] == ["name", "allowedCIDRs"]
 
 
+def test_a_rename_with_both_names_live_is_refused_and_says_what_to_do() -> None:
+    both = LiveState("org", (live_model(), live_model(id="m-2", name="assistant")), (live_key(),))
+    result = plan(manifest(models=[renamed_chat()]), both, now=NOW)
+    assert result.errors == (
+        "model.assistant: renamedFrom: chat, but live resources of both names exist (models chat and assistant), "
+        "so the rename cannot be planned: delete the one not wanted, or remove renamedFrom to manage the one of "
+        "the new name as it is",
+    )
+
+
+def test_a_rename_from_a_name_nothing_live_has_creates_and_says_when_renamed_from_can_go() -> None:
+    result = plan(manifest(models=[renamed_chat()]), LiveState("org", (), (live_key(),)), now=NOW)
+    assert [(c.name, c.action) for c in result.pending] == [("assistant", Action.CREATE)]
+    assert result.errors == ()
+    assert (
+        "model.assistant: renamedFrom: chat names nothing live here, so it is created; renamedFrom can go once "
+        "every organization this manifest deploys to has the new name"
+    ) in result.warnings
+
+
 def test_destroy_takes_a_resource_not_yet_renamed_by_its_former_name() -> None:
     result = plan_destroy(manifest(models=[renamed_chat()]), LiveState("org", (live_model(),), (live_key(),)))
     assert sorted((c.kind.value, c.name, c.live_id) for c in result.changes) == [

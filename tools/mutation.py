@@ -178,6 +178,8 @@ def _configure(workdir: Path, path: str, tests: list[str]) -> None:
         # One process per mutant already; xdist inside it would only add workers the machine does not have.
         "pytest_add_cli_args": ["-p", "no:xdist", "-p", "no:cacheprovider"],
         "use_git_change_detection": False,
+        # Tests read examples, schemas and docs beside the code: the mutants' copy needs them too.
+        "also_copy": sorted(entry.name for entry in workdir.iterdir() if entry.name not in (package, "tests")),
     }
     lines = ["", "[tool.mutmut]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
     pyproject.write_text(text + "\n".join(lines) + "\n")

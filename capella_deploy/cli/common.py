@@ -84,18 +84,17 @@ def _check_environment(ctx: click.Context, param: click.Parameter, value: str | 
     return value
 
 
+def files_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """-f/--file, repeatable: manifest files overlaid in order."""
+    return click.option(
+        "-f", "--file", "files", multiple=True, required=required, type=click.Path(path_type=Path), help=help
+    )
+
+
 def manifest_options(func: F) -> F:
     """-f (required), --var, --var-file and --environment."""
     func = environment_option(func)
-    func = click.option(
-        "-f",
-        "--file",
-        "files",
-        multiple=True,
-        required=True,
-        type=click.Path(path_type=Path),
-        help="Manifest file; repeat to overlay files in order.",
-    )(func)
+    func = files_option("Manifest file; repeat to overlay files in order.", required=True)(func)
     return variable_options(func)
 
 

@@ -18,6 +18,7 @@ from capella_deploy.cli.common import (
     ExitCode,
     F,
     environment_option,
+    files_option,
     guarded,
     load_checked_manifest,
     load_manifest_files,
@@ -144,14 +145,7 @@ def main(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Manifest file; repeat to overlay files in order (checked together).",
-)
+@files_option("Manifest file; repeat to overlay files in order (checked together).")
 @variable_options
 @environment_option
 @guarded
@@ -373,7 +367,7 @@ def apply_options(func: F) -> F:
 
 @main.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path), help="Manifest file(s).")
+@files_option("Manifest file(s).")
 @variable_options
 @environment_option
 @target_options

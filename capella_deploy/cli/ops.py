@@ -17,6 +17,7 @@ import click
 
 from capella_deploy.cli.common import (
     ExitCode,
+    files_option,
     guarded,
     load_manifest_files,
     make_target,
@@ -155,14 +156,7 @@ def _ignore_rules(patterns: Sequence[str], ignore_file: Path | None) -> IgnoreRu
 
 @click.command(cls=Command)
 @target_options
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A manifest whose scope (and organizationId) to export: only what it owns. Repeat to overlay files.",
-)
+@files_option("A manifest whose scope (and organizationId) to export: only what it owns. Repeat to overlay files.")
 @variable_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
 @click.option("--match", metavar="PATTERN", help="Only resources whose name matches this fnmatch pattern.")

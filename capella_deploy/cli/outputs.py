@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from capella_deploy.cli.common import guarded, load_manifest_files, variable_options, warn
+from capella_deploy.cli.common import files_option, guarded, load_manifest_files, variable_options, warn
 from capella_deploy.cli.conventions import Command
 from capella_deploy.errors import ConfigError
 
@@ -41,14 +41,7 @@ def outputs_source_options(func: Any) -> Any:
         help=f"The outputs file (default: the manifest's outputs.path, else {DEFAULT_OUTPUTS}).",
     )(func)
     func = variable_options(func)
-    func = click.option(
-        "-f",
-        "--file",
-        "files",
-        multiple=True,
-        type=click.Path(path_type=Path),
-        help="Manifest file(s) whose outputs.path to read.",
-    )(func)
+    func = files_option("Manifest file(s) whose outputs.path to read.")(func)
     return func
 
 

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from capella_deploy.cli.common import guarded, load_manifest_files, make_target, target_options, variable_options
+from capella_deploy.cli.common import (
+    files_option,
+    guarded,
+    load_manifest_files,
+    make_target,
+    target_options,
+    variable_options,
+)
 from capella_deploy.cli.conventions import Command
 from capella_deploy.plan import OrgSource
 
@@ -18,14 +25,7 @@ if TYPE_CHECKING:
 
 
 @click.command(cls=Command)
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Manifest file(s): mark what they declare, and use their organization.",
-)
+@files_option("Manifest file(s): mark what they declare, and use their organization.")
 @variable_options
 @target_options
 @click.option(

@@ -45,7 +45,7 @@ from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_list, as_mapping, as_str, parse_time
 from capella_deploy.kinds.shared import SharedCall, oldest
 from capella_deploy.lease import is_lease_key
-from capella_deploy.manifest import ApiKeySpec, Defaults, Manifest
+from capella_deploy.manifest import ApiKeySpec, Defaults, Manifest, effective_region
 
 # A key's lifetime read as days remaining adds up with its age to whole days, give or take the time between
 # the server's reading and ours and the skew of the two clocks.
@@ -151,7 +151,7 @@ def _expiry(value: Any) -> float | None:
 def key_attributes(spec: ApiKeySpec, defaults: Defaults) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "description": spec.description,
-        "region": spec.region or defaults.region,
+        "region": effective_region(spec, defaults),
         "expiryDays": spec.expiryDays,
         "allowedCIDRs": sorted(spec.allowedCIDRs),
         "allowedModels": sorted(spec.allowedModels),

@@ -49,7 +49,7 @@ from capella_deploy.kinds.base import (
 from capella_deploy.kinds.diff import attribute_changes
 from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, parse_time
 from capella_deploy.kinds.shared import oldest
-from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing
+from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing, effective_region
 from capella_deploy.outputs import Outputs
 
 log = logging.getLogger("capella_deploy.kinds.model")
@@ -379,7 +379,7 @@ def model_attributes(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str
     attrs: dict[str, Any] = {
         "catalogModel": spec.catalogModel,
         "provider": spec.provider or defaults.provider,
-        "region": spec.region or defaults.region,
+        "region": effective_region(spec, defaults),
         "cpu": spec.cpu,
         "gpuMemory": spec.gpuMemory,
         "quantization": spec.quantization,

@@ -1,5 +1,5 @@
 import sys
 
-from capella_deploy.manifest import main
+from capella_deploy.manifest.schema import main
 
 sys.exit(main())

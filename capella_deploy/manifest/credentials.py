@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capella_deploy.errors import ConfigError
-from capella_deploy.manifest import LoadedManifest, Loc, Manifest, ProviderSpec, _format_loc
+from capella_deploy.manifest.fields import Loc, format_loc
+from capella_deploy.manifest.load import LoadedManifest
+from capella_deploy.manifest.spec import Manifest, ProviderSpec
 from capella_deploy.secrets import Secret
 
 
@@ -105,7 +107,7 @@ def check_credentials(
         text = (
             str(loaded.issue_at(problem.loc, problem.message))
             if loaded is not None
-            else f"{problem.address}: {_format_loc(problem.loc)}: {problem.message}"
+            else f"{problem.address}: {format_loc(problem.loc)}: {problem.message}"
         )
         findings.append(CredentialFinding(text, problem.address))
     return tuple(findings)

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from capella_deploy.catalog import Catalog
-from capella_deploy.manifest import LoadedManifest, Loc, Manifest, _show
+from capella_deploy.manifest.fields import Loc, show
+from capella_deploy.manifest.load import LoadedManifest
+from capella_deploy.manifest.spec import Manifest, effective_region
 
 _CLOSE = 0.75
 # Longer text is no near miss of a catalog name, and comparing it would cost time for nothing.
@@ -67,7 +69,7 @@ def unoffered(manifest: Manifest, catalog: Catalog) -> list[Unoffered]:
         if provider not in catalog.providers:
             where = (*here, "provider") if model.provider else ("defaults", "provider")
             add(where, _not_offered("cloud provider", provider, catalog.providers), address)
-        region = model.region or defaults.region
+        region = effective_region(model, defaults)
         if region is not None and region not in catalog.regions:
             where = (*here, "region") if model.region else ("defaults", "region")
             add(where, _not_offered("region", region, catalog.regions), address)
@@ -85,7 +87,7 @@ def unoffered(manifest: Manifest, catalog: Catalog) -> list[Unoffered]:
             message = f"{entry.name} produces at most {entry.dimensions} dimensions; got {model.dimensions}"
             add((*here, "dimensions"), message, address)
     for index, key in enumerate(manifest.apiKeys):
-        region = key.region or defaults.region
+        region = effective_region(key, defaults)
         if region is not None and region not in catalog.regions:
             where = ("apiKeys", index, "region") if key.region else ("defaults", "region")
             add(where, _not_offered("region", region, catalog.regions), f"apiKey.{key.name}")
@@ -98,7 +100,7 @@ def _not_offered(what: str, value: str | int, offered: Iterable[str | int]) -> s
         return f"{what} {value} is not offered; offered: {', '.join(choices)}"
     close = _closest(value, choices) if len(value) <= _LONGEST_GUESSED else []
     guess = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"{what} {_show(value)} is not offered{guess}; offered: {', '.join(choices)}"
+    return f"{what} {show(value)} is not offered{guess}; offered: {', '.join(choices)}"
 
 
 def _closest(value: str, choices: list[str]) -> list[str]:

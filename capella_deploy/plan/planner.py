@@ -131,7 +131,7 @@ def plan(
         unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.kind.value, u.name, u.live_id))),
         errors=tuple(errors),
         warnings=tuple(warnings),
-        live_fingerprint=live.fingerprint(held_tokens, digests),
+        live_fingerprint=live.fingerprint(digests),
         live_digests=digests,
         manifest_digest=manifest_digest,
         environment=manifest.environment,
@@ -162,7 +162,7 @@ def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
         changes=tuple(sorted(changes, key=_order)),
         errors=tuple(errors),
         warnings=live.warnings,
-        live_fingerprint=live.fingerprint(digests=digests),
+        live_fingerprint=live.fingerprint(digests),
         live_digests=digests,
         environment=manifest.environment,
     )

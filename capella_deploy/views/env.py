@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capella_deploy.errors import ConfigError
+from capella_deploy.manifest import admits
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _pick_key(
 
 
 def _admits(allowed: Sequence[str] | None, model: str) -> bool:
-    return allowed is None or "*" in allowed or model in allowed
+    return allowed is None or admits(allowed, model)
 
 
 def _refusal(
