@@ -27,6 +27,7 @@ from capella_deploy.apply.eta import ASSUMED_SECONDS
 from capella_deploy.apply.watcher import PollSchedule
 from capella_deploy.clock import ManualClock
 from capella_deploy.kinds.base import Action
+from capella_deploy.kinds.model import model_create_body
 from capella_deploy.live import read_live
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
@@ -378,6 +379,61 @@ def test_a_model_whose_embedding_model_could_not_be_made_fails_without_being_cre
     assert not result.ok
     assert result.detail == "its semantic cache embeds with model.embed, which could not be made ready"
     assert "chat" not in world.live_models()
+
+
+# -- duplicates beside a change --------------------------------------------------------------------------------
+
+
+def a_second_live_model_like(world: World, wanted: Manifest, name: str) -> str:
+    """Deploys another model of ``name`` behind the tool's back (names may repeat); returns its id."""
+    [spec] = [m for m in wanted.models if m.name == name]
+
+    async def create() -> str:
+        async with world.client() as client:
+            return await client.create_model(world.sandbox.org_id, model_create_body(spec, wanted.defaults, {}))
+
+    made = asyncio.run(create())
+    world.clock.advance(DEPLOYING + 60.0)
+    return made
+
+
+SEMANTIC_CHAT = {**CHAT, "cache": {"type": "semantic", "semantic": {"embeddingModel": "embed", "dimensions": 2048}}}
+EMBEDDINGS = {**EMBED, "dimensions": 2048, "cache": {"type": "none"}}
+
+
+def test_a_model_waits_for_its_embedding_models_replacement_not_for_a_duplicates_delete(world: World) -> None:
+    wanted = manifest([SEMANTIC_CHAT, EMBEDDINGS])
+    world.apply(manifest([EMBEDDINGS]))
+    # Of two healthy models of one name the plan keeps the one of the lower id: which one that is varies.
+    kept, duplicate = sorted((world.live_models()["embed"].id, a_second_live_model_like(world, wanted, "embed")))
+    planned = world.plan(wanted, force_replace=frozenset({"model.embed"}))
+    assert {(c.address, c.action, c.live_id) for c in planned.pending} == {
+        ("model.embed", Action.REPLACE, kept),
+        (f"model.embed[{duplicate}]", Action.DELETE, duplicate),
+        ("model.chat", Action.CREATE, None),
+    }
+    run = world.apply(wanted, planned)
+    assert run.result.ok, run.result.failed
+    [embed] = [m for m in world.sandbox.world().models.values() if m.name == "embed"]
+    assert embed.id not in (kept, duplicate)
+    assert world.live_models()["chat"].options["caching"]["semantic"]["embeddingModel"] == embed.id
+
+
+def test_a_key_waits_for_its_models_new_id_even_when_a_duplicates_delete_fails(world: World) -> None:
+    wanted = manifest([EMBEDDINGS], [key("ops", "embed")])
+    world.apply(manifest([EMBEDDINGS]))
+    kept, duplicate = sorted((world.live_models()["embed"].id, a_second_live_model_like(world, wanted, "embed")))
+    world.sandbox.faults = Faults(
+        routes=[
+            RouteFault(match=f"DELETE /v4/organizations/*{MODELS_PATH}/{duplicate}", error_rate=1.0, error_status=500)
+        ]
+    )
+    run = world.apply(wanted, world.plan(wanted, force_replace=frozenset({"model.embed"})))
+    results = by_address(run)
+    assert not results[f"model.embed[{duplicate}]"].ok
+    assert results["model.embed"].ok and results["apiKey.ops"].ok
+    [new_id] = [m.id for m in world.sandbox.world().models.values() if m.id not in (kept, duplicate)]
+    assert world.live_keys()["ops"].allowed_models == [new_id]
 
 
 # -- warnings -------------------------------------------------------------------------------------------------
