@@ -319,14 +319,16 @@ _SLEEPER = """
 import signal, time
 for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(number, signal.SIG_DFL)
+print("ready", flush=True)
 time.sleep(120)
 """
 
 
 @pytest.fixture
-def live_child() -> Iterator[subprocess.Popen[bytes]]:
+def live_child() -> Iterator[subprocess.Popen[str]]:
     """A process of this machine that runs for the length of the test."""
-    child = subprocess.Popen([sys.executable, "-c", _SLEEPER])
+    child = subprocess.Popen([sys.executable, "-c", _SLEEPER], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"  # its signals are its own now
     try:
         yield child
     finally:
@@ -335,7 +337,7 @@ def live_child() -> Iterator[subprocess.Popen[bytes]]:
 
 
 @pytest.fixture
-def live_process(live_child: subprocess.Popen[bytes]) -> int:
+def live_process(live_child: subprocess.Popen[str]) -> int:
     return live_child.pid
 
 
@@ -364,7 +366,7 @@ def test_a_lease_binds_unless_its_holder_is_known_to_have_ended(
 
 
 def test_looking_whether_a_holder_lives_never_disturbs_it(
-    live_child: subprocess.Popen[bytes], clock: ScriptedClock, sandbox: Sandbox
+    live_child: subprocess.Popen[str], clock: ScriptedClock, sandbox: Sandbox
 ) -> None:
     async def scenario() -> None:
         async with client_of(sandbox) as client:
