@@ -1,0 +1,250 @@
+"""How apply makes, rotates and deletes Model API keys: the token is written before anything else happens,
+an old key goes only once its successor is recorded, and a key made twice (a lost answer, a race) is resolved
+by name and creation time.
+
+Each run is in-process against the sandbox on a clock that moves only when the run waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from capella_deploy.apply.applier import Applier, ApplyOptions
+from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, create_pause
+from capella_deploy.live import read_live
+from capella_deploy.outputs import Outputs
+from capella_deploy.plan import Plan
+from capella_deploy.plan.planner import plan_destroy
+from capella_deploy.run.settle import settle_outputs
+from capella_deploy.sandbox import CONFLICTS, Faults, RouteFault
+from tests.test_applier_run import CHAT, World, by_address, key, manifest
+
+KEYS_PATH = "/aiServices/models/apiKeys"
+KEY_POSTS = "POST /v4/organizations/*/aiServices/models/apiKeys"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def outputs(world: World) -> dict[str, Any]:
+    path = world.tmp_path / "outputs.json"
+    return dict(json.loads(path.read_text())["apiKeys"]) if path.exists() else {}
+
+
+def key_writes(world: World) -> list[str]:
+    return [method for method, path in world.wire.requests if KEYS_PATH in path and method != "GET"]
+
+
+# -- rotation ----------------------------------------------------------------------------------------------------
+
+
+class OutputsAtDelete(httpx.AsyncBaseTransport):
+    """Notes what the outputs file says about a key at the moment its deletion is sent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, path: Path) -> None:
+        self.inner = inner
+        self.path = path
+        self.seen: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            self.seen.append(json.loads(self.path.read_text())["apiKeys"]["app"])
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_rotation_writes_the_new_token_before_the_old_key_is_deleted(world: World) -> None:
+    wanted = manifest([], [key("app")])
+    world.apply(wanted)
+    old = world.live_keys()["app"]
+    world.wire.inner = watcher = OutputsAtDelete(world.wire.inner, world.tmp_path / "outputs.json")
+    planned = world.plan(wanted, force_replace=frozenset({"apiKey.app"}))
+    assert [c.action for c in planned.pending] == [Action.ROTATE]
+    run = world.apply(wanted, planned)
+    new = world.live_keys()["app"]
+    assert run.result.ok and new.id != old.id and list(world.live_keys()) == ["app"]
+    [at_delete] = watcher.seen
+    assert at_delete["id"] == new.id and at_delete["token"]
+    entry = outputs(world)["app"]
+    assert entry["id"] == new.id and entry["region"] == "us-east-1" and entry["allowedModels"] == ["*"]
+    # Thirty days from the moment it was made, to the second.
+    made = world.clock.now()
+    assert entry["expiresAt"].startswith(_day(made + 30 * 86400))
+    assert by_address(run)["apiKey.app"].detail == f"created {new.id}"
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).date().isoformat()
+
+
+def test_where_the_api_refuses_a_second_key_of_a_name_the_old_one_goes_first_and_only_once(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(world=CONFLICTS))
+    wanted = manifest([], [key("app")])
+    world.apply(wanted)
+    old = world.live_keys()["app"]
+    before = len(key_writes(world))
+    run = world.apply(wanted, world.plan(wanted, force_replace=frozenset({"apiKey.app"})))
+    assert run.result.ok, run.result.failed
+    assert key_writes(world)[before:] == ["POST", "DELETE", "POST"]
+    assert (
+        "apiKey.app",
+        "the API refuses a second key of this name; deleting the old one first",
+    ) in run.progress
+    new = world.live_keys()["app"]
+    assert new.id != old.id and outputs(world)["app"]["id"] == new.id and outputs(world)["app"]["token"]
+
+
+def test_a_key_made_by_another_run_since_the_plan_is_not_overwritten_where_names_are_unique(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(world=CONFLICTS))
+    wanted = manifest([], [key("app")])
+    planned = world.plan(wanted)
+    world.apply(wanted)  # another run, in between
+    theirs = world.live_keys()["app"]
+    (world.tmp_path / "outputs.json").unlink()
+    run = world.apply(wanted, planned)
+    app = by_address(run)["apiKey.app"]
+    assert not app.ok
+    assert app.detail.startswith(
+        "a key named 'app' already exists that this plan did not know of (made by another run?); plan again: "
+    )
+    assert list(world.live_keys().values()) == [theirs]
+
+
+def test_a_rotation_whose_new_token_was_lost_deletes_the_new_key_and_keeps_the_old(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    wanted = manifest([], [key("app")])
+    world.apply(wanted)
+    old = world.live_keys()["app"]
+    token = outputs(world)["app"]["token"]
+    world.sandbox.faults = Faults(routes=[RouteFault(match=KEY_POSTS, drop_after=1.0)])
+    run = world.apply(wanted, world.plan(wanted, force_replace=frozenset({"apiKey.app"})))
+    app = by_address(run)["apiKey.app"]
+    assert not app.ok
+    assert (
+        "so that key (" in app.detail and "the old key and its token are kept: run apply again to rotate" in app.detail
+    )
+    assert list(world.live_keys().values()) == [old]
+    assert outputs(world)["app"]["id"] == old.id and outputs(world)["app"]["token"] == token
+
+
+def test_a_create_that_never_goes_through_is_tried_again_after_growing_pauses_then_given_up(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(routes=[RouteFault(match=KEY_POSTS, drop_before=1.0)]))
+    started = world.clock.now()
+    run = world.apply(manifest([], [key("app")]))
+    app = by_address(run)["apiKey.app"]
+    assert not app.ok and app.detail.startswith(f"create did not go through after {CREATE_ATTEMPTS} attempts: ")
+    assert key_writes(world) == ["POST"] * CREATE_ATTEMPTS
+    assert world.clock.now() - started >= sum(create_pause(n) for n in range(1, CREATE_ATTEMPTS))
+    assert world.live_keys() == {} and "app" not in outputs(world)
+
+
+def test_a_key_created_after_a_lost_answer_is_found_by_its_name_and_recorded_without_a_token(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(routes=[RouteFault(match=KEY_POSTS, drop_after=1.0)]))
+    other = {**key("other"), "region": "eu-west-1"}
+    world.apply(manifest([], [other]))  # lost too: a key of another name, found under its own
+    run = world.apply(manifest([], [{**key("app"), "region": "eu-west-1"}]))
+    made = world.live_keys()["app"]
+    app = by_address(run)["apiKey.app"]
+    assert not app.ok and app.detail.startswith(f"key {made.id} was created but its token was lost in transit")
+    assert "`capella-deploy apply --replace apiKey.app`" in app.detail
+    assert outputs(world)["app"] == {"id": made.id, "region": "eu-west-1", "token": None}
+
+
+# -- a delete ------------------------------------------------------------------------------------------------------
+
+
+def test_a_deleted_key_leaves_the_outputs_and_says_deleted(world: World) -> None:
+    world.apply(manifest([], [key("app"), key("ops")]))
+    wanted = manifest([], [key("app")])
+    planned = _destroying(world, "ops")
+    run = world.apply(wanted, planned)
+    assert by_address(run)[f"apiKey.ops[{planned.pending[0].live_id}]"].detail == "deleted"
+    assert sorted(outputs(world)) == ["app"] and list(world.live_keys()) == ["app"]
+
+
+def _destroying(world: World, name: str) -> Plan:
+    async def planned() -> Plan:
+        async with world.client() as client:
+            live = await read_live(client, world.sandbox.org_id)
+        return plan_destroy(manifest([], [key(name)]), live)
+
+    return asyncio.run(planned())
+
+
+# -- a rename --------------------------------------------------------------------------------------------------------
+
+
+def test_a_renamed_key_is_recorded_under_its_new_name_only(world: World) -> None:
+    world.apply(manifest([], [key("app")]))
+    old = world.live_keys()["app"]
+    wanted = manifest([], [{**key("web"), "renamedFrom": "app"}])
+    run = world.apply(wanted)
+    assert run.result.ok, run.result.failed
+    assert list(world.live_keys()) == ["web"] and world.live_keys()["web"].id != old.id
+    assert list(outputs(world)) == ["web"] and outputs(world)["web"]["token"]
+
+
+# -- two runs making one key ---------------------------------------------------------------------------------------
+
+
+def test_of_two_runs_making_one_key_at_once_the_oldest_key_is_kept_and_the_other_run_gives_its_up(
+    world: World,
+) -> None:
+    wanted = manifest([], [key("app")])
+    planned = world.plan(wanted)
+
+    async def both() -> tuple[Any, Any]:
+        async def one(n: int) -> Any:
+            async with world.client() as client:
+                store = Outputs(world.tmp_path / f"outputs-{n}.json", "json", org_id=planned.org_id)
+                if n == 1:
+                    world.clock.advance(1.0)  # this run's key is the younger
+                applier = Applier(client, wanted, planned, store, clock=world.clock, options=ApplyOptions())
+                return await applier.run()
+
+        return await asyncio.gather(one(0), one(1))
+
+    first, second = asyncio.run(both())
+    [kept] = world.sandbox.world().api_keys.values()
+    stores = [json.loads((world.tmp_path / f"outputs-{n}.json").read_text())["apiKeys"] for n in (0, 1)]
+    assert first.ok and stores[0]["app"]["id"] == kept.id
+    [lost] = second.results
+    assert not lost.ok
+    assert lost.detail.startswith(f"another run made key {kept.id} of this name first, so this run's key ")
+    assert "app" not in stores[1]
+
+
+# -- after apply ---------------------------------------------------------------------------------------------------
+
+
+def test_settling_names_each_declared_key_whose_token_the_outputs_lack(world: World) -> None:
+    wanted = manifest([], [key("app"), key("gone"), key("ops"), key("web")])
+    world.apply(manifest([], [key("app"), key("ops"), key("ops-old"), key("web")]))
+    keys = world.live_keys()
+    document = json.loads((world.tmp_path / "outputs.json").read_text())
+    del document["apiKeys"]["ops"]
+    (world.tmp_path / "outputs.json").write_text(json.dumps(document))
+
+    async def settled() -> list[str]:
+        async with world.client() as client:
+            store = Outputs(world.tmp_path / "outputs.json", "json", org_id=world.sandbox.org_id)
+            found = await settle_outputs(client, world.sandbox.org_id, wanted, store, clock=world.clock, timeout=60.0)
+            return found.warnings
+
+    [warning] = asyncio.run(settled())
+    assert warning.startswith(f"apiKey.ops: the outputs hold no token for live key {keys['ops'].id}; ")
+    assert warning.endswith("Rotate it with `capella-deploy apply --replace apiKey.ops`")
+
+
+def test_a_keys_outputs_entry_names_the_models_its_token_may_call_by_manifest_name(world: World) -> None:
+    run = world.apply(manifest([CHAT], [key("app", "chat")]))
+    assert run.result.ok
+    assert outputs(world)["app"]["allowedModels"] == ["chat"]
