@@ -248,3 +248,8 @@ def test_a_keys_outputs_entry_names_the_models_its_token_may_call_by_manifest_na
     run = world.apply(manifest([CHAT], [key("app", "chat")]))
     assert run.result.ok
     assert outputs(world)["app"]["allowedModels"] == ["chat"]
+
+
+def test_a_key_is_made_without_waiting_on_the_runs_clock(world: World) -> None:
+    run = world.apply(manifest([], [key("app"), key("ops")]))
+    assert [r.elapsed for r in run.result.results] == [0.0, 0.0]
