@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from capella_deploy.api.client import CapellaClient, CreatedKey
 from capella_deploy.apply.applier import Applier, ApplyOptions
 from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, create_pause
 from capella_deploy.live import read_live
@@ -23,8 +24,9 @@ from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Plan
 from capella_deploy.plan.planner import plan_destroy
 from capella_deploy.run.settle import settle_outputs
-from capella_deploy.sandbox import CONFLICTS, Faults, RouteFault
-from tests.test_applier_run import CHAT, World, by_address, key, manifest
+from capella_deploy.sandbox import CONFLICTS, IN_PROCESS_BASE_URL, Faults, RouteFault
+from capella_deploy.secrets import Secret
+from tests.test_applier_run import CHAT, TOKEN, World, by_address, key, manifest
 
 KEYS_PATH = "/aiServices/models/apiKeys"
 KEY_POSTS = "POST /v4/organizations/*/aiServices/models/apiKeys"
@@ -220,6 +222,44 @@ def test_of_two_runs_making_one_key_at_once_the_oldest_key_is_kept_and_the_other
     assert not lost.ok
     assert lost.detail.startswith(f"another run made key {kept.id} of this name first, so this run's key ")
     assert "app" not in stores[1]
+
+
+class AnotherRunSharingTheOutputs(httpx.AsyncBaseTransport):
+    """Another run of the same manifest and outputs file: its key is made just before this run's, and its token
+    written to the file just after this run wrote its own."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.inner = world.wire.inner
+        self.theirs: CreatedKey | None = None
+        self.written = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        world = self.world
+        if request.method == "POST" and self.theirs is None:
+            client = CapellaClient(
+                base_url=IN_PROCESS_BASE_URL, token=Secret(TOKEN), transport=self.inner, clock=world.clock
+            )
+            async with client:
+                self.theirs = await client.create_api_key(world.sandbox.org_id, json.loads(request.content))
+            world.clock.advance(1.0)
+        elif request.method == "GET" and self.theirs is not None and not self.written:
+            theirs = Outputs(world.tmp_path / "outputs.json", "json", org_id=world.sandbox.org_id)
+            theirs.record_key("app", key_id=self.theirs.id, token=self.theirs.token, region="us-east-1")
+            self.written = True
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_run_giving_its_key_up_leaves_the_token_another_run_wrote_in_the_shared_outputs(world: World) -> None:
+    other = AnotherRunSharingTheOutputs(world)
+    world.wire.inner = other
+    run = world.apply(manifest([], [key("app")]))
+    assert other.theirs is not None and other.written
+    [lost] = run.result.results
+    assert not lost.ok and lost.detail.startswith(f"another run made key {other.theirs.id} of this name first")
+    assert list(world.sandbox.world().api_keys) == [other.theirs.id]
+    assert outputs(world)["app"]["id"] == other.theirs.id
+    assert outputs(world)["app"]["token"] == other.theirs.token.reveal()
 
 
 # -- after apply ---------------------------------------------------------------------------------------------------

@@ -239,7 +239,6 @@ def test_export_takes_the_newest_key_of_a_name_in_scope_and_says_older_ones_shar
     keys = [
         live_key(id="k-old", created_at=NOW - timedelta(days=20), expiry_days=30),
         live_key(id="k-new", created_at=NOW - timedelta(days=2), expiry_days=60),
-        live_key(id="k-mid", created_at=NOW - timedelta(days=5), expiry_days=45),
         live_key(id="k-eu", name="eu", region="eu-west-1"),
         live_key(id="k-ops", name="ops", region=None),
         live_key(id="k-z", name="zeta"),
