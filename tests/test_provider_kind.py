@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, ExportNotes, ExportScope, LiveStateError
@@ -222,3 +223,28 @@ def test_an_update_says_whether_it_sent_the_credentials_and_records_the_version_
     rolled = world.apply(declared({**DOCS, "credentialsVersion": 1, "bucket": "third-docs"}), planned)
     assert by_address(rolled)["provider.docs"].detail == "updated; credentials sent"
     assert outputs(world)["docs"] == {"id": docs, "type": "awsS3", "credentialsVersion": 1}
+
+
+class JunkInListings(httpx.AsyncBaseTransport):
+    """Every provider listing starts with an entry no provider could be read from."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method != "GET" or not request.url.path.endswith(PROVIDERS_PATH):
+            return response
+        page = json.loads(await response.aread())
+        page["data"] = [{"id": "p-junk", "name": 7}, *page["data"]]
+        return httpx.Response(response.status_code, headers={"content-type": "application/json"}, json=page)
+
+
+def test_a_lost_create_answer_adopts_the_provider_made_past_an_unreadable_entry(world: World) -> None:
+    world.sandbox.faults = Faults(routes=[RouteFault(match=PROVIDER_POSTS, drop_after=1.0)])
+    world.wire.inner = JunkInListings(world.wire.inner)
+    run = world.apply(declared(OPENAI))
+    [made] = live_ids(world)["openai"]
+    assert by_address(run)["provider.openai"].detail == f"created {made}"
+    assert ("provider.openai", f"found {made} after an unclear create answer; adopting it") in run.progress
+    assert provider_writes(world) == ["POST"]
