@@ -6,6 +6,7 @@ Apply runs in-process against the sandbox on a clock that moves only when the ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,11 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
-from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, ExportNotes, ExportScope, LiveStateError
-from capella_deploy.kinds.provider import PROVIDERS, export_entry, parse_provider
+from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, ExportNotes, ExportScope, LiveStateError, PlanContext
+from capella_deploy.kinds.provider import PROVIDERS, LiveProvider, export_entry, parse_provider
 from capella_deploy.live import LiveState
 from capella_deploy.manifest import Manifest
+from capella_deploy.manifest.credentials import check_credentials
+from capella_deploy.outputs import Outputs
+from capella_deploy.plan import Plan
+from capella_deploy.plan.planner import plan
 from capella_deploy.plan.status import status_report
+from capella_deploy.run.planning import credential_errors
+from capella_deploy.run.settle import settle_outputs
 from capella_deploy.sandbox import Faults, RouteFault
 from capella_deploy.sandbox.state import Audit, ProviderRecord
 from tests.planning_support import NOW
@@ -194,6 +201,8 @@ def test_a_replacement_whose_create_fails_leaves_no_record_of_the_provider_it_de
     result = by_address(run)["provider.openai"]
     assert not result.ok and f"create did not go through after {CREATE_ATTEMPTS} attempts" in result.detail
     assert ("provider.openai", f"deleted {old} to replace it") in run.progress
+    retries = [m for a, m in run.progress if m.startswith("create unclear")]
+    assert retries == ["create unclear (AmbiguousCreate); nothing was made, retrying"] * (CREATE_ATTEMPTS - 1)
     assert provider_writes(world)[-CREATE_ATTEMPTS - 1 :] == ["DELETE"] + ["POST"] * CREATE_ATTEMPTS
     assert live_ids(world) == {} and outputs(world) == {}
 
@@ -248,3 +257,139 @@ def test_a_lost_create_answer_adopts_the_provider_made_past_an_unreadable_entry(
     assert by_address(run)["provider.openai"].detail == f"created {made}"
     assert ("provider.openai", f"found {made} after an unclear create answer; adopting it") in run.progress
     assert provider_writes(world) == ["POST"]
+
+
+# -- planning ------------------------------------------------------------------------------------------------------
+
+
+def planned_for(*entries: dict[str, Any], live: tuple[LiveProvider, ...], **options: Any) -> Plan:
+    return plan(declared(*entries), LiveState("org", providers=live), now=NOW, **options)
+
+
+def the_change(result: Plan, name: str) -> Any:
+    [change] = [c for c in result.changes if c.name == name and c.after is not None]
+    return change
+
+
+def test_a_renamed_provider_shows_both_names_first_and_is_replaced_new_one_first() -> None:
+    docs = {**DOCS, "name": "papers", "renamedFrom": "docs", "bucket": "other-docs"}
+    change = the_change(planned_for(docs, live=(live_docs(),)), "papers")
+    assert change.action is Action.REPLACE_CREATE_FIRST and change.cause == "replace_because_renamed"
+    assert change.reason == "renamed from docs; a provider cannot be renamed in place"
+    assert change.before["name"] == "docs" and change.after["name"] == "papers"
+    assert [(d.path, d.before, d.after, d.forces_replace) for d in change.attribute_changes] == [
+        ("name", "docs", "papers", True),
+        ("bucket", "team-docs", "other-docs", False),
+    ]
+
+
+def test_a_type_change_says_the_type_cannot_change_in_place() -> None:
+    change = the_change(
+        planned_for({**OPENAI, "type": "awsBedrock", "credentials": AWS_KEYS}, live=(live_provider(),)), "openai"
+    )
+    assert change.action is Action.REPLACE and change.reason == "type cannot change in place"
+
+
+def test_a_requested_roll_with_a_setting_change_names_both() -> None:
+    docs = {**DOCS, "bucket": "other-docs"}
+    change = the_change(planned_for(docs, live=(live_docs(),), force_replace=frozenset({"provider.docs"})), "docs")
+    assert change.action is Action.UPDATE and change.cause == "replace_by_request"
+    assert change.reason == "in-place change of bucket; credentials roll requested: they are sent again"
+
+
+def test_a_new_credentials_version_with_a_setting_change_names_both() -> None:
+    docs = {**DOCS, "bucket": "other-docs", "credentialsVersion": 2}
+    recorded = {"providers": {"docs": {"id": "p-2", "credentialsVersion": 1}}}
+    change = the_change(planned_for(docs, live=(live_docs(),), outputs=recorded), "docs")
+    assert change.reason == "in-place change of bucket; credentialsVersion 1 -> 2: the credentials are sent again"
+
+
+def test_a_duplicate_provider_is_described_by_its_id_and_deleted_as_a_duplicate() -> None:
+    older, newer = live_provider(id="p-old"), live_provider(id="p-new", created_at=NOW - timedelta(days=1))
+    kept, extras = PROVIDERS.pick([newer, older], PlanContext(declared(OPENAI), NOW))
+    assert kept is older
+    assert [(e.described, e.reason, e.cause) for e in extras] == [
+        ("another live provider p-new", "duplicate of a managed name", "delete_because_duplicate")
+    ]
+
+
+def test_only_a_change_that_sends_credentials_needs_them_readable() -> None:
+    docs = {**DOCS, "bucket": "other-docs"}
+    nothing_readable = check_credentials(declared(docs), {})
+    moved = planned_for(docs, live=(live_docs(),))
+    assert the_change(moved, "docs").action is Action.UPDATE
+    assert credential_errors(moved, nothing_readable) == []
+    rolled = planned_for(docs, live=(live_docs(),), force_replace=frozenset({"provider.docs"}))
+    assert credential_errors(rolled, nothing_readable)[:2] == [f.text for f in nothing_readable]
+
+
+AWS_KEYS = {"accessKeyId": {"env": "AWS_ACCESS_KEY_ID"}, "secretAccessKey": {"env": "AWS_SECRET"}}
+
+
+# -- settling after apply ------------------------------------------------------------------------------------------
+
+
+def test_settling_records_the_manifests_version_for_each_live_provider_the_outputs_know_nothing_of(
+    world: World,
+) -> None:
+    world.apply(declared(OPENAI, {**DOCS, "credentialsVersion": 3}))
+    ids = {name: found[0] for name, found in live_ids(world).items()}
+    path = world.tmp_path / "outputs.json"
+    document = json.loads(path.read_text())
+    del document["providers"]["openai"]
+    path.write_text(json.dumps(document))
+    wanted = declared(
+        {**OPENAI, "name": "absent"}, {**DOCS, "credentialsVersion": 3}, {**OPENAI, "credentialsVersion": 2}
+    )
+
+    async def settled() -> list[str]:
+        async with world.client() as client:
+            store = Outputs(path, "json", org_id=world.sandbox.org_id)
+            found = await settle_outputs(client, world.sandbox.org_id, wanted, store, clock=world.clock, timeout=60.0)
+            return found.warnings
+
+    [warning] = asyncio.run(settled())
+    assert warning.startswith(
+        f"provider.openai: the outputs held no record of which credentials version live provider {ids['openai']} "
+    )
+    assert outputs(world)["openai"] == {"id": ids["openai"], "type": "openAI", "credentialsVersion": 2}
+    assert outputs(world)["docs"] == {"id": ids["docs"], "type": "awsS3", "credentialsVersion": 3}
+
+
+# -- a lost answer with two providers of the name --------------------------------------------------------------------
+
+
+class AnotherRunMakesOneToo(httpx.AsyncBaseTransport):
+    """While this run's create is under way, another run makes a provider of the same name."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.inner = world.wire.inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            with self.world.sandbox.mutate() as state:
+                state.providers["p-theirs"] = ProviderRecord(
+                    "p-theirs",
+                    "openai",
+                    "openAI",
+                    {},
+                    {"apiKey": "0" * 64},
+                    Audit.new("someone", self.world.sandbox.now()),
+                )
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_lost_answer_with_two_new_providers_of_the_name_claims_neither(world: World) -> None:
+    world.sandbox.faults = Faults(routes=[RouteFault(match=PROVIDER_POSTS, drop_after=1.0)])
+    world.wire.inner = AnotherRunMakesOneToo(world)
+    run = world.apply(declared(OPENAI))
+    result = by_address(run)["provider.openai"]
+    both = live_ids(world)["openai"]
+    assert not result.ok and len(both) == 2 and "p-theirs" in both
+    assert result.detail == (
+        f"the answer to the create was lost, and providers {', '.join(both)} of this name were made since the plan "
+        "(another run is making it too); this run claims none of them: plan again, which keeps one and deletes "
+        "the others"
+    )
+    assert "openai" not in outputs(world)
