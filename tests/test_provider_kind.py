@@ -395,3 +395,23 @@ def test_a_lost_answer_with_two_new_providers_of_the_name_claims_neither(world: 
         "the others"
     )
     assert "openai" not in outputs(world)
+
+
+def test_a_lost_answer_to_a_replacements_create_is_not_confused_with_a_duplicate_the_plan_deletes_later(
+    world: World,
+) -> None:
+    world.apply(declared(OPENAI))
+    [old] = live_ids(world)["openai"]
+    with world.sandbox.mutate() as state:
+        state.providers["p-zzz"] = ProviderRecord(
+            "p-zzz", "openai", "openAI", {}, {"apiKey": "0" * 64}, Audit.new("someone", world.sandbox.now())
+        )
+    world.sandbox.faults = Faults(routes=[RouteFault(match=PROVIDER_POSTS, drop_after=1.0)])
+    wanted = declared({**OPENAI, "type": "awsBedrock", "credentials": AWS_KEYS})
+    planned = world.plan(wanted)
+    assert [(c.action, c.live_id) for c in planned.pending] == [(Action.REPLACE, old), (Action.DELETE, "p-zzz")]
+    run = world.apply(wanted, planned, parallelism=1)
+    [made] = live_ids(world)["openai"]
+    assert run.result.ok, run.result.failed
+    assert ("provider.openai", f"found {made} after an unclear create answer; adopting it") in run.progress
+    assert made not in (old, "p-zzz") and outputs(world)["openai"]["id"] == made
