@@ -397,7 +397,24 @@ def test_a_lost_answer_with_two_new_providers_of_the_name_claims_neither(world: 
     assert "openai" not in outputs(world)
 
 
-def test_a_lost_answer_to_a_replacements_create_is_not_confused_with_a_duplicate_the_plan_deletes_later(
+class SlowDelete(httpx.AsyncBaseTransport):
+    """The delete of one provider is answered only once a provider listing has come back."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, slow_id: str) -> None:
+        self.inner = inner
+        self.slow_id = slow_id
+        self.listed = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE" and request.url.path.endswith(f"/{self.slow_id}"):
+            await self.listed.wait()
+        response = await self.inner.handle_async_request(request)
+        if request.method == "GET" and request.url.path.endswith(PROVIDERS_PATH):
+            self.listed.set()
+        return response
+
+
+def test_a_lost_answer_to_a_replacements_create_is_not_confused_with_a_duplicate_still_being_deleted(
     world: World,
 ) -> None:
     world.apply(declared(OPENAI))
@@ -406,11 +423,12 @@ def test_a_lost_answer_to_a_replacements_create_is_not_confused_with_a_duplicate
         state.providers["p-zzz"] = ProviderRecord(
             "p-zzz", "openai", "openAI", {}, {"apiKey": "0" * 64}, Audit.new("someone", world.sandbox.now())
         )
-    world.sandbox.faults = Faults(routes=[RouteFault(match=PROVIDER_POSTS, drop_after=1.0)])
     wanted = declared({**OPENAI, "type": "awsBedrock", "credentials": AWS_KEYS})
     planned = world.plan(wanted)
     assert [(c.action, c.live_id) for c in planned.pending] == [(Action.REPLACE, old), (Action.DELETE, "p-zzz")]
-    run = world.apply(wanted, planned, parallelism=1)
+    world.sandbox.faults = Faults(routes=[RouteFault(match=PROVIDER_POSTS, drop_after=1.0)])
+    world.wire.inner = SlowDelete(world.wire.inner, "p-zzz")
+    run = world.apply(wanted, planned)
     [made] = live_ids(world)["openai"]
     assert run.result.ok, run.result.failed
     assert ("provider.openai", f"found {made} after an unclear create answer; adopting it") in run.progress
