@@ -118,17 +118,18 @@ def test_export_takes_the_oldest_provider_of_a_name_and_names_the_others() -> No
         live_provider(id="p-old", created_at=NOW - timedelta(days=9)),
         live_docs(),
         live_docs(id="p-3", created_at=NOW - timedelta(days=1)),
+        live_provider(id="p-solo", name="solo"),
     ]
     notes = ExportNotes()
     exported: dict[str, str] = {}
     entries = PROVIDERS.export(providers, ExportScope(region="eu-west-1"), exported, notes)
-    assert [e["name"] for e in entries] == ["docs", "openai"]
+    assert [e["name"] for e in entries] == ["docs", "openai", "solo"]
     assert notes.warnings == [
         "provider 'docs': exported the oldest, p-2; other live providers share the name (p-3)",
         "provider 'openai': exported the oldest, p-old; other live providers share the name (p-new, p-undated)",
     ]
     # Later kinds find what was exported by id.
-    assert exported == {"p-old": "openai", "p-2": "docs"}
+    assert exported == {"p-old": "openai", "p-2": "docs", "p-solo": "solo"}
     named = PROVIDERS.export(providers, ExportScope(match="d*"), {}, ExportNotes())
     assert [e["name"] for e in named] == ["docs"]
 
