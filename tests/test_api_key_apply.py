@@ -8,6 +8,7 @@ Each run is in-process against the sandbox on a clock that moves only when the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from capella_deploy.api.client import CapellaClient, CreatedKey
 from capella_deploy.apply.applier import Applier, ApplyOptions
+from capella_deploy.errors import AmbiguousCreate
 from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, create_pause
 from capella_deploy.live import read_live
 from capella_deploy.outputs import Outputs
@@ -79,12 +81,12 @@ def test_a_rotation_writes_the_new_token_before_the_old_key_is_deleted(world: Wo
     assert entry["id"] == new.id and entry["region"] == "us-east-1" and entry["allowedModels"] == ["*"]
     # Thirty days from the moment it was made, to the second.
     made = world.clock.now()
-    assert entry["expiresAt"].startswith(_day(made + 30 * 86400))
+    assert (
+        entry["expiresAt"]
+        == datetime.fromtimestamp(made + 30 * 86400, tz=timezone.utc).replace(microsecond=0).isoformat()
+    )
+    assert entry["expiresAt"].endswith("+00:00")
     assert by_address(run)["apiKey.app"].detail == f"created {new.id}"
-
-
-def _day(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).date().isoformat()
 
 
 def test_where_the_api_refuses_a_second_key_of_a_name_the_old_one_goes_first_and_only_once(tmp_path: Path) -> None:
@@ -120,6 +122,54 @@ def test_a_key_made_by_another_run_since_the_plan_is_not_overwritten_where_names
     assert list(world.live_keys().values()) == [theirs]
 
 
+def test_a_renamed_key_whose_new_name_was_taken_since_the_plan_keeps_the_old_key(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(world=CONFLICTS))
+    world.apply(manifest([], [key("app")]))
+    old = world.live_keys()["app"]
+    wanted = manifest([], [{**key("web"), "renamedFrom": "app"}])
+    planned = world.plan(wanted)
+    world.apply(manifest([], [key("app"), key("web")]))  # another run, in between
+    run = world.apply(wanted, planned)
+    web = by_address(run)["apiKey.web"]
+    assert not web.ok and web.detail.startswith("a key named 'web' already exists that this plan did not know of")
+    assert world.live_keys()["app"].id == old.id and outputs(world)["app"]["id"] == old.id
+
+
+class AnotherRunMakesTheKeyToo(httpx.AsyncBaseTransport):
+    """While this run's key create is under way, another run makes a key of the same name."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.inner = world.wire.inner
+        self.theirs = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and not self.theirs:
+            self.theirs = True
+            client = CapellaClient(
+                base_url=IN_PROCESS_BASE_URL, token=Secret(TOKEN), transport=self.inner, clock=self.world.clock
+            )
+            async with client:
+                with contextlib.suppress(AmbiguousCreate):  # its answer is lost too; the key is made all the same
+                    await client.create_api_key(self.world.sandbox.org_id, json.loads(request.content))
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_lost_answer_with_two_new_keys_of_the_name_claims_neither(tmp_path: Path) -> None:
+    world = World(tmp_path, faults=Faults(routes=[RouteFault(match=KEY_POSTS, drop_after=1.0)]))
+    world.wire.inner = AnotherRunMakesTheKeyToo(world)
+    run = world.apply(manifest([], [key("app")]))
+    both = [k.id for k in world.sandbox.world().api_keys.values()]
+    app = by_address(run)["apiKey.app"]
+    assert not app.ok and len(both) == 2
+    assert app.detail == (
+        f"the answer to the create was lost, and keys {', '.join(both)} of this name were made since the plan "
+        "(another run is making this key too); this run claims none of them: run apply again, which keeps the key "
+        "whose token the outputs hold"
+    )
+    assert "app" not in outputs(world)
+
+
 def test_a_rotation_whose_new_token_was_lost_deletes_the_new_key_and_keeps_the_old(tmp_path: Path) -> None:
     world = World(tmp_path)
     wanted = manifest([], [key("app")])
@@ -130,8 +180,10 @@ def test_a_rotation_whose_new_token_was_lost_deletes_the_new_key_and_keeps_the_o
     run = world.apply(wanted, world.plan(wanted, force_replace=frozenset({"apiKey.app"})))
     app = by_address(run)["apiKey.app"]
     assert not app.ok
-    assert (
-        "so that key (" in app.detail and "the old key and its token are kept: run apply again to rotate" in app.detail
+    [deleted] = [path.rsplit("/", 1)[1] for method, path in world.wire.requests if method == "DELETE"]
+    assert app.detail == (
+        f"the new key's token was lost in transit, so that key ({deleted}) was deleted again; the old key and its "
+        "token are kept: run apply again to rotate"
     )
     assert list(world.live_keys().values()) == [old]
     assert outputs(world)["app"]["id"] == old.id and outputs(world)["app"]["token"] == token
