@@ -20,7 +20,9 @@ import pytest
 from capella_deploy.api.client import CapellaClient, CreatedKey
 from capella_deploy.apply.applier import Applier, ApplyOptions
 from capella_deploy.errors import AmbiguousCreate
+from capella_deploy.kinds.api_key import API_KEYS
 from capella_deploy.kinds.base import CREATE_ATTEMPTS, Action, create_pause
+from capella_deploy.lease import NAME_PREFIX
 from capella_deploy.live import read_live
 from capella_deploy.outputs import Outputs
 from capella_deploy.plan import Plan
@@ -345,3 +347,20 @@ def test_a_keys_outputs_entry_names_the_models_its_token_may_call_by_manifest_na
 def test_a_key_is_made_without_waiting_on_the_runs_clock(world: World) -> None:
     run = world.apply(manifest([], [key("app"), key("ops")]))
     assert [r.elapsed for r in run.result.results] == [0.0, 0.0]
+
+
+def test_reading_keys_passes_over_the_organization_locks_leases_wherever_they_are_listed(world: World) -> None:
+    body = {"name": f"{NAME_PREFIX}lease", "expiry": 1, "allowedCIDRs": ["10.0.0.0/16"], "region": "us-east-1"}
+
+    async def lease() -> None:
+        async with world.client() as client:
+            await client.create_api_key(world.sandbox.org_id, {**body, "allowedModels": ["*"]})
+
+    async def read() -> tuple[list[str], list[str]]:
+        async with world.client() as client:
+            keys, warnings = await API_KEYS.read(client, world.sandbox.org_id, None)
+            return [k.name for k in keys], warnings
+
+    asyncio.run(lease())
+    world.apply(manifest([], [key("app")]))
+    assert asyncio.run(read()) == (["app"], [])
