@@ -364,3 +364,32 @@ def test_reading_keys_passes_over_the_organization_locks_leases_wherever_they_ar
     asyncio.run(lease())
     world.apply(manifest([], [key("app")]))
     assert asyncio.run(read()) == (["app"], [])
+
+
+class LostBeforeSending(httpx.AsyncBaseTransport):
+    """The first ``times`` key creates never reach the server: the connection drops before the request is read."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, times: int) -> None:
+        self.inner = inner
+        self.left = times
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and self.left:
+            self.left -= 1
+            raise httpx.RemoteProtocolError("connection dropped", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_rotation_refused_only_at_its_last_attempt_still_makes_the_new_key(tmp_path: Path) -> None:
+    # Where names are unique the old key must go first; that delete is no create attempt of its own, so a
+    # rotation whose earlier attempts were lost does not end with the old key gone and no new one.
+    world = World(tmp_path, faults=Faults(world=CONFLICTS))
+    wanted = manifest([], [key("app")])
+    world.apply(wanted)
+    old = world.live_keys()["app"]
+    planned = world.plan(wanted, force_replace=frozenset({"apiKey.app"}))
+    world.wire.inner = LostBeforeSending(world.wire.inner, CREATE_ATTEMPTS - 1)
+    run = world.apply(wanted, planned)
+    assert run.result.ok, run.result.failed
+    new = world.live_keys()["app"]
+    assert new.id != old.id and outputs(world)["app"]["id"] == new.id and outputs(world)["app"]["token"]

@@ -446,7 +446,9 @@ class KeySteps:
         # Every key of this name the plan knows of; any other one found after a lost answer is this run's.
         known = self._run.known_ids(change.ref)
         old_gone = False
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
+        # One pass more than the attempts: deleting the old key after a refusal (below) is no attempt of its own,
+        # so a refusal at the last attempt still leaves one to make the new key.
+        for attempt in range(1, CREATE_ATTEMPTS + 2):
             try:
                 async with self._creating_key():
                     created = await self._run.call(self._run.client.create_api_key(self._run.org_id, body))
