@@ -85,8 +85,9 @@ class LiveKey:
 
 
 def key_age(key: LiveKey) -> tuple[float, str]:
-    """Sort key: among live keys of one name, the newest (the one to keep) sorts last."""
-    return (key.created_at.timestamp() if key.created_at else 0.0, key.id)
+    """Sort key: among live keys of one name, the newest (the one to keep) sorts last; one of no known creation
+    time first."""
+    return (key.created_at.timestamp() if key.created_at else float("-inf"), key.id)
 
 
 def parse_key(raw: Mapping[str, Any], now: datetime | None = None) -> LiveKey:
@@ -241,11 +242,11 @@ class ApiKeys:
         return True
 
     def fingerprint(self, live: LiveKey, held_tokens: frozenset[str]) -> dict[str, Any]:
-        # Whether the outputs hold a key's token decides which key of a name a plan keeps.
+        # Whether the outputs hold a key's token decides which key of a name a plan keeps. (Its end needs no
+        # field: a key's creation time never changes, and its lifetime is among the attributes.)
         return {
             "id": live.id,
             "name": live.name,
-            "expiresAt": live.expires_at.isoformat() if live.expires_at else None,
             "allowedModelIds": None
             if live.allows_every_model
             else sorted(model_id for model_id, _ in live.allowed_models),
@@ -358,7 +359,8 @@ class ApiKeys:
             diffs = (AttributeChange("name", current.name, spec.name, forces_replace=True), *diffs)
         base = unchanged(Kind.API_KEY, spec, current.id, before, after, diffs)
         if current.name != spec.name:
-            others = sorted({d.path.split(".")[0] for d in diffs if d.path != "name"})
+            # A key's attributes are flat (no mapping among them): each difference's path is an attribute's name.
+            others = sorted({d.path for d in diffs if d.path != "name"})
             return replace(
                 base,
                 action=Action.REPLACE_CREATE_FIRST,
@@ -369,7 +371,7 @@ class ApiKeys:
             )
         # A key cannot be edited: any change is a new key, made before the old one goes so applications switch.
         if diffs:
-            attrs = ", ".join(sorted({d.path.split(".")[0] for d in diffs}))
+            attrs = ", ".join(sorted({d.path for d in diffs}))
             return replace(
                 base,
                 action=Action.REPLACE_CREATE_FIRST,
@@ -444,7 +446,9 @@ class KeySteps:
         # Every key of this name the plan knows of; any other one found after a lost answer is this run's.
         known = self._run.known_ids(change.ref)
         old_gone = False
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
+        # One pass more than the attempts: deleting the old key after a refusal (below) is no attempt of its own,
+        # so a refusal at the last attempt still leaves one to make the new key.
+        for attempt in range(1, CREATE_ATTEMPTS + 2):
             try:
                 async with self._creating_key():
                     created = await self._run.call(self._run.client.create_api_key(self._run.org_id, body))

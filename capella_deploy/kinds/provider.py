@@ -151,6 +151,14 @@ def export_entry(provider: LiveProvider, notes: ExportNotes) -> dict[str, Any] |
     variables = credential_variables(provider.name, provider.type)
     entry: dict[str, Any] = {"name": provider.name, "type": provider.type}
     if provider.type == S3:
+        # Required of an awsS3 entry by the manifest's rules (not by the entry's own fields): an entry without
+        # them would make the exported manifest fail to load.
+        unread = [
+            field for field, value in (("awsRegion", provider.aws_region), ("bucket", provider.bucket)) if not value
+        ]
+        if unread:
+            notes.omitted.append(f"provider {provider.name!r}: the API did not report its {' or '.join(unread)}")
+            return None
         entry.update(awsRegion=provider.aws_region, bucket=provider.bucket)
         if provider.folder_path:
             entry["folderPath"] = provider.folder_path
