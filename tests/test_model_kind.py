@@ -221,9 +221,18 @@ def test_the_cache_view_speaks_the_manifests_words() -> None:
             "enableStandard": True,
             "defaultCache": "semantic",
             "expiryTTL": 9,
-            "semantic": {"scoreThreshold": 0.4, "dimensions": 8, "other": 1},
+            "semantic": {"scoreThreshold": 0.4, "dimensions": 8, "distanceMetric": "l2_norm", "other": 1},
         }
-    ) == {"type": "semantic", "expirySeconds": 9, "threshold": 0.4, "semantic": {"dimensions": 8}}
+    ) == {
+        "type": "semantic",
+        "expirySeconds": 9,
+        "threshold": 0.4,
+        "semantic": {"dimensions": 8, "distanceMetric": "l2_norm"},
+    }
+    assert cache_view({"enableStandard": True, "defaultCache": "semantic", "semantic": {"embeddingModel": "m-7"}}) == {
+        "type": "semantic",
+        "semantic": {"embeddingModel": "m-7"},
+    }
     # An object that does not say whether the standard cache is on says no type.
     assert cache_view({"defaultCache": "standard", "semantic": {}}) == {}
     assert cache_view({"enableStandard": "yes", "defaultCache": "standard"}) == {}

@@ -502,9 +502,9 @@ def header_profile(spec: ModelSpec, defaults: Defaults) -> dict[str, str]:
 
 
 def _number(value: float) -> str:
-    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse.
-    text = format(Decimal(repr(value)), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse. The shortest
+    # repr of a threshold (a float strictly between 0 and 1) has no trailing zeros to strip.
+    return f"{Decimal(repr(value)):f}"
 
 
 def cache_block(caching: Mapping[str, Any]) -> dict[str, Any] | None:
