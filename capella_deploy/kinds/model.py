@@ -1147,9 +1147,4 @@ async def record_model(
     )
 
 
-def _ids_by_name(ctx: PlanContext) -> dict[str, str]:
-    """Manifest model name -> the live id it will have when the plan runs (renewed models have none yet)."""
-    return {address.name: live_id for address, live_id in ctx.ids.items() if address.kind is Kind.MODEL}
-
-
 MODELS = Models()
