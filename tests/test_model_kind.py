@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from capella_deploy.kinds.base import Action, ExportNotes, Kind, PlanContext
+from capella_deploy.kinds.base import Action, ExportNotes, ExportScope, Kind, PlanContext
 from capella_deploy.kinds.model import (
     MODELS,
     allows,
+    cache_block,
     cache_view,
     caching_body,
     embedding_dependency,
@@ -169,6 +170,18 @@ def test_the_update_body_names_every_managed_in_place_attribute_and_the_write_on
     }
     spec, defaults = spec_of({**CHAT, "unmanagedAttributes": ["cache", "keywordFiltering"]})
     assert model_update_body(spec, defaults, {}) == {"name": "chat", "enableBatching": False}
+
+
+def test_the_update_body_names_a_semantic_caches_embedding_model_by_its_live_id() -> None:
+    spec, defaults = spec_of({**CHAT, "cache": {"type": "semantic", "semantic": {"embeddingModel": "embed"}}})
+    body = model_update_body(spec, defaults, {"embed": "m-7"})
+    assert body["caching"] == {
+        "enableStandard": True,
+        "defaultCache": "semantic",
+        "semantic": {"embeddingModel": "m-7"},
+    }
+    body = model_create_body(spec, defaults, {"embed": "m-7"})
+    assert body["caching"]["semantic"] == {"embeddingModel": "m-7"}
 
 
 def test_a_cache_of_type_none_turns_both_caches_off() -> None:
@@ -437,6 +450,35 @@ def test_export_omits_a_model_no_manifest_entry_can_describe_and_warns_of_failed
     entry = export_entry(live_model(status="unhealthy"), {}, notes)
     assert entry is not None and entry["state"] == "running"
     assert notes.warnings == ["model 'chat' is unhealthy: a plan of the export will replace or report it"]
+
+
+@pytest.mark.parametrize(
+    "caching",
+    [
+        {"defaultCache": "standard"},  # whether the standard cache is on is not said
+        {"enableStandard": "yes", "defaultCache": "standard"},
+        {"enableStandard": True, "defaultCache": "none"},
+        {"enableStandard": True, "defaultCache": "fancy"},
+        {"enableStandard": True, "defaultCache": ["standard"]},
+    ],
+)
+def test_caching_no_cache_block_writes_has_no_cache_block(caching: dict[str, Any]) -> None:
+    assert cache_block(caching) is None
+
+
+def test_export_manages_the_healthiest_of_models_sharing_a_name_and_says_which_others_exist() -> None:
+    live = [
+        live_model(id="m-3", status="deployFailed"),
+        live_model(id="m-2", status="healthy"),
+        live_model(id="m-1", status="unhealthy"),
+        live_model(id="m-5", name="gone", status="destroying"),
+        live_model(id="m-6", name="far", region="eu-west-1"),
+    ]
+    notes = ExportNotes()
+    exported: dict[str, str] = {}
+    entries = MODELS.export(live, ExportScope(region="us-east-1"), exported, notes)
+    assert [e["name"] for e in entries] == ["chat"] and exported == {"m-2": "chat"}
+    assert notes.warnings == ["model 'chat': exported m-2; other live models share the name (m-3, m-1)"]
 
 
 # -- the plan rule --------------------------------------------------------------------------------------------------

@@ -569,12 +569,11 @@ def export_entry(model: LiveModel, names: Mapping[str, str], notes: ExportNotes)
 
 
 def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Invert desired.caching_body; the caller checks the guess by mapping it forward again."""
+    """Invert caching_body; the caller checks the guess by validating it and mapping it forward again, which
+    refuses any object caching_body would not write (no ``enableStandard: true``, an unknown ``defaultCache``)."""
     if caching.get("enableStandard") is False:
         return {"type": "none"}
     kind = caching.get("defaultCache")
-    if caching.get("enableStandard") is not True or kind not in ("standard", "semantic"):
-        return None
     block: dict[str, Any] = {"type": kind}
     if "enableConversational" in caching:
         block["conversational"] = caching["enableConversational"]
