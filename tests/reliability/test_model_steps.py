@@ -1,0 +1,127 @@
+"""A model's apply steps at the moments a call meets another state than the plan saw: a delete refused while the
+model is in transition, already on its way out, or settled; a pause or resume repeated after its answer was lost;
+a lost create answer settled by a listing that holds an unreadable entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reliability_support import Step, live_models, new_world, untruths
+
+from capella_deploy.sandbox import lifecycle
+
+ORG = "/v4/organizations/#0"
+MODELS = ORG + "/aiServices/models"
+ONE_MODEL = """\
+apiVersion: capella-deploy/v1
+defaults: {{provider: aws, region: us-east-1}}
+models:
+  - name: chat
+    catalogModel: mistralai/mistral-7b-instruct-v0.3
+    gpuMemory: 48
+    state: {state}
+"""
+NO_MODELS = """\
+apiVersion: capella-deploy/v1
+defaults: {provider: aws, region: us-east-1}
+models: []
+prune: {match: "*"}
+"""
+
+
+def one_model(state: str = "running") -> str:
+    return ONE_MODEL.format(state=state)
+
+
+def calls(world: Any, method: str, suffix: str = "") -> list[str]:
+    return [e for e in world.requests.entries if e.startswith(f"{method} {MODELS}/#1{suffix} ")]
+
+
+def test_a_delete_refused_while_the_model_pauses_waits_for_the_pause_to_end_and_deletes_then(tmp_path: Path) -> None:
+    world = new_world(21, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+
+    def pauses() -> None:  # someone pauses the model just as the delete arrives, and the API refuses it then
+        with world.sandbox.mutate() as state:
+            [model] = state.models.values()
+            lifecycle.begin(model, lifecycle.PAUSING, lifecycle.PAUSED, world.clock.now(), 60)
+
+    world.script.append(Step(rf"DELETE {MODELS}/#\d+", "422", meanwhile=pauses))
+    world.set_manifest(NO_MODELS)
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert calls(world, "DELETE") == [f"DELETE {MODELS}/#1 -> 422 (scripted)", f"DELETE {MODELS}/#1 -> 202"]
+    assert "refused while pausing; waiting for it to settle" in report.stdout
+    assert live_models(world.sandbox) == []
+    assert untruths(world, report) == []
+
+
+def test_a_delete_refused_because_the_model_is_already_going_is_what_was_asked_for(tmp_path: Path) -> None:
+    world = new_world(22, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+
+    def destroys() -> None:  # another run deletes it just before
+        with world.sandbox.mutate() as state:
+            [model] = state.models.values()
+            lifecycle.begin(model, lifecycle.DESTROYING, lifecycle.GONE, world.clock.now(), 60)
+
+    world.script.append(Step(rf"DELETE {MODELS}/#\d+", "skip", meanwhile=destroys))
+    world.set_manifest(NO_MODELS)
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert calls(world, "DELETE") == [f"DELETE {MODELS}/#1 -> 409"]
+    assert report.result is not None and [r.detail for r in report.result.results] == ["destroyed"]
+    assert live_models(world.sandbox) == []
+
+
+def test_a_delete_refused_while_the_model_is_settled_fails_without_a_second_try(tmp_path: Path) -> None:
+    world = new_world(23, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    world.script.append(Step(rf"DELETE {MODELS}/#\d+", "422", times=100))
+    world.set_manifest(NO_MODELS)
+    report = world.apply()
+    assert report.exit_code == 1
+    assert report.result is not None
+    [failed] = report.result.failed
+    assert failed.address.startswith("model.chat") and "refused while healthy" in failed.detail
+    assert len(calls(world, "DELETE")) == 1
+    assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
+
+
+def test_a_pause_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path: Path) -> None:
+    world = new_world(24, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    world.set_manifest(one_model("paused"))
+    world.script.append(Step(rf"POST {MODELS}/#\d+/activationState", "drop-after"))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.result is not None and [r.detail for r in report.result.results] == ["paused"]
+    assert [m[2] for m in live_models(world.sandbox)] == ["paused"]
+    assert untruths(world, report) == []
+
+
+def test_a_resume_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path: Path) -> None:
+    world = new_world(25, tmp_path, manifest_text=one_model("paused"))
+    assert world.apply().exit_code == 0
+    world.set_manifest(one_model())
+    world.script.append(Step(rf"POST {MODELS}/#\d+/activationState", "drop-after"))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.result is not None and [r.detail for r in report.result.results] == ["healthy"]
+    assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
+    assert untruths(world, report) == []
+
+
+def test_a_lost_create_answer_is_settled_by_a_listing_that_holds_an_unreadable_entry(tmp_path: Path) -> None:
+    world = new_world(26, tmp_path, manifest_text=one_model())
+
+    def with_junk(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "data": [*answer["data"], {"name": "no-id"}]}
+
+    world.script.append(Step(f"POST {MODELS}", "drop-after"))
+    world.script.append(Step(rf"GET {MODELS}", "rewrite", times=1000, rewrite_body=with_junk))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
+    assert "adopting it" in report.stdout
