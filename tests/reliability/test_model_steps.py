@@ -38,6 +38,11 @@ def calls(world: Any, method: str, suffix: str = "") -> list[str]:
     return [e for e in world.requests.entries if e.startswith(f"{method} {MODELS}/#1{suffix} ")]
 
 
+def progress(report: Any) -> list[str]:
+    """What the run said of the model's change as it went, without its address."""
+    return [line.partition(": ")[2] for line in report.stdout.splitlines() if line.startswith("model.chat")]
+
+
 def test_a_delete_refused_while_the_model_pauses_waits_for_the_pause_to_end_and_deletes_then(tmp_path: Path) -> None:
     world = new_world(21, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
@@ -52,7 +57,12 @@ def test_a_delete_refused_while_the_model_pauses_waits_for_the_pause_to_end_and_
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert calls(world, "DELETE") == [f"DELETE {MODELS}/#1 -> 422 (scripted)", f"DELETE {MODELS}/#1 -> 202"]
-    assert "refused while pausing; waiting for it to settle" in report.stdout
+    assert progress(report) == [
+        "refused while pausing; waiting for it to settle",
+        "waiting to settle",
+        "destroying",
+        "destroyed",
+    ]
     assert live_models(world.sandbox) == []
     assert untruths(world, report) == []
 
@@ -93,10 +103,16 @@ def test_a_pause_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path:
     world = new_world(24, tmp_path, manifest_text=one_model())
     assert world.apply().exit_code == 0
     world.set_manifest(one_model("paused"))
-    world.script.append(Step(rf"POST {MODELS}/#\d+/activationState", "drop-after"))
+    world.script.append(Step(rf"DELETE {MODELS}/#\d+/activationState", "drop-after"))
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert report.result is not None and [r.detail for r in report.result.results] == ["paused"]
+    # The client sent the call again; the API refused the repeat, as the model was on its way already.
+    assert calls(world, "DELETE", "/activationState") == [
+        f"DELETE {MODELS}/#1/activationState (carried out) -> 202",
+        f"DELETE {MODELS}/#1/activationState -> dropped after",
+        f"DELETE {MODELS}/#1/activationState -> 409",
+    ]
     assert [m[2] for m in live_models(world.sandbox)] == ["paused"]
     assert untruths(world, report) == []
 
@@ -109,6 +125,12 @@ def test_a_resume_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert report.result is not None and [r.detail for r in report.result.results] == ["healthy"]
+    # The client sent the call again; the API refused the repeat, as the model was on its way already.
+    assert calls(world, "POST", "/activationState") == [
+        f"POST {MODELS}/#1/activationState (carried out) -> 202",
+        f"POST {MODELS}/#1/activationState -> dropped after",
+        f"POST {MODELS}/#1/activationState -> 409",
+    ]
     assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
     assert untruths(world, report) == []
 
