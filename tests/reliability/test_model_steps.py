@@ -9,7 +9,7 @@ from typing import Any
 
 from reliability_support import Step, live_models, new_world, untruths
 
-from capella_deploy.sandbox import lifecycle
+from capella_deploy.sandbox import Faults, lifecycle
 
 ORG = "/v4/organizations/#0"
 MODELS = ORG + "/aiServices/models"
@@ -107,6 +107,7 @@ def test_a_pause_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path:
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert report.result is not None and [r.detail for r in report.result.results] == ["paused"]
+    assert progress(report) == ["pausing", "paused"]
     # The client sent the call again; the API refused the repeat, as the model was on its way already.
     assert calls(world, "DELETE", "/activationState") == [
         f"DELETE {MODELS}/#1/activationState (carried out) -> 202",
@@ -125,6 +126,7 @@ def test_a_resume_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path
     report = world.apply()
     assert report.exit_code == 0, report.stdout
     assert report.result is not None and [r.detail for r in report.result.results] == ["healthy"]
+    assert progress(report) == ["resuming", "healthy"]
     # The client sent the call again; the API refused the repeat, as the model was on its way already.
     assert calls(world, "POST", "/activationState") == [
         f"POST {MODELS}/#1/activationState (carried out) -> 202",
@@ -147,3 +149,87 @@ def test_a_lost_create_answer_is_settled_by_a_listing_that_holds_an_unreadable_e
     assert report.exit_code == 0, report.stdout
     assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
     assert "adopting it" in report.stdout
+
+
+EDITED = """\
+apiVersion: capella-deploy/v1
+defaults: {{provider: aws, region: us-east-1}}
+models:
+  - name: chat
+    catalogModel: mistralai/mistral-7b-instruct-v0.3
+    gpuMemory: 48
+    keywordFiltering: [{keyword}]
+"""
+
+
+def edited(seed: int, tmp_path: Path) -> tuple[Any, str]:
+    """A world whose model is deployed and whose manifest now asks for an edit; and the model's id."""
+    world = new_world(seed, tmp_path, manifest_text=EDITED.format(keyword="secret"))
+    assert world.apply().exit_code == 0
+    world.set_manifest(EDITED.format(keyword="internal"))
+    return world, live_models(world.sandbox)[0][1]
+
+
+def test_an_edit_of_a_model_still_deploying_says_it_waits_then_edits(tmp_path: Path) -> None:
+    world = new_world(34, tmp_path, manifest_text=EDITED.format(keyword="secret"))
+    assert world.apply(timeout=60).exit_code == 1  # gives up while the model deploys
+    world.set_manifest(EDITED.format(keyword="internal"))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert progress(report) == ["waiting until it can edit (deploying)", "updating", "healthy"]
+
+
+def test_an_update_not_yet_visible_at_the_timeout_says_what_to_do(tmp_path: Path) -> None:
+    world, _ = edited(35, tmp_path)
+    world.sandbox.faults = Faults(edit_delay_seconds=10 * 3600)
+    report = world.apply(timeout=600)
+    assert report.exit_code == 0, report.stdout
+    assert progress(report) == ["updating", "update accepted; waiting until a read shows it", "healthy"]
+    assert report.result is not None and report.result.warnings == (
+        "model.chat: the update was accepted but is not yet visible after 600 s (--timeout); a plan made before it "
+        "shows will list it again: wait and plan again rather than apply it twice",
+    )
+
+
+def test_a_model_that_fails_while_an_update_is_awaited_fails_the_change(tmp_path: Path) -> None:
+    world, model_id = edited(36, tmp_path)
+    world.sandbox.faults = Faults(edit_delay_seconds=10 * 3600)
+
+    def fails() -> None:
+        with world.sandbox.mutate() as state:
+            lifecycle.begin(state.models[model_id], lifecycle.DEPLOY_FAILED, None, world.clock.now(), None)
+
+    world.script.append(Step(rf"GET {MODELS}", "skip", times=2))
+    world.script.append(Step(rf"GET {MODELS}", "skip", meanwhile=fails))
+    report = world.apply(timeout=600)
+    assert report.exit_code == 1
+    assert report.result is not None
+    assert [(r.address, r.detail) for r in report.result.failed] == [
+        ("model.chat", f"model {model_id}: status became deployFailed")
+    ]
+
+
+def test_an_edit_of_a_model_gone_since_the_plan_fails_and_says_so(tmp_path: Path) -> None:
+    world, model_id = edited(37, tmp_path)
+
+    def gone() -> None:
+        with world.sandbox.mutate() as state:
+            state.models.clear()
+
+    world.script.append(Step(rf"GET {MODELS}/#\d+", "skip", meanwhile=gone))
+    report = world.apply()
+    assert report.exit_code == 1
+    assert report.result is not None
+    assert [r.detail for r in report.result.failed] == [f"model {model_id} no longer exists"]
+
+
+def test_an_unreadable_answer_about_the_model_fails_its_change_with_the_reason(tmp_path: Path) -> None:
+    world, model_id = edited(38, tmp_path)
+    world.script.append(Step(rf"GET {MODELS}/#\d+", "rewrite", rewrite_body={"model": {"name": "chat"}}))
+    report = world.apply()
+    assert report.exit_code == 1
+    assert report.result is not None
+    assert [r.detail for r in report.result.failed] == [
+        f"model {model_id}: the API's answer cannot be read: a model entry has no id or name"
+    ]
+    assert calls(world, "PUT") == []
