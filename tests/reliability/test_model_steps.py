@@ -233,3 +233,36 @@ def test_an_unreadable_answer_about_the_model_fails_its_change_with_the_reason(t
         f"model {model_id}: the API's answer cannot be read: a model entry has no id or name"
     ]
     assert calls(world, "PUT") == []
+
+
+TWO_MODELS = """\
+apiVersion: capella-deploy/v1
+defaults: {{provider: aws, region: us-east-1}}
+models:
+  - name: chat
+    catalogModel: mistralai/mistral-7b-instruct-v0.3
+    gpuMemory: 48
+    cache: {cache}
+  - name: embed
+    catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2
+    gpuMemory: 24
+"""
+
+
+def test_an_edit_to_a_semantic_cache_sends_and_sees_its_embedding_model_by_id(tmp_path: Path) -> None:
+    world = new_world(39, tmp_path, manifest_text=TWO_MODELS.format(cache="{type: standard}"))
+    assert world.apply().exit_code == 0
+    semantic = "{type: semantic, threshold: 0.8, semantic: {embeddingModel: embed}}"
+    world.set_manifest(TWO_MODELS.format(cache=semantic))
+    report = world.apply(timeout=600)
+    assert report.exit_code == 0, report.stdout
+    assert report.plan is not None and [(c.address, c.action.value) for c in report.plan.pending] == [
+        ("model.chat", "update")
+    ]
+    ids = {name: model_id for name, model_id, _ in live_models(world.sandbox)}
+    caching = world.sandbox.world().models[ids["chat"]].options["caching"]
+    assert caching["semantic"]["embeddingModel"] == ids["embed"]
+    # The read after the edit shows it at once: nothing is waited for, nothing is left to warn of.
+    assert progress(report) == ["waiting for model.embed, its embedding model", "updating", "healthy"]
+    assert report.result is not None and report.result.warnings == ()
+    assert world.apply().result is None
