@@ -94,7 +94,11 @@ def test_a_delete_refused_while_the_model_is_settled_fails_without_a_second_try(
     assert report.exit_code == 1
     assert report.result is not None
     [failed] = report.result.failed
-    assert failed.address.startswith("model.chat") and "refused while healthy" in failed.detail
+    model_id = live_models(world.sandbox)[0][1]
+    assert failed.address == f"model.chat[{model_id}]"
+    # The refusal is the answer, and the message carries it.
+    assert failed.detail.startswith(f"model {model_id}: refused while healthy: DELETE ")
+    assert failed.detail.endswith(": 422 Service Unavailable (hint: scripted)")
     assert len(calls(world, "DELETE")) == 1
     assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
 
@@ -266,3 +270,34 @@ def test_an_edit_to_a_semantic_cache_sends_and_sees_its_embedding_model_by_id(tm
     assert progress(report) == ["waiting for model.embed, its embedding model", "updating", "healthy"]
     assert report.result is not None and report.result.warnings == ()
     assert world.apply().result is None
+
+
+def test_an_edit_refused_by_a_model_that_fell_ill_waits_until_it_takes_edits_again(tmp_path: Path) -> None:
+    world, model_id = edited(40, tmp_path)
+
+    def falls_ill() -> None:  # for a minute, just as the edit arrives
+        with world.sandbox.mutate() as state:
+            lifecycle.begin(state.models[model_id], "unhealthy", lifecycle.HEALTHY, world.clock.now(), 60)
+
+    world.script.append(Step(rf"PUT {MODELS}/#\d+", "422", meanwhile=falls_ill))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert calls(world, "PUT") == [f"PUT {MODELS}/#1 -> 422 (scripted)", f"PUT {MODELS}/#1 -> 204"]
+    assert progress(report) == [
+        "refused while unhealthy; waiting for it to settle",
+        "waiting to settle",
+        "updating",
+        "healthy",
+    ]
+
+
+def test_an_edit_refused_while_the_model_takes_edits_fails_with_the_refusal(tmp_path: Path) -> None:
+    world, model_id = edited(41, tmp_path)
+    world.script.append(Step(rf"PUT {MODELS}/#\d+", "422", times=100))
+    report = world.apply()
+    assert report.exit_code == 1
+    assert report.result is not None
+    [failed] = report.result.failed
+    assert failed.detail.startswith(f"model {model_id}: refused while healthy: PUT ")
+    assert failed.detail.endswith(": 422 Service Unavailable (hint: scripted)")
+    assert len(calls(world, "PUT")) == 1
