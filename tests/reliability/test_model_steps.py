@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from reliability_support import Step, live_models, new_world, untruths
 
 from capella_deploy.sandbox import Faults, lifecycle
@@ -301,3 +302,28 @@ def test_an_edit_refused_while_the_model_takes_edits_fails_with_the_refusal(tmp_
     assert failed.detail.startswith(f"model {model_id}: refused while healthy: PUT ")
     assert failed.detail.endswith(": 422 Service Unavailable (hint: scripted)")
     assert len(calls(world, "PUT")) == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "planned", "done"),
+    [("running", "paused", "pause", "paused"), ("paused", "running", "resume", "healthy")],
+)
+def test_a_pause_or_resume_someone_else_made_since_the_plan_is_not_asked_again(
+    before: str, after: str, planned: str, done: str, tmp_path: Path
+) -> None:
+    world = new_world(42, tmp_path, manifest_text=one_model(before))
+    assert world.apply().exit_code == 0
+    world.set_manifest(one_model(after))
+    model_id = live_models(world.sandbox)[0][1]
+    sent_before = len(world.requests.entries)
+
+    def turned() -> None:
+        with world.sandbox.mutate() as state:
+            lifecycle.begin(state.models[model_id], done, None, world.clock.now(), None)
+
+    world.script.append(Step(rf"GET {MODELS}/#\d+", "skip", meanwhile=turned))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.plan is not None and [c.action.value for c in report.plan.pending] == [planned]
+    assert report.result is not None and [r.detail for r in report.result.results] == [done]
+    assert [e for e in world.requests.entries[sent_before:] if "/activationState" in e] == []
