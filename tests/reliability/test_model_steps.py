@@ -327,3 +327,15 @@ def test_a_pause_or_resume_someone_else_made_since_the_plan_is_not_asked_again(
     assert report.plan is not None and [c.action.value for c in report.plan.pending] == [planned]
     assert report.result is not None and [r.detail for r in report.result.results] == [done]
     assert [e for e in world.requests.entries[sent_before:] if "/activationState" in e] == []
+
+
+@pytest.mark.parametrize(("before", "after", "seconds"), [("running", "paused", 60.0), ("paused", "running", 120.0)])
+def test_a_pause_or_resume_is_seen_the_moment_it_ends(before: str, after: str, seconds: float, tmp_path: Path) -> None:
+    world = new_world(50, tmp_path, manifest_text=one_model(before))
+    assert world.apply().exit_code == 0
+    world.set_manifest(one_model(after))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.result is not None
+    # The sandbox's pause takes 60 s and its resume 120 s, as the run assumes before it has seen one finish.
+    assert [r.elapsed for r in report.result.results] == [seconds]
