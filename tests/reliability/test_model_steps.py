@@ -4,13 +4,16 @@ a lost create answer settled by a listing that holds an unreadable entry."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Step, live_models, new_world, untruths
+from reliability_support import API_TOKEN, Step, live_models, new_world, read_outputs, untruths
 
-from capella_deploy.sandbox import Faults, lifecycle
+from capella_deploy.api.client import CapellaClient
+from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, lifecycle
+from capella_deploy.secrets import Secret
 
 ORG = "/v4/organizations/#0"
 MODELS = ORG + "/aiServices/models"
@@ -339,3 +342,55 @@ def test_a_pause_or_resume_is_seen_the_moment_it_ends(before: str, after: str, s
     assert report.result is not None
     # The sandbox's pause takes 60 s and its resume 120 s, as the run assumes before it has seen one finish.
     assert [r.elapsed for r in report.result.results] == [seconds]
+
+
+def test_a_model_left_deploying_by_a_run_that_gave_up_is_waited_for_by_the_next(tmp_path: Path) -> None:
+    world = new_world(60, tmp_path, manifest_text=one_model())
+    first = world.apply(timeout=60)
+    assert first.exit_code == 1
+    model_id = live_models(world.sandbox)[0][1]
+    assert progress(first) == [
+        "deploying",
+        f"failed: model {model_id}: still deploying when the timeout ran out (60 s, --timeout); it is left in place "
+        "and the next apply waits for it again",
+    ]
+    assert read_outputs(world.outputs_path)["models"]["chat"]["status"] == "deploying"
+    second = world.apply()
+    assert second.exit_code == 0 and second.result is None, second.stdout
+    assert read_outputs(world.outputs_path)["models"]["chat"] == {
+        "id": model_id,
+        "status": "healthy",
+        "region": "us-east-1",
+        "connectionString": f"http://capella.sandbox/ai/{model_id}",
+        "headers": {},
+    }
+
+
+def test_of_protected_models_sharing_a_name_the_outputs_record_the_one_managed(tmp_path: Path) -> None:
+    world = new_world(
+        61, tmp_path, manifest_text=one_model().replace("    state:", "    preventDestroy: true\n    state:")
+    )
+    assert world.apply(timeout=60).exit_code == 1  # left deploying
+
+    async def another() -> None:  # someone makes a second model of the name in the console
+        client = CapellaClient(
+            base_url=IN_PROCESS_BASE_URL,
+            token=Secret(API_TOKEN),
+            transport=world.sandbox.transport(),
+            clock=world.clock,
+        )
+        async with client:
+            body = {
+                "name": "chat",
+                "catalogModelName": "mistralai/mistral-7b-instruct-v0.3",
+                "cloudConfig": {"provider": "aws", "region": "us-east-1", "compute": {"cpu": 4, "gpuMemory": 48}},
+            }
+            await client.create_model(world.sandbox.org_id, body)
+
+    asyncio.run(another())
+    ids = sorted(model_id for _, model_id, _ in live_models(world.sandbox))
+    assert len(ids) == 2
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    recorded = read_outputs(world.outputs_path)["models"]["chat"]
+    assert (recorded["id"], recorded["status"]) == (ids[0], "healthy")
