@@ -12,7 +12,7 @@ import pytest
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.clock import ManualClock
-from capella_deploy.kinds.base import Action, ExportNotes, ExportScope, Kind, PlanContext, Settled
+from capella_deploy.kinds.base import Action, Address, ExportNotes, ExportScope, Kind, PlanContext, Settled
 from capella_deploy.kinds.model import (
     MODELS,
     allows,
@@ -35,7 +35,6 @@ from capella_deploy.plan.planner import plan
 from capella_deploy.run.settle import settle_outputs
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Sandbox, lifecycle
 from capella_deploy.secrets import Secret
-from tests.conftest import World
 from tests.planning_support import CHAT, NOW, live_model, manifest
 
 EMBED_ID = "0b5d1f7e-6a43-4c8e-9d2a-3f1e2b4c5d6e"
@@ -584,23 +583,9 @@ def test_a_new_model_is_created_with_its_declared_attributes() -> None:
 # -- after an apply ----------------------------------------------------------------------------------------------
 
 
-def test_a_model_whose_change_failed_is_not_waited_for_again_after_the_apply(world: World) -> None:
-    path = world.write(
-        "manifest.yaml",
-        "apiVersion: capella-deploy/v1\n"
-        "defaults: {provider: aws, region: us-east-1}\n"
-        "models:\n"
-        "  - {name: chat, catalogModel: mistralai/mistral-7b-instruct-v0.3, gpuMemory: 48}\n",
-    )
-    result = world.cli("apply", "-f", str(path), "--auto-approve", "--timeout", "1m")
-    assert result.exit_code == 1
-    # Said by the change and by the summary, not a third time by a second wait once the changes are done.
-    assert result.stdout.count("still deploying when the timeout ran out") == 2
-    assert "still deploying" not in result.stderr
-    assert json.loads(world.outputs.read_text())["models"]["chat"]["status"] == "deploying"
-
-
-def test_a_managed_model_that_is_unhealthy_is_recorded_as_it_is_not_waited_for(tmp_path: Path) -> None:
+def settled_after(tmp_path: Path, status: str | None, failed: frozenset[Address] = frozenset()) -> tuple[Any, Any]:
+    """Settle after an apply, on the run's clock, with the manifest's model just made (and put in ``status``):
+    what settling found, the outputs' entry of the model, and how long it waited."""
     clock = ManualClock()
     sandbox = Sandbox(tmp_path / "sandbox.json", token="tok", clock=clock)
 
@@ -609,16 +594,32 @@ def test_a_managed_model_that_is_unhealthy_is_recorded_as_it_is_not_waited_for(t
             base_url=IN_PROCESS_BASE_URL, token=Secret("tok"), transport=sandbox.transport(), clock=clock
         )
         async with client:
-            body = model_create_body(*spec_of(CHAT), {})
-            model_id = await client.create_model(sandbox.org_id, body)
-            with sandbox.mutate() as state:
-                lifecycle.begin(state.models[model_id], "unhealthy", None, clock.now(), None)
+            model_id = await client.create_model(sandbox.org_id, model_create_body(*spec_of(CHAT), {}))
+            if status is not None:
+                with sandbox.mutate() as state:
+                    lifecycle.begin(state.models[model_id], status, None, clock.now(), None)
             outputs = Outputs(tmp_path / "outputs.json", "json", org_id=sandbox.org_id)
-            started = clock.now()
-            settled = await settle_outputs(client, sandbox.org_id, models(CHAT), outputs, clock=clock, timeout=600)
-            assert clock.now() - started < 60
-            return settled, json.loads((tmp_path / "outputs.json").read_text())["models"]["chat"]
+            found = await settle_outputs(
+                client, sandbox.org_id, models(CHAT), outputs, clock=clock, timeout=600, failed=failed
+            )
+            return found, json.loads((tmp_path / "outputs.json").read_text())["models"]["chat"]
 
-    settled, recorded = asyncio.run(run())
-    assert settled.unsettled == [] and settled.warnings == []
-    assert recorded["status"] == "unhealthy"
+    started = clock.now()
+    found, recorded = asyncio.run(run())
+    return found, (recorded, clock.now() - started)
+
+
+def test_after_an_apply_a_deploying_model_is_waited_for_and_recorded_healthy(tmp_path: Path) -> None:
+    found, (recorded, waited) = settled_after(tmp_path, None)
+    assert found.unsettled == [] and recorded["status"] == "healthy" and waited >= 300
+
+
+def test_a_model_whose_change_failed_is_not_waited_for_again_after_the_apply(tmp_path: Path) -> None:
+    found, (recorded, waited) = settled_after(tmp_path, None, failed=frozenset({Address(Kind.MODEL, "chat")}))
+    assert found.unsettled == [] and recorded["status"] == "deploying" and waited < 60
+
+
+def test_a_managed_model_that_is_unhealthy_is_recorded_as_it_is_not_waited_for(tmp_path: Path) -> None:
+    found, (recorded, waited) = settled_after(tmp_path, "unhealthy")
+    assert found.unsettled == [] and found.warnings == []
+    assert recorded["status"] == "unhealthy" and waited < 60
