@@ -87,9 +87,7 @@ class LiveState:
         for kind in REGISTRY:
             for resource in self.of(kind.kind):
                 if kind.in_play(resource):
-                    looked_at = kind.fingerprint(resource, held_tokens)
-                    if resource.id in versions:
-                        looked_at = {**looked_at, "credentialsVersion": versions[resource.id]}
+                    looked_at = [kind.fingerprint(resource, held_tokens), versions.get(resource.id)]
                     text = json.dumps(looked_at, sort_keys=True)
                     address = f"{Address(kind.kind, resource.name)}[{resource.id}]"
                     found[address] = hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
@@ -98,8 +96,10 @@ class LiveState:
     def fingerprint(self, digests: Mapping[str, str] | None = None) -> str:
         """A digest of everything the planner looks at; a saved plan is stale when this changes. ``digests``:
         this state's ``digests(...)`` as the plan took them (default: with no tokens held, no versions recorded)."""
-        doc = {"org": self.org_id, "resources": self.digests() if digests is None else dict(digests)}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        resources = self.digests() if digests is None else digests
+        # Sorted: the order a listing gives varies between reads and says nothing.
+        doc = [self.org_id, sorted(resources.items())]
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
 async def read_live(client: CapellaClient, org_id: str, *, now: datetime | None = None) -> LiveState:

@@ -87,11 +87,12 @@ def test_lines_a_person_added_are_ignored_when_the_file_is_read_back(tmp_path: P
     path = tmp_path / "outputs.env"
     write(path)
     text = path.read_text()
-    edited = text.replace("CAPELLA_ORG_ID=", "# a note = with an equals sign\nUNRELATED=x\nCAPELLA_ORG_ID=")
+    note = "# a note = with an equals sign\n#  models below are managed by capella-deploy\nUNRELATED=x\n"
+    edited = text.replace("CAPELLA_ORG_ID=", note + "CAPELLA_ORG_ID=")
     path.write_text(edited + "# trailing remark=1\n")
     again = Outputs(path, "dotenv")
     assert again.token("app_key-1") == Secret(TOKEN)
-    assert again.models["chat-prod.v2"]["connectionString"] == URL
+    assert again.models["chat-prod.v2"]["connectionString"] == URL and list(again.models) == ["chat-prod.v2"]
     assert again.document()["organizationId"] == "org-1"
 
 
@@ -145,3 +146,27 @@ def test_providers_read_back_from_dotenv_with_their_credentials_version_a_number
     again.record("providers", "docs-bucket", id="p-new", type="awsBedrock")
     assert again.section("providers")["docs-bucket"] == {"id": "p-new", "type": "awsBedrock"}
     assert again.credential_versions() == {}
+
+
+def test_a_header_profile_is_one_line_of_compact_json_with_sorted_names(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.env"
+    Outputs(path, "dotenv").record_model("chat", id="m-1", headers={"X-cb-z": "1", "X-cb-a": "two words"})
+    assert 'CAPELLA_MODEL_CHAT_HEADERS=\'{"X-cb-a":"two words","X-cb-z":"1"}\'\n' in path.read_text()
+
+
+def test_a_commented_out_variable_inside_a_group_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.env"
+    write(path)
+    text = path.read_text().replace(
+        f"CAPELLA_KEY_APP_KEY_1_TOKEN='{TOKEN}'\n",
+        f"CAPELLA_KEY_APP_KEY_1_TOKEN='{TOKEN}'\n# CAPELLA_KEY_APP_KEY_1_TOKEN='an-old-token'\n",
+    )
+    path.write_text(text)
+    assert Outputs(path, "dotenv").token("app_key-1") == Secret(TOKEN)
+
+
+def test_a_value_left_empty_by_hand_reads_back_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.env"
+    write(path)
+    path.write_text(path.read_text().replace("CAPELLA_ORG_ID='org-1'", "CAPELLA_ORG_ID="))
+    assert Outputs(path, "dotenv").document()["organizationId"] is None

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.api.ratelimit import API_REQUESTS_PER_MINUTE
-from capella_deploy.apply.eta import remaining_seconds
+from capella_deploy.apply.eta import Durations, remaining_seconds
 from capella_deploy.apply.watcher import PollSchedule, StatusWatcher
 from capella_deploy.clock import Clock
 from capella_deploy.errors import CapellaError
@@ -104,6 +104,11 @@ class Applier:
         self._unsent = {c.address: kind_of(c.kind).transition(c) for c in plan.pending}
         self._started = clock.now()
         self._writes_done = 0
+        # The changes sent whose transition has begun, with when: expected to end after its learned duration, even
+        # before their wait for it has begun.
+        self._begun: dict[str, tuple[float, str]] = {}
+        # What this run learns of transitions' durations, shared by its watchers; assumed until it learns.
+        self._durations = Durations()
         # Live ids by address: those the plan keeps, and those this run's changes make, as they are made.
         self._ids: dict[Address, str] = {}
         self._id_known: dict[Address, asyncio.Event] = {}
@@ -140,11 +145,14 @@ class Applier:
             pace = self._writes_done / elapsed
         return remaining_seconds(
             now,
-            completions=[c for w in self._watchers for c in w.completions()],
+            completions=[
+                *(c for w in self._watchers for c in w.completions()),
+                *(start + self._durations.expected(t) for start, t in self._begun.values()),
+            ],
             writes_left=writes_left,
             deploys_left=len(transitions),
             writes_per_second=pace,
-            deploy_seconds=max((w.durations.expected(t) for w in self._watchers for t in transitions), default=0.0),
+            deploy_seconds=max((self._durations.expected(t) for t in transitions), default=0.0),
             notice_seconds=max((w.notice_seconds() for w in self._watchers), default=0.0),
         )
 
@@ -156,7 +164,12 @@ class Applier:
 
     def watch(self, list_all: Callable[[], Awaitable[list[dict[str, Any]]]], parse: Callable[[Any], W]) -> Watch[W]:
         watcher = StatusWatcher(
-            list_all, parse, self.clock, self._options.schedule, requests_per_minute=self.client.requests_per_minute
+            list_all,
+            parse,
+            self.clock,
+            self._options.schedule,
+            durations=self._durations,
+            requests_per_minute=self.client.requests_per_minute,
         )
         self._watchers.append(watcher)
         return watcher
@@ -166,7 +179,7 @@ class Applier:
 
     def found(self, address: Address, live_id: str) -> None:
         self._ids[address] = live_id
-        self._id_known.setdefault(address, asyncio.Event()).set()
+        self._id_known[address].set()  # every change that declares a resource has its event from the start
 
     async def id_of(self, address: Address) -> str | None:
         event = self._id_known.get(address)
@@ -193,7 +206,8 @@ class Applier:
             return await self._run_one_tracked(step)
         finally:
             del self.active[change.address]
-            self._sent(change.address)
+            self._sent(change.address)  # a change that ends unsent has nothing left to send either
+            self._begun.pop(change.address, None)
             if change.after is not None and change.ref in self._finished:
                 self._finished[change.ref].set()
 
@@ -220,8 +234,10 @@ class Applier:
 
     def _sent(self, address: str) -> None:
         if address in self._unsent:
-            del self._unsent[address]
+            transition = self._unsent.pop(address)
             self._writes_done += 1
+            if transition is not None:
+                self._begun[address] = (self.clock.now(), transition)
 
 
 class _Step:

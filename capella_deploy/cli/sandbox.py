@@ -97,7 +97,7 @@ def serve_command(
 
     # The export line says how a client gets the token, never the token itself unless it is the public default.
     if token_file is not None:
-        token, token_source = token_file.read_text().strip(), f"read from {token_file}"
+        token, token_source = token_file.read_text(encoding="utf-8").strip(), f"read from {token_file}"
         token_export = f' CAPELLA_API_TOKEN="$(cat {shlex.quote(str(token_file.resolve()))})"'
     elif os.environ.get(TOKEN_ENV):
         token, token_source = os.environ[TOKEN_ENV], f"from ${TOKEN_ENV}"

@@ -299,13 +299,12 @@ def render_dotenv(doc: Mapping[str, Any]) -> str:
 
 def parse_dotenv(text: str) -> dict[str, Any]:
     doc = _empty(None)
-    entry: dict[str, Any] | None = None
-    section: Section | None = None
+    group: tuple[Section, dict[str, Any]] | None = None  # the section and entry the last heading named
     for line in text.splitlines():
         heading = line.split(" ", 2)
         if len(heading) == 3 and heading[0] == "#" and heading[1] in _SECTION:
             section = _SECTION[heading[1]]
-            entry = doc.setdefault(section.key, {}).setdefault(heading[2], {})
+            group = section, doc.setdefault(section.key, {}).setdefault(heading[2], {})
             continue
         var, sep, raw = line.partition("=")
         if not sep or line.startswith("#"):
@@ -313,7 +312,8 @@ def parse_dotenv(text: str) -> dict[str, Any]:
         value = shlex.split(raw)[0] if raw else ""
         if var == "CAPELLA_ORG_ID":
             doc["organizationId"] = value or None
-        elif entry is not None and section is not None:
+        elif group is not None:
+            section, entry = group
             for field, suffix in section.fields:
                 if var.endswith("_" + suffix):
                     entry[field] = json.loads(value) if field in section.json_fields else value
@@ -346,13 +346,13 @@ def format_for(path: Path, explicit: str | None, default: OutputFormat = "json")
 def _read(path: Path) -> dict[str, Any]:
     """Read an outputs file in whichever format it is in, so a change of format converts it, never empties it."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # as atomic_write wrote it, whatever the locale
         if text.lstrip().startswith("{"):
             doc = json.loads(text)
         elif text.startswith(DOTENV_HEADER):
             doc = parse_dotenv(text)
         else:
-            raise ValueError("neither JSON nor capella-deploy dotenv")
+            raise ValueError  # neither JSON nor capella-deploy dotenv; the message names the exception's type
     except (OSError, ValueError) as exc:
         raise OutputsError(
             f"{path}: cannot read the outputs file ({type(exc).__name__}); "
@@ -426,7 +426,7 @@ def _key_entries(text: str) -> dict[str, dict[str, Any]]:
             doc = json.loads(text)
             entries = doc["apiKeys"] if isinstance(doc, dict) and isinstance(doc.get("apiKeys"), dict) else {}
         except ValueError:
-            section = text.split('\n  "models": {', 1)[0]  # the top-level section after apiKeys
+            section = text.split('\n  "models": {')[0]  # the top-level section after apiKeys
             for match in _JSON_KEY_ENTRY.finditer(section):
                 with contextlib.suppress(ValueError):
                     fields = {json.loads(f'"{k}"'): json.loads(f'"{v}"') for k, v in _JSON_FIELD.findall(match["body"])}
@@ -444,7 +444,7 @@ def _key_entries(text: str) -> dict[str, dict[str, Any]]:
 
 def _complete_lines(text: str) -> str:
     """Drop a last line cut short: its value may be a token's first half."""
-    return text if text.endswith("\n") else text.rsplit("\n", 1)[0]
+    return text.rsplit("\n", 1)[0]  # after a last newline, that is only the empty string
 
 
 def atomic_write(path: Path, text: str) -> None:

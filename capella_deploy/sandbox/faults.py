@@ -123,7 +123,7 @@ class Faults:
         import yaml  # YAML is a superset of JSON, so one loader reads both kinds of file
 
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             return cls.from_dict(data)
         except (OSError, yaml.YAMLError, ValueError) as exc:
             raise ValueError(f"fault file {path}: {exc}") from exc
