@@ -583,7 +583,9 @@ def test_a_new_model_is_created_with_its_declared_attributes() -> None:
 # -- after an apply ----------------------------------------------------------------------------------------------
 
 
-def settled_after(tmp_path: Path, status: str | None, failed: frozenset[Address] = frozenset()) -> tuple[Any, Any]:
+def settled_after(
+    tmp_path: Path, status: str | None, failed: frozenset[Address] = frozenset(), target: str | None = None
+) -> tuple[Any, Any]:
     """Settle after an apply, on the run's clock, with the manifest's model just made (and put in ``status``):
     what settling found, the outputs' entry of the model, and how long it waited."""
     clock = ManualClock()
@@ -597,7 +599,8 @@ def settled_after(tmp_path: Path, status: str | None, failed: frozenset[Address]
             model_id = await client.create_model(sandbox.org_id, model_create_body(*spec_of(CHAT), {}))
             if status is not None:
                 with sandbox.mutate() as state:
-                    lifecycle.begin(state.models[model_id], status, None, clock.now(), None)
+                    seconds = None if target is None else 60
+                    lifecycle.begin(state.models[model_id], status, target, clock.now(), seconds)
             outputs = Outputs(tmp_path / "outputs.json", "json", org_id=sandbox.org_id)
             found = await settle_outputs(
                 client, sandbox.org_id, models(CHAT), outputs, clock=clock, timeout=600, failed=failed
@@ -623,3 +626,14 @@ def test_a_managed_model_that_is_unhealthy_is_recorded_as_it_is_not_waited_for(t
     found, (recorded, waited) = settled_after(tmp_path, "unhealthy")
     assert found.unsettled == [] and found.warnings == []
     assert recorded["status"] == "unhealthy" and waited < 60
+
+
+def test_after_an_apply_a_model_on_its_way_to_paused_is_waited_for_and_recorded_paused(tmp_path: Path) -> None:
+    found, (recorded, waited) = settled_after(tmp_path, lifecycle.PAUSING, target=lifecycle.PAUSED)
+    assert found.unsettled == [] and recorded["status"] == "paused" and 60 <= waited < 600
+
+
+def test_after_an_apply_a_deployment_that_fails_is_reported_when_it_fails(tmp_path: Path) -> None:
+    found, (recorded, waited) = settled_after(tmp_path, lifecycle.DEPLOYING, target=lifecycle.DEPLOY_FAILED)
+    assert found.unsettled == ["model.chat: status became deployFailed"]
+    assert recorded["status"] == "deploying" and waited < 600

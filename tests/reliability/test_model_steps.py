@@ -396,3 +396,26 @@ def test_of_protected_models_sharing_a_name_the_outputs_record_the_one_managed(t
     assert report.exit_code == 0, report.stdout
     recorded = read_outputs(world.outputs_path)["models"]["chat"]
     assert (recorded["id"], recorded["status"]) == (ids[0], "healthy")
+
+
+def test_a_deployment_that_fails_fails_its_change_when_it_fails(tmp_path: Path) -> None:
+    world = new_world(62, tmp_path, manifest_text=one_model())
+    world.sandbox.faults = Faults(deploy_fail_rate=1.0)
+    started = world.clock.now()
+    report = world.apply()
+    assert report.exit_code == 1
+    [(_, model_id, _)] = [(n, i, s) for n, i, s in live_models(world.sandbox)]
+    assert report.result is not None
+    assert [r.detail for r in report.result.failed] == [f"model {model_id}: status became deployFailed"]
+    assert world.clock.now() - started < 3600, "not waited for until the timeout"
+
+
+def test_a_renamed_model_is_recorded_in_the_outputs_under_its_new_name_only(tmp_path: Path) -> None:
+    world = new_world(63, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    model_id = live_models(world.sandbox)[0][1]
+    world.set_manifest(one_model().replace("  - name: chat\n", "  - name: chat2\n    renamedFrom: chat\n"))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    models = read_outputs(world.outputs_path)["models"]
+    assert list(models) == ["chat2"] and models["chat2"]["id"] == model_id
