@@ -891,11 +891,12 @@ class ModelSteps:
         return seen
 
     async def _embedding_ready(self, step: ApplyStep, spec: ModelSpec) -> dict[str, str]:
-        """The model ids known so far, once the model ``spec``'s semantic cache embeds with (if one of the
-        manifest's) exists and is in its declared state."""
+        """The ids the model's bodies resolve manifest names with: none when its semantic cache names no model
+        of the manifest (it names none, or an id); else the ids known so far, once that model exists and is in its
+        declared state."""
         name = embedding_dependency(spec, self._run.manifest.defaults, self._specs)
         if name is None:
-            return self._run.ids_of(Kind.MODEL)
+            return {}
         dependency = Address(Kind.MODEL, name)
         step.progress(f"waiting for {dependency}, its embedding model")
         finished = await self._run.finished(dependency)

@@ -419,3 +419,40 @@ def test_a_renamed_model_is_recorded_in_the_outputs_under_its_new_name_only(tmp_
     assert report.exit_code == 0, report.stdout
     models = read_outputs(world.outputs_path)["models"]
     assert list(models) == ["chat2"] and models["chat2"]["id"] == model_id
+
+
+PAUSED_EMBED = """\
+apiVersion: capella-deploy/v1
+defaults: {{provider: aws, region: us-east-1}}
+models:
+  - name: chat
+    catalogModel: mistralai/mistral-7b-instruct-v0.3
+    gpuMemory: 48
+    cache: {cache}
+  - name: embed
+    catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2
+    gpuMemory: 24
+    state: paused
+"""
+
+
+def test_an_edit_waits_for_its_embedding_model_to_reach_the_paused_state_the_manifest_declares(
+    tmp_path: Path,
+) -> None:
+    world = new_world(64, tmp_path, manifest_text=PAUSED_EMBED.format(cache="{type: standard}"))
+    assert world.apply().exit_code == 0
+    ids = {name: model_id for name, model_id, _ in live_models(world.sandbox)}
+    with world.sandbox.mutate() as state:  # still pausing, as if a pause of it had just been asked for
+        lifecycle.begin(state.models[ids["embed"]], lifecycle.PAUSING, lifecycle.PAUSED, world.clock.now(), 60)
+    world.set_manifest(PAUSED_EMBED.format(cache="{type: semantic, threshold: 0.8, semantic: {embeddingModel: embed}}"))
+    report = world.apply(timeout=600)
+    assert report.exit_code == 0, report.stdout
+    assert report.plan is not None and [c.address for c in report.plan.pending] == ["model.chat"]
+    assert progress(report) == [
+        "waiting for model.embed, its embedding model",
+        "waiting for model.embed, its embedding model",
+        "updating",
+        "healthy",
+    ]
+    caching = world.sandbox.world().models[ids["chat"]].options["caching"]
+    assert caching["semantic"]["embeddingModel"] == ids["embed"]
