@@ -456,3 +456,15 @@ def test_an_edit_waits_for_its_embedding_model_to_reach_the_paused_state_the_man
     ]
     caching = world.sandbox.world().models[ids["chat"]].options["caching"]
     assert caching["semantic"]["embeddingModel"] == ids["embed"]
+
+
+def test_a_create_whose_answers_are_all_lost_and_that_made_nothing_is_tried_five_times(tmp_path: Path) -> None:
+    world = new_world(65, tmp_path, manifest_text=one_model())
+    world.script.append(Step(f"POST {MODELS}", "drop-before", times=1000))
+    report = world.apply()
+    assert report.exit_code == 1
+    assert [e for e in world.requests.entries if e.startswith("POST ")] == [f"POST {MODELS} -> dropped before"] * 5
+    said = progress(report)
+    assert said[:-1] == ["create unclear (AmbiguousCreate); nothing was made, retrying"] * 4
+    assert said[-1].startswith("failed: create did not go through after 5 attempts: creating model 'chat': ")
+    assert live_models(world.sandbox) == []
