@@ -468,3 +468,12 @@ def test_a_create_whose_answers_are_all_lost_and_that_made_nothing_is_tried_five
     assert said[:-1] == ["create unclear (AmbiguousCreate); nothing was made, retrying"] * 4
     assert said[-1].startswith("failed: create did not go through after 5 attempts: creating model 'chat': ")
     assert live_models(world.sandbox) == []
+
+
+def test_a_model_made_is_seen_healthy_the_moment_its_deployment_ends(tmp_path: Path) -> None:
+    world = new_world(66, tmp_path, manifest_text=one_model())
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.result is not None
+    # Its deployment is counted from the create's answer, not from when the run began to watch it.
+    assert [r.elapsed for r in report.result.results] == [world.sandbox.timings.deploy_seconds]
