@@ -5,6 +5,7 @@ a lost create answer settled by a listing that holds an unreadable entry."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from reliability_support import API_TOKEN, Step, live_models, new_world, read_ou
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.sandbox import IN_PROCESS_BASE_URL, Faults, lifecycle
+from capella_deploy.sandbox.state import Audit, ModelRecord
 from capella_deploy.secrets import Secret
 
 ORG = "/v4/organizations/#0"
@@ -477,3 +479,61 @@ def test_a_model_made_is_seen_healthy_the_moment_its_deployment_ends(tmp_path: P
     assert report.result is not None
     # Its deployment is counted from the create's answer, not from when the run began to watch it.
     assert [r.elapsed for r in report.result.results] == [world.sandbox.timings.deploy_seconds]
+
+
+def another_model(world: Any, created_at: float, status: str = lifecycle.DEPLOYING) -> str:
+    """A model of the manifest's name that someone else (another run, the console) made at ``created_at``."""
+    with world.sandbox.mutate() as state:
+        model = ModelRecord(
+            id=str(uuid.uuid4()),
+            name="chat",
+            catalog_model_name="mistralai/mistral-7b-instruct-v0.3",
+            cloud_provider="aws",
+            region="us-east-1",
+            cpu=4,
+            gpu_memory=48,
+            options={},
+            status=status,
+            audit=Audit.new(state.actor_id, created_at),
+        )
+        target = lifecycle.GONE if status == lifecycle.DESTROYING else lifecycle.HEALTHY
+        lifecycle.begin(model, status, target, world.clock.now(), 300)
+        state.models[model.id] = model
+    return model.id
+
+
+def test_a_run_that_finds_an_older_model_of_its_name_made_meanwhile_keeps_that_one_and_deletes_its_own(
+    tmp_path: Path,
+) -> None:
+    world = new_world(70, tmp_path, manifest_text=one_model())
+    others: list[str] = []
+
+    def two_other_runs_create() -> None:  # one just before this run's create, one just after
+        others.append(another_model(world, world.clock.now() - 1))
+        others.append(another_model(world, world.clock.now() + 1))
+
+    world.script.append(Step(f"POST {MODELS}", "skip", meanwhile=two_other_runs_create))
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    older, newer = others
+    assert f"another run made {older} of this name first; keeping that one" in progress(report)
+    # Its own model is deleted; the newer one is its maker's to delete, as that run keeps the older one too.
+    assert sorted(model_id for _, model_id, _ in live_models(world.sandbox)) == sorted([older, newer])
+    assert read_outputs(world.outputs_path)["models"]["chat"]["id"] == older
+
+
+def test_a_model_of_its_name_on_its_way_out_is_no_rival_to_the_one_a_run_makes(tmp_path: Path) -> None:
+    world = new_world(71, tmp_path, manifest_text=one_model())
+    going: list[str] = []
+    world.script.append(
+        Step(
+            f"POST {MODELS}",
+            "skip",
+            meanwhile=lambda: going.append(another_model(world, world.clock.now() - 1, lifecycle.DESTROYING)),
+        )
+    )
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    [(_, kept, status)] = live_models(world.sandbox)
+    assert kept not in going and status == "healthy"
+    assert read_outputs(world.outputs_path)["models"]["chat"]["id"] == kept
