@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from capella_deploy.api.client import CapellaClient
@@ -19,6 +21,7 @@ from capella_deploy.kinds.model import (
     cache_block,
     cache_view,
     caching_body,
+    connection_string,
     embedding_dependency,
     export_entry,
     header_profile,
@@ -637,3 +640,23 @@ def test_after_an_apply_a_deployment_that_fails_is_reported_when_it_fails(tmp_pa
     found, (recorded, waited) = settled_after(tmp_path, lifecycle.DEPLOYING, target=lifecycle.DEPLOY_FAILED)
     assert found.unsettled == ["model.chat: status became deployFailed"]
     assert recorded["status"] == "deploying" and waited < 600
+
+
+def test_a_connection_string_that_cannot_be_read_is_left_out_and_the_reason_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"message": "no such model"})
+
+    async def read() -> str | None:
+        client = CapellaClient(
+            base_url="https://api.example", token=Secret("tok"), transport=httpx.MockTransport(handler), max_attempts=1
+        )
+        async with client:
+            return await connection_string(client, "org", live_model(id="m-9", connection_string=None))
+
+    caplog.set_level(logging.WARNING, logger="capella_deploy.kinds.model")
+    assert asyncio.run(read()) is None
+    [record] = [r for r in caplog.records if r.name == "capella_deploy.kinds.model"]
+    assert record.getMessage().startswith("could not read the connection string of model m-9: ")
+    assert "404" in record.getMessage()
