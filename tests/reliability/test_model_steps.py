@@ -537,3 +537,46 @@ def test_a_model_of_its_name_on_its_way_out_is_no_rival_to_the_one_a_run_makes(t
     [(_, kept, status)] = live_models(world.sandbox)
     assert kept not in going and status == "healthy"
     assert read_outputs(world.outputs_path)["models"]["chat"]["id"] == kept
+
+
+def test_a_destroy_is_seen_done_the_moment_the_model_is_gone_and_its_outputs_entry_goes(tmp_path: Path) -> None:
+    world = new_world(72, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    world.set_manifest(NO_MODELS)
+    report = world.apply()
+    assert report.exit_code == 0, report.stdout
+    assert report.result is not None
+    assert [(r.detail, r.elapsed) for r in report.result.results] == [
+        ("destroyed", world.sandbox.timings.destroy_seconds)
+    ]
+    assert read_outputs(world.outputs_path)["models"] == {}
+
+
+def test_a_destroy_that_fails_fails_its_change_when_it_fails(tmp_path: Path) -> None:
+    world = new_world(73, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    model_id = live_models(world.sandbox)[0][1]
+    world.set_manifest(NO_MODELS)
+
+    def fails() -> None:  # its destruction fails as soon as it has begun
+        with world.sandbox.mutate() as state:
+            model = state.models[model_id]
+            if model.status == lifecycle.DESTROYING:
+                lifecycle.begin(model, "destroyFailed", None, world.clock.now(), None)
+
+    world.script.append(Step(rf"GET {MODELS}", "skip", times=1000, meanwhile=fails))
+    started = world.clock.now()
+    report = world.apply(timeout=3600)
+    assert report.exit_code == 1
+    assert report.result is not None
+    assert [r.detail for r in report.result.failed] == [f"model {model_id}: status became destroyFailed"]
+    assert world.clock.now() - started < 600
+
+
+def test_a_replacement_says_it_destroys_the_model_it_replaces(tmp_path: Path) -> None:
+    world = new_world(74, tmp_path, manifest_text=one_model())
+    assert world.apply().exit_code == 0
+    old = live_models(world.sandbox)[0][1]
+    report = world.apply(replace=frozenset({"model.chat"}))
+    assert report.exit_code == 0, report.stdout
+    assert progress(report)[:2] == [f"destroying {old} to replace it", "deploying"]
