@@ -14,7 +14,16 @@ import pytest
 
 from capella_deploy.api.client import CapellaClient
 from capella_deploy.clock import ManualClock
-from capella_deploy.kinds.base import Action, Address, ExportNotes, ExportScope, Kind, PlanContext, Settled
+from capella_deploy.kinds.base import (
+    Action,
+    Address,
+    ExportNotes,
+    ExportScope,
+    Kind,
+    LiveStateError,
+    PlanContext,
+    Settled,
+)
 from capella_deploy.kinds.model import (
     MODELS,
     allows,
@@ -660,3 +669,16 @@ def test_a_connection_string_that_cannot_be_read_is_left_out_and_the_reason_logg
     [record] = [r for r in caplog.records if r.name == "capella_deploy.kinds.model"]
     assert record.getMessage().startswith("could not read the connection string of model m-9: ")
     assert "404" in record.getMessage()
+
+
+def test_an_entry_that_is_not_an_object_is_unreadable_and_says_so() -> None:
+    with pytest.raises(LiveStateError, match=r"^a model entry is not an object$"):
+        parse_model({"model": "m-1"})
+
+
+def test_a_model_that_sets_a_cache_field_to_null_drops_the_defaults_value_of_it() -> None:
+    spec, defaults = spec_of(
+        {**CHAT, "cache": {"type": "semantic", "semantic": None}},
+        cache={"type": "semantic", "semantic": {"dimensions": 384}},
+    )
+    assert model_attributes(spec, defaults)["cache"] == {"type": "semantic"}

@@ -425,7 +425,7 @@ def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
 def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
     """The create body: what the manifest sets, unmanaged attributes included (they are managed by hand only
     after the model exists); what it leaves unset, the API decides."""
-    attrs = model_attributes(spec, defaults, model_ids)
+    attrs = model_attributes(spec, defaults)  # its cache is not read here: the body's caching resolves model ids
     compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
     body: dict[str, Any] = {
         "name": spec.name,
