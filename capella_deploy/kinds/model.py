@@ -425,7 +425,7 @@ def write_only_attributes(spec: ModelSpec) -> dict[str, Any]:
 def model_create_body(spec: ModelSpec, defaults: Defaults, model_ids: Mapping[str, str]) -> dict[str, Any]:
     """The create body: what the manifest sets, unmanaged attributes included (they are managed by hand only
     after the model exists); what it leaves unset, the API decides."""
-    attrs = model_attributes(spec, defaults, model_ids)
+    attrs = model_attributes(spec, defaults)  # its cache is not read here: the body's caching resolves model ids
     compute = {"cpu": attrs.get("cpu", default_cpu(attrs["gpuMemory"])), "gpuMemory": attrs["gpuMemory"]}
     body: dict[str, Any] = {
         "name": spec.name,
@@ -502,9 +502,9 @@ def header_profile(spec: ModelSpec, defaults: Defaults) -> dict[str, str]:
 
 
 def _number(value: float) -> str:
-    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse.
-    text = format(Decimal(repr(value)), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    # Plain decimals: "g" would write 1e-05, which a header parser expecting a number may refuse. The shortest
+    # repr of a threshold (a float strictly between 0 and 1) has no trailing zeros to strip.
+    return f"{Decimal(repr(value)):f}"
 
 
 def cache_block(caching: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -569,12 +569,11 @@ def export_entry(model: LiveModel, names: Mapping[str, str], notes: ExportNotes)
 
 
 def _guess_cache(caching: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Invert desired.caching_body; the caller checks the guess by mapping it forward again."""
+    """Invert caching_body; the caller checks the guess by validating it and mapping it forward again, which
+    refuses any object caching_body would not write (no ``enableStandard: true``, an unknown ``defaultCache``)."""
     if caching.get("enableStandard") is False:
         return {"type": "none"}
     kind = caching.get("defaultCache")
-    if caching.get("enableStandard") is not True or kind not in ("standard", "semantic"):
-        return None
     block: dict[str, Any] = {"type": kind}
     if "enableConversational" in caching:
         block["conversational"] = caching["enableConversational"]
@@ -892,11 +891,12 @@ class ModelSteps:
         return seen
 
     async def _embedding_ready(self, step: ApplyStep, spec: ModelSpec) -> dict[str, str]:
-        """The model ids known so far, once the model ``spec``'s semantic cache embeds with (if one of the
-        manifest's) exists and is in its declared state."""
+        """The ids the model's bodies resolve manifest names with: none when its semantic cache names no model
+        of the manifest (it names none, or an id); else the ids known so far, once that model exists and is in its
+        declared state."""
         name = embedding_dependency(spec, self._run.manifest.defaults, self._specs)
         if name is None:
-            return self._run.ids_of(Kind.MODEL)
+            return {}
         dependency = Address(Kind.MODEL, name)
         step.progress(f"waiting for {dependency}, its embedding model")
         finished = await self._run.finished(dependency)
@@ -1145,11 +1145,6 @@ async def record_model(
         connectionString=await connection_string(client, org_id, model),
         headers=header_profile(spec, defaults),
     )
-
-
-def _ids_by_name(ctx: PlanContext) -> dict[str, str]:
-    """Manifest model name -> the live id it will have when the plan runs (renewed models have none yet)."""
-    return {address.name: live_id for address, live_id in ctx.ids.items() if address.kind is Kind.MODEL}
 
 
 MODELS = Models()
