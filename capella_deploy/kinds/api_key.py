@@ -6,16 +6,14 @@ the attributes the planner compares, its create body, and its export entry.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from capella_deploy.api.client import CapellaClient
 from capella_deploy.errors import AmbiguousCreate, Conflict
 from capella_deploy.kinds.base import (
     CREATE_ATTEMPTS,
@@ -46,6 +44,9 @@ from capella_deploy.kinds.parsing import as_list, as_mapping, as_str, parse_time
 from capella_deploy.kinds.shared import SharedCall, oldest
 from capella_deploy.lease import is_lease_key
 from capella_deploy.manifest import ApiKeySpec, Defaults, Manifest, effective_region
+
+if TYPE_CHECKING:
+    from capella_deploy.api.client import CapellaClient
 
 # A key's lifetime read as days remaining adds up with its age to whole days, give or take the time between
 # the server's reading and ours and the skew of the two clocks.
@@ -416,6 +417,8 @@ class KeySteps:
         # Key creates look for other runs' keys of their name once no key create is under way, all in one listing.
         self._key_listing = SharedCall(self._list_keys, run.clock, 0.0)
         self._key_creates = 0
+        import asyncio  # here, not at the top: validate loads the kinds and has no loop to run
+
         self._keys_quiet = asyncio.Event()
         self._keys_quiet.set()
 

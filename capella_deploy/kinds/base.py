@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import cached_property
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from capella_deploy.api.client import CapellaClient
-from capella_deploy.clock import Clock
 from capella_deploy.errors import CapellaError, Conflict, Unprocessable
 from capella_deploy.manifest import Manifest
 from capella_deploy.outputs import Outputs
+
+if TYPE_CHECKING:
+    from capella_deploy.api.client import CapellaClient
+    from capella_deploy.clock import Clock
 
 
 class Kind(str, Enum):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from capella_deploy.kinds.base import AttributeChange
 
 
@@ -45,4 +43,6 @@ def _differs(have: Any, wanted: Any) -> bool:
     # 0.85 vs 0.8500000001 from a JSON round trip, or 48 vs 48.0, is not a change.
     if type(have) is type(wanted) and have == wanted:
         return False
+    from deepdiff import DeepDiff  # heavy to import; validate and most plans never get here
+
     return bool(DeepDiff(have, wanted, significant_digits=9, ignore_numeric_type_changes=True))

@@ -6,18 +6,16 @@ compares and the bodies the applier sends, the Model Service header profile, and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from capella_deploy.api.client import CapellaClient
 from capella_deploy.errors import AmbiguousCreate, CapellaError, Conflict, NotFound, WaitFailed, WaitTimedOut
 from capella_deploy.kinds.base import (
     CREATE_ATTEMPTS,
@@ -51,6 +49,9 @@ from capella_deploy.kinds.parsing import as_int, as_list, as_mapping, as_str, pa
 from capella_deploy.kinds.shared import oldest
 from capella_deploy.manifest import UUID_PATTERN, Cache, Defaults, Manifest, ModelSpec, Routing, effective_region
 from capella_deploy.outputs import Outputs
+
+if TYPE_CHECKING:
+    from capella_deploy.api.client import CapellaClient
 
 log = logging.getLogger("capella_deploy.kinds.model")
 
@@ -686,6 +687,8 @@ class Models:
                 found.unsettled.append(f"model.{model.name}: {exc}")
                 return model
             return settled or model
+
+        import asyncio  # here, not at the top: validate loads the kinds and has no loop to run
 
         for model in await asyncio.gather(*(settle(m) for m in models)):
             await record_model(run.outputs, run.client, run.org_id, wanted[model.name], run.manifest.defaults, model)

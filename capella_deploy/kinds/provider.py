@@ -19,11 +19,10 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from capella_deploy.api.client import CapellaClient
 from capella_deploy.errors import AmbiguousCreate, Conflict, NotFound
 from capella_deploy.kinds.base import (
     CREATE_ATTEMPTS,
@@ -55,6 +54,9 @@ from capella_deploy.manifest import PROVIDER_CREDENTIALS, Manifest, ProviderSpec
 from capella_deploy.manifest.credentials import provider_credentials
 from capella_deploy.outputs import Outputs, env_name
 from capella_deploy.secrets import Secret
+
+if TYPE_CHECKING:
+    from capella_deploy.api.client import CapellaClient
 
 SECTION = "providers"
 S3 = "awsS3"

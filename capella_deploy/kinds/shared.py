@@ -6,12 +6,14 @@ stays. Each run looks at what exists (several callers of one run sharing one cal
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from capella_deploy.clock import Clock
+if TYPE_CHECKING:
+    import asyncio
+
+    from capella_deploy.clock import Clock
 
 T = TypeVar("T")
 
@@ -27,6 +29,8 @@ class SharedCall(Generic[T]):
         self._pending: asyncio.Future[T] | None = None
 
     async def get(self) -> T:
+        import asyncio  # here, not at the top: validate loads the kinds and has no loop to run
+
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._gathered())
         return await asyncio.shield(self._pending)

@@ -8,10 +8,12 @@ what renewing a resource means for those that refer to it by id, pruning, preven
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+import functools
+import gc
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from capella_deploy.kinds import REGISTRY
 from capella_deploy.kinds.base import (
@@ -31,8 +33,26 @@ from capella_deploy.outputs import recorded_credential_versions
 from capella_deploy.plan import Plan, Unmanaged
 
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
+def _inputs_left_out_of_collections(func: Callable[P, Plan]) -> Callable[P, Plan]:
+    """Planning allocates in proportion to the organization, and each full collection it sets off would scan the
+    manifest and the snapshot again, though they outlive the plan: at 10,000 resources those scans made planning
+    grow faster than linearly. What exists when planning starts is left out of collections until it ends."""
+
+    @functools.wraps(func)
+    def planned(*args: P.args, **kwargs: P.kwargs) -> Plan:
+        gc.freeze()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    return planned
+
+
+@_inputs_left_out_of_collections
 def plan(
     manifest: Manifest,
     live: LiveState,
@@ -138,6 +158,7 @@ def plan(
     )
 
 
+@_inputs_left_out_of_collections
 def plan_destroy(manifest: Manifest, live: LiveState) -> Plan:
     """Delete every live resource the manifest names; preventDestroy turns a delete into an error."""
     live = live.within(manifest.scope)
