@@ -111,41 +111,32 @@ def test_a_delete_refused_while_the_model_is_settled_fails_without_a_second_try(
     assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
 
 
-def test_a_pause_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path: Path) -> None:
-    world = new_world(24, tmp_path, manifest_text=one_model())
+@pytest.mark.parametrize(
+    ("seed", "before", "after", "method", "steps"),
+    [
+        (24, "running", "paused", "DELETE", ["pausing", "paused"]),
+        (25, "paused", "running", "POST", ["resuming", "healthy"]),
+    ],
+    ids=["pause", "resume"],
+)
+def test_a_pause_or_resume_whose_answer_was_lost_is_not_taken_back_by_its_repeat(
+    seed: int, before: str, after: str, method: str, steps: list[str], tmp_path: Path
+) -> None:
+    world = new_world(seed, tmp_path, manifest_text=one_model(before))
     assert world.apply().exit_code == 0
-    world.set_manifest(one_model("paused"))
-    world.script.append(Step(rf"DELETE {MODELS}/#\d+/activationState", "drop-after"))
+    world.set_manifest(one_model(after))
+    world.script.append(Step(rf"{method} {MODELS}/#\d+/activationState", "drop-after"))
     report = world.apply()
     assert report.exit_code == 0, report.stdout
-    assert report.result is not None and [r.detail for r in report.result.results] == ["paused"]
-    assert progress(report) == ["pausing", "paused"]
+    assert report.result is not None and [r.detail for r in report.result.results] == [steps[-1]]
+    assert progress(report) == steps
     # The client sent the call again; the API refused the repeat, as the model was on its way already.
-    assert calls(world, "DELETE", "/activationState") == [
-        f"DELETE {MODELS}/#1/activationState (carried out) -> 202",
-        f"DELETE {MODELS}/#1/activationState -> dropped after",
-        f"DELETE {MODELS}/#1/activationState -> 409",
+    assert calls(world, method, "/activationState") == [
+        f"{method} {MODELS}/#1/activationState (carried out) -> 202",
+        f"{method} {MODELS}/#1/activationState -> dropped after",
+        f"{method} {MODELS}/#1/activationState -> 409",
     ]
-    assert [m[2] for m in live_models(world.sandbox)] == ["paused"]
-    assert untruths(world, report) == []
-
-
-def test_a_resume_whose_answer_was_lost_is_not_taken_back_by_its_repeat(tmp_path: Path) -> None:
-    world = new_world(25, tmp_path, manifest_text=one_model("paused"))
-    assert world.apply().exit_code == 0
-    world.set_manifest(one_model())
-    world.script.append(Step(rf"POST {MODELS}/#\d+/activationState", "drop-after"))
-    report = world.apply()
-    assert report.exit_code == 0, report.stdout
-    assert report.result is not None and [r.detail for r in report.result.results] == ["healthy"]
-    assert progress(report) == ["resuming", "healthy"]
-    # The client sent the call again; the API refused the repeat, as the model was on its way already.
-    assert calls(world, "POST", "/activationState") == [
-        f"POST {MODELS}/#1/activationState (carried out) -> 202",
-        f"POST {MODELS}/#1/activationState -> dropped after",
-        f"POST {MODELS}/#1/activationState -> 409",
-    ]
-    assert [m[2] for m in live_models(world.sandbox)] == ["healthy"]
+    assert [m[2] for m in live_models(world.sandbox)] == [steps[-1]]
     assert untruths(world, report) == []
 
 
