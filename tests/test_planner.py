@@ -293,3 +293,15 @@ def test_targeting_a_model_keeps_the_embedding_model_it_caches_with() -> None:
     live = LiveState("org", (live_model(caching=caching("m-embed")), live_model(id="m-embed", name="embed")))
     gone = plan_destroy(doc, live)
     assert {c.name for c in restrict(gone, doc, ["model.embed"], destroy=True).changes} == {"chat", "embed"}
+
+
+def test_of_equally_healthy_models_sharing_a_name_the_plan_keeps_the_oldest_whatever_their_ids() -> None:
+    older = live_model(id="m-z", created_at=NOW - timedelta(days=2))
+    newer = live_model(id="m-a", created_at=NOW - timedelta(days=1))
+    for listed in ((older, newer), (newer, older)):
+        result = plan(manifest(), LiveState("org", listed, (live_key(),)), now=NOW)
+        [gone] = [c for c in result.changes if c.action is Action.DELETE]
+        assert gone.live_id == "m-a" and gone.cause == "delete_because_duplicate"
+    failed_older = live_model(id="m-z", status="deployFailed", created_at=NOW - timedelta(days=2))
+    result = plan(manifest(), LiveState("org", (failed_older, newer), (live_key(),)), now=NOW)
+    assert [c.live_id for c in result.changes if c.action is Action.DELETE] == ["m-z"], "health comes first"

@@ -144,9 +144,11 @@ class LiveModel:
 REPLACE_STATUSES = frozenset({"deployFailed", "destroyFailed"})
 
 
-def model_rank(model: LiveModel) -> tuple[bool, bool, str]:
-    """Sort key: among live models of one name, the one to manage (the healthiest) sorts first."""
-    return (model.status in REPLACE_STATUSES, model.status in FAILED_STATUSES, model.id)
+def model_rank(model: LiveModel) -> tuple[bool, bool, float, str]:
+    """Sort key: among live models of one name, the one to manage sorts first: the healthiest, then the oldest,
+    which is the one runs racing to create a name agree to keep (``ModelSteps._one_of_its_name``)."""
+    created = model.created_at.timestamp() if model.created_at is not None else float("inf")
+    return (model.status in REPLACE_STATUSES, model.status in FAILED_STATUSES, created, model.id)
 
 
 def allows(model: LiveModel, action: str) -> bool:
