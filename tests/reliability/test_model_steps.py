@@ -415,19 +415,7 @@ def test_a_renamed_model_is_recorded_in_the_outputs_under_its_new_name_only(tmp_
     assert list(models) == ["chat2"] and models["chat2"]["id"] == model_id
 
 
-PAUSED_EMBED = """\
-apiVersion: capella-deploy/v1
-defaults: {{provider: aws, region: us-east-1}}
-models:
-  - name: chat
-    catalogModel: mistralai/mistral-7b-instruct-v0.3
-    gpuMemory: 48
-    cache: {cache}
-  - name: embed
-    catalogModel: nvidia/llama-3.2-nv-embedqa-1b-v2
-    gpuMemory: 24
-    state: paused
-"""
+PAUSED_EMBED = TWO_MODELS + "    state: paused\n"
 
 
 def test_an_edit_waits_for_its_embedding_model_to_reach_the_paused_state_the_manifest_declares(
