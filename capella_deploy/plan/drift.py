@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from capella_deploy.kinds import REGISTRY
-from capella_deploy.kinds.base import Action, AttributeChange, Kind, ResourceChange
+from capella_deploy.kinds.base import Action, Address, AttributeChange, Kind, ResourceChange
 from capella_deploy.plan import Plan, Where
 
 REPORT_FORMAT_VERSION = "3.0"
@@ -108,7 +108,7 @@ class Drifted:
 
     @property
     def address(self) -> str:
-        return f"{self.kind.value}.{self.name}"
+        return str(Address(self.kind, self.name))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,7 +129,7 @@ class Missing:
 
     @property
     def address(self) -> str:
-        return f"{self.kind.value}.{self.name}"
+        return str(Address(self.kind, self.name))
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "kind": self.kind.value, "name": self.name}
@@ -145,7 +145,7 @@ class UnmanagedResource:
 
     @property
     def address(self) -> str:
-        return f"{self.kind.value}.{self.name}"
+        return str(Address(self.kind, self.name))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,7 +197,7 @@ def drift_report(plan: Plan, rules: IgnoreRules | None = None) -> DriftReport:
     unmanaged: list[UnmanagedResource] = []
     ignored: list[str] = []
     for change in plan.changes:
-        address = f"{change.kind.value}.{change.name}"
+        address = str(change.ref)
         if change.action is Action.CREATE:
             if rules.ignores(address):
                 ignored.append(address)
@@ -215,7 +215,7 @@ def drift_report(plan: Plan, rules: IgnoreRules | None = None) -> DriftReport:
             if kept or (change.cause == "replace_because_failed" and not rules.ignores(address)):
                 drifted.append(Drifted(change.kind, change.name, change.live_id, change.action, change.reason, kept))
     for item in plan.unmanaged:
-        address = f"{item.kind.value}.{item.name}"
+        address = str(Address(item.kind, item.name))
         if rules.ignores(address):
             ignored.append(f"{address}[{item.live_id}]")
         else:
@@ -267,13 +267,14 @@ def unmatched_patterns(rules: IgnoreRules, plan: Plan) -> list[str]:
     """The patterns that match no resource and no attribute of the plan: most likely misspelt."""
     candidates: set[str] = set()
     for change in plan.changes:
-        address = f"{change.kind.value}.{change.name}"
+        address = str(change.ref)
         candidates |= {address, change.address}
         for attributes in (change.before, change.after):
             candidates |= {f"{address}.{path}" for path in _attribute_paths(attributes or {})}
         candidates |= {f"{address}.{c.path}" for c in change.attribute_changes}
     for item in plan.unmanaged:
-        candidates |= {f"{item.kind.value}.{item.name}", f"{item.kind.value}.{item.name}[{item.live_id}]"}
+        address = str(Address(item.kind, item.name))
+        candidates |= {address, f"{address}[{item.live_id}]"}
     return [
         p for p in rules.patterns if not any(fnmatch.fnmatchcase(c, s) for c in candidates for s in rules.spellings(p))
     ]

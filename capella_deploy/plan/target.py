@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from capella_deploy.errors import ConfigError
 from capella_deploy.kinds import REGISTRY
-from capella_deploy.kinds.base import Address, Kind, PlanContext
+from capella_deploy.kinds.base import Address, PlanContext
 from capella_deploy.manifest import Manifest
 from capella_deploy.plan import Plan
 
@@ -25,7 +25,7 @@ _NO_TIME = datetime.fromtimestamp(0, tz=timezone.utc)
 def check_targets(addresses: Sequence[str], manifest: Manifest, plan: Plan) -> tuple[str, ...]:
     """The addresses, checked: ``KIND.NAME`` (model.NAME, apiKey.NAME...) of something declared or in the plan."""
     known = {str(Address(kind.kind, spec.name)) for kind in REGISTRY for spec in kind.specs(manifest)}
-    known |= {_plain(change.kind, change.name) for change in plan.changes}
+    known |= {str(change.ref) for change in plan.changes}
     checked: list[str] = []
     for address in addresses:
         try:
@@ -48,8 +48,8 @@ def restrict(plan: Plan, manifest: Manifest, targets: Sequence[str], *, destroy:
     if not targets:
         return plan
     wanted = _closure(manifest, targets, destroy=destroy)
-    kept = tuple(c for c in plan.changes if _plain(c.kind, c.name) in wanted)
-    dropped = {a for c in plan.changes if c not in kept for a in (c.address, _plain(c.kind, c.name))}
+    kept = tuple(c for c in plan.changes if str(c.ref) in wanted)
+    dropped = {a for c in plan.changes if c not in kept for a in (c.address, str(c.ref))}
     warning = (
         f"Resource targeting is in effect: this plan covers only {', '.join(targets)} and what "
         f"{'it needs' if len(targets) == 1 else 'they need'}, so it may not show every change the manifest "
@@ -89,7 +89,3 @@ def _closure(manifest: Manifest, targets: Iterable[str], *, destroy: bool) -> se
             wanted.add(address)
             pending.extend(needs.get(address, ()))
     return wanted
-
-
-def _plain(kind: Kind, name: str) -> str:
-    return f"{kind.value}.{name}"
